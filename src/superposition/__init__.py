@@ -1,0 +1,7 @@
+"""superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
+
+from superposition import metrics
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["__version__", "metrics"]

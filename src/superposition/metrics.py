@@ -1,0 +1,458 @@
+"""Pure functions on tensors: the single home of every formula in the library.
+
+Two families live here.
+
+*Toy-model geometry* takes a weight matrix in the convention of Elhage et al. (2022),
+``W: [..., n_hidden, n_features]``: column ``i`` is feature ``i``'s embedding ``W_i`` and any
+leading dimensions are model instances.
+
+*Neuron statistics* take activations ``X: [tokens, neurons]`` (one column per neuron) or the
+running sums a streaming accumulator keeps (:func:`statistics_from_sums`,
+:func:`cosine_similarity_from_gram`), so that the in-memory and the streaming paths share one
+formula.
+
+Every function validates its input and raises :class:`ValueError` naming the argument, the
+expected shape and what arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NeuronStatistics",
+    "activation_frequency",
+    "activation_kurtosis",
+    "activation_mean",
+    "activation_variance",
+    "cosine_distance",
+    "cosine_similarity",
+    "cosine_similarity_from_gram",
+    "dimensions_per_feature",
+    "feature_dimensionality",
+    "feature_norms",
+    "interference",
+    "neuron_statistics",
+    "power_sums",
+    "statistics_from_sums",
+]
+
+# Squared norms below this count as zero: a column (feature or neuron) that is numerically
+# absent gets a defined value instead of a division by ~0.
+_TINY = 1e-12
+
+
+def _check(x: object, name: str, min_ndim: int, shape_doc: str, *, exact: bool = False) -> Tensor:
+    """Validate a floating-point, finite tensor of at least (or exactly) ``min_ndim`` dims."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}; "
+            f"convert it with torch.as_tensor({name}, dtype=torch.float32)"
+        )
+    if (x.ndim != min_ndim) if exact else (x.ndim < min_ndim):
+        need = f"exactly {min_ndim}" if exact else f"at least {min_ndim}"
+        raise ValueError(
+            f"{name} must have shape {shape_doc} ({need} dimensions), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point tensor of shape {shape_doc}, got dtype {x.dtype}; "
+            f"use {name}.float()"
+        )
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"{name} must be finite, got NaN or inf in a tensor of shape {tuple(x.shape)}"
+        )
+    return x
+
+
+_W_DOC = "[..., n_hidden, n_features]"
+_X_DOC = "[tokens, neurons]"
+
+
+# --------------------------------------------------------------------------- toy-model geometry
+
+
+def feature_norms(W: Tensor) -> Tensor:
+    """Length ``||W_i||`` of each feature's embedding: whether feature ``i`` is represented.
+
+    Args:
+        W: ``[..., n_hidden, n_features]`` weights; column ``i`` embeds feature ``i``.
+
+    Returns:
+        ``[..., n_features]``.
+
+    Examples:
+        >>> import torch
+        >>> feature_norms(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
+        tensor([5., 1.])
+    """
+    W = _check(W, "W", 2, _W_DOC)
+    return torch.linalg.vector_norm(W, dim=-2)
+
+
+def _gram(W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(W^T W, ||W_i||^2, mask of non-zero columns)`` of a validated ``W``."""
+    G = W.mT @ W  # [..., f, f], G_ij = W_i . W_j
+    sq = torch.diagonal(G, dim1=-2, dim2=-1)
+    return G, sq, sq > _TINY
+
+
+def interference(W: Tensor) -> Tensor:
+    """Superposition of each feature: ``sum_{j != i} (Ŵ_i · W_j)^2`` with ``Ŵ_i = W_i/||W_i||``.
+
+    Elhage et al.'s measure of how much the other features project onto feature ``i``'s
+    direction. It is 0 when ``W_i`` is orthogonal to every other column, and defined as 0 for a
+    zero column (a feature that is not represented has no direction to interfere along).
+
+    Args:
+        W: ``[..., n_hidden, n_features]``.
+
+    Returns:
+        ``[..., n_features]``.
+
+    Examples:
+        >>> import torch
+        >>> interference(torch.eye(2))  # orthogonal features do not interfere
+        tensor([0., 0.])
+        >>> interference(torch.tensor([[1.0, -1.0]]))  # an antipodal pair
+        tensor([1., 1.])
+    """
+    W = _check(W, "W", 2, _W_DOC)
+    G, sq, alive = _gram(W)
+    off = (G**2).sum(-1) - sq**2  # sum over j != i of (W_i . W_j)^2
+    return torch.where(alive, off.clamp_min(0) / sq.clamp_min(_TINY), torch.zeros_like(sq))
+
+
+def feature_dimensionality(W: Tensor) -> Tensor:
+    """Fraction of a dimension each feature gets: ``D_i = ||W_i||^2 / sum_j (Ŵ_i · W_j)^2``.
+
+    From Elhage et al., section "Feature Dimensionality". An orthogonal, represented feature has
+    ``D_i = 1``; ``k`` features of equal norm sharing one direction have ``1/k`` each; the
+    pentagon gives ``2/5``. A zero column gets 0. ``sum_i D_i <= n_hidden``.
+
+    Args:
+        W: ``[..., n_hidden, n_features]``.
+
+    Returns:
+        ``[..., n_features]``.
+
+    Examples:
+        >>> import torch
+        >>> feature_dimensionality(torch.tensor([[1.0, -1.0]]))  # antipodal pair
+        tensor([0.5000, 0.5000])
+    """
+    W = _check(W, "W", 2, _W_DOC)
+    G, sq, alive = _gram(W)
+    # ||W_i||^2 / (sum_j G_ij^2 / ||W_i||^2) = ||W_i||^4 / sum_j G_ij^2
+    denom = (G**2).sum(-1)
+    return torch.where(alive, sq**2 / denom.clamp_min(_TINY**2), torch.zeros_like(sq))
+
+
+def dimensions_per_feature(W: Tensor) -> Tensor:
+    """Hidden dimensions per represented feature: ``n_hidden / ||W||_F^2``.
+
+    ``||W||_F^2`` counts the features the model represents (a represented, orthogonal feature
+    contributes ``||W_i||^2 ≈ 1``). A zero matrix represents nothing and gives ``inf``.
+
+    Args:
+        W: ``[..., n_hidden, n_features]``.
+
+    Returns:
+        ``[...]`` (a 0-d tensor for a single matrix).
+
+    Examples:
+        >>> import torch
+        >>> dimensions_per_feature(torch.eye(2, 4))  # 2 dimensions, 2 features represented
+        tensor(1.)
+    """
+    W = _check(W, "W", 2, _W_DOC)
+    return W.shape[-2] / W.square().sum((-2, -1))
+
+
+# --------------------------------------------------------------------------- neuron geometry
+
+
+def cosine_similarity_from_gram(
+    gram: Tensor,
+    *,
+    sums: Tensor | None = None,
+    count: int | float | Tensor | None = None,
+) -> Tensor:
+    """Cosine similarity between neurons from their Gram matrix ``X^T X``.
+
+    The single home of the normalisation used by :func:`cosine_similarity` and by the streaming
+    accumulator. With ``sums`` (``X.sum(0)``) and ``count`` (rows of ``X``) the Gram matrix is
+    mean-centred first, ``X^T X - n μ μ^T``, which turns cosine similarity into Pearson
+    correlation.
+
+    A neuron whose vector is zero (it never fires, or is constant when centred) has similarity
+    0 with every other neuron and 1 with itself, so its cosine *distance* to the others is 1,
+    "orthogonal", and the matrix keeps its unit diagonal.
+
+    Args:
+        gram: ``[neurons, neurons]`` symmetric Gram matrix.
+        sums: ``[neurons]`` column sums, for centring.
+        count: number of rows summed, for centring.
+
+    Returns:
+        ``[neurons, neurons]`` similarities in ``[-1, 1]``, in ``gram``'s dtype.
+
+    Examples:
+        >>> import torch
+        >>> cosine_similarity_from_gram(torch.tensor([[4.0, 2.0], [2.0, 4.0]]))
+        tensor([[1.0000, 0.5000],
+                [0.5000, 1.0000]])
+    """
+    gram = _check(gram, "gram", 2, "[neurons, neurons]", exact=True)
+    if gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"gram must be square [neurons, neurons], got shape {tuple(gram.shape)}")
+    if (sums is None) != (count is None):
+        raise ValueError("pass both sums and count to centre the Gram matrix, or neither")
+    if sums is not None:
+        sums = _check(sums, "sums", 1, "[neurons]", exact=True)
+        if sums.shape[0] != gram.shape[0]:
+            raise ValueError(
+                f"sums must have shape [{gram.shape[0]}] to match gram, got {tuple(sums.shape)}"
+            )
+        n = float(count)  # type: ignore[arg-type]
+        if not n > 0:
+            raise ValueError(f"count must be positive to centre the Gram matrix, got {count!r}")
+        sums = sums.to(gram.dtype)
+        gram = gram - torch.outer(sums, sums) / n
+    sq = torch.diagonal(gram).clamp_min(0)
+    # Relative threshold: a centred constant column leaves round-off of order eps * ||x||^2.
+    scale = sq.max() if sq.numel() else torch.tensor(0.0, dtype=gram.dtype)
+    alive = sq > max(_TINY, float(scale) * torch.finfo(gram.dtype).eps * 16)
+    inv = torch.where(alive, sq.clamp_min(_TINY).rsqrt(), torch.zeros_like(sq))
+    sim = (gram * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
+    sim.diagonal().fill_(1.0)
+    return sim
+
+
+def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tensor | None]:
+    """``X^T X`` (centred if asked) accumulated in row chunks, so no copy of ``X`` is made."""
+    n, d = X.shape
+    mean = X.mean(0) if center and n else None
+    gram = X.new_zeros(d, d)
+    for start in range(0, n, chunk):
+        block = X[start : start + chunk]
+        if mean is not None:
+            block = block - mean
+        gram.addmm_(block.mT, block)
+    return gram, mean
+
+
+def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
+    """Cosine similarity between the activation vectors of every pair of neurons.
+
+    Column ``j`` of ``X`` is neuron ``j``'s activation over all tokens; the result compares
+    those columns, as in Figure 4 of the seed paper. With ``center=True`` each column is
+    mean-centred first, which is the Pearson correlation between neurons (raw cosine is
+    dominated by a shared positive offset of the activations, see the docs).
+
+    A neuron that never fires (a zero column, or a constant one with ``center=True``) has
+    similarity 0 with every other neuron and 1 with itself.
+
+    Args:
+        X: ``[tokens, neurons]`` activations.
+        center: subtract each neuron's mean first.
+
+    Returns:
+        ``[neurons, neurons]``, symmetric, unit diagonal, values in ``[-1, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> X = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+        >>> cosine_similarity(X)
+        tensor([[1., 1., 0.],
+                [1., 1., 0.],
+                [0., 0., 1.]])
+    """
+    X = _check(X, "X", 2, _X_DOC, exact=True)
+    gram, _ = _gram_of(X, center)
+    return cosine_similarity_from_gram(gram)
+
+
+def cosine_distance(X: Tensor, *, center: bool = False) -> Tensor:
+    """Cosine distance ``1 - cosine_similarity(X)`` between neurons, in ``[0, 2]``.
+
+    0 means two neurons fire identically, 1 orthogonally, 2 in opposition (the seed paper's
+    reading of its Figure 4).
+
+    Args:
+        X: ``[tokens, neurons]`` activations.
+        center: subtract each neuron's mean first (distance = 1 - Pearson correlation).
+
+    Returns:
+        ``[neurons, neurons]``.
+
+    Examples:
+        >>> import torch
+        >>> cosine_distance(torch.tensor([[1.0, -1.0], [2.0, -2.0]]))
+        tensor([[0., 2.],
+                [2., 0.]])
+    """
+    return 1.0 - cosine_similarity(X, center=center)
+
+
+# --------------------------------------------------------------------------- neuron statistics
+
+
+@dataclass(frozen=True)
+class NeuronStatistics:
+    """Per-neuron activation statistics, each a ``[neurons]`` float tensor.
+
+    Attributes:
+        count: number of tokens the statistics cover.
+        mean: mean activation.
+        variance: population variance (divides by ``count``).
+        frequency: fraction of tokens on which the neuron is active (``> threshold``).
+        kurtosis: excess kurtosis ``m4 / m2^2 - 3`` (0 for a Gaussian; 0 for a constant neuron).
+        threshold: the activity threshold used for ``frequency``.
+    """
+
+    count: int
+    mean: Tensor
+    variance: Tensor
+    frequency: Tensor
+    kurtosis: Tensor
+    threshold: float
+
+    @property
+    def std(self) -> Tensor:
+        """Population standard deviation, ``variance ** 0.5``."""
+        return self.variance.sqrt()
+
+
+def statistics_from_sums(
+    count: int,
+    power_sums: Tensor,
+    active: Tensor,
+    *,
+    threshold: float = 0.0,
+) -> NeuronStatistics:
+    """Neuron statistics from running sums: the formula shared by memory and streaming paths.
+
+    Args:
+        count: number of tokens summed.
+        power_sums: ``[4, neurons]``, rows ``sum x``, ``sum x^2``, ``sum x^3``, ``sum x^4``
+            (accumulate them in float64: the central moments are differences of these).
+        active: ``[neurons]`` number of tokens with ``x > threshold``.
+        threshold: the threshold ``active`` was counted with.
+
+    Returns:
+        :class:`NeuronStatistics` in float32.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([1.0, 3.0], dtype=torch.float64)
+        >>> s = statistics_from_sums(2, torch.stack([x.sum(), (x**2).sum(), (x**3).sum(),
+        ...                          (x**4).sum()])[:, None], torch.tensor([2.0]))
+        >>> s.mean, s.variance, s.kurtosis
+        (tensor([2.]), tensor([1.]), tensor([-2.]))
+    """
+    power_sums = _check(power_sums, "power_sums", 2, "[4, neurons]", exact=True)
+    if power_sums.shape[0] != 4:
+        raise ValueError(
+            f"power_sums must have shape [4, neurons], got shape {tuple(power_sums.shape)}"
+        )
+    if count <= 0:
+        raise ValueError(f"count must be positive, got {count!r}; no tokens were accumulated")
+    raw = power_sums.double() / count  # E[x], E[x^2], E[x^3], E[x^4]
+    mu = raw[0]
+    m2 = (raw[1] - mu**2).clamp_min(0)
+    m4 = raw[3] - 4 * mu * raw[2] + 6 * mu**2 * raw[1] - 3 * mu**4
+    scale = raw[1].clamp_min(_TINY)  # round-off of m2 is relative to E[x^2]
+    varies = m2 > scale * 1e-10
+    kurt = torch.where(varies, m4.clamp_min(0) / m2.clamp_min(_TINY) ** 2 - 3, torch.zeros_like(m2))
+    return NeuronStatistics(
+        count=int(count),
+        mean=mu.float(),
+        variance=m2.float(),
+        frequency=(active.double() / count).float(),
+        kurtosis=kurt.float(),
+        threshold=float(threshold),
+    )
+
+
+def power_sums(X: Tensor) -> Tensor:
+    """``[4, neurons]`` float64 sums of ``X``, ``X^2``, ``X^3``, ``X^4`` over tokens."""
+    Xd = X.double()
+    sq = Xd * Xd
+    return torch.stack([Xd.sum(0), sq.sum(0), (sq * Xd).sum(0), (sq * sq).sum(0)])
+
+
+def neuron_statistics(X: Tensor, *, threshold: float = 0.0) -> NeuronStatistics:
+    """Mean, variance, activation frequency and excess kurtosis of every neuron.
+
+    Args:
+        X: ``[tokens, neurons]`` activations (at least one token).
+        threshold: a neuron counts as active on a token when its value is ``> threshold``.
+
+    Returns:
+        :class:`NeuronStatistics`.
+
+    Examples:
+        >>> import torch
+        >>> s = neuron_statistics(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        >>> s.mean, s.frequency
+        (tensor([1., 1.]), tensor([0.5000, 1.0000]))
+    """
+    X = _check(X, "X", 2, _X_DOC, exact=True)
+    if X.shape[0] == 0:
+        raise ValueError("X must have at least one token (row), got shape (0, ...)")
+    return statistics_from_sums(
+        X.shape[0], power_sums(X), (X > threshold).sum(0), threshold=threshold
+    )
+
+
+def activation_mean(X: Tensor) -> Tensor:
+    """Mean activation of each neuron, ``[neurons]``.
+
+    Examples:
+        >>> import torch
+        >>> activation_mean(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        tensor([1., 1.])
+    """
+    return neuron_statistics(X).mean
+
+
+def activation_variance(X: Tensor) -> Tensor:
+    """Population variance of each neuron's activation, ``[neurons]``.
+
+    Examples:
+        >>> import torch
+        >>> activation_variance(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        tensor([1., 0.])
+    """
+    return neuron_statistics(X).variance
+
+
+def activation_frequency(X: Tensor, *, threshold: float = 0.0) -> Tensor:
+    """Fraction of tokens on which each neuron is active (``> threshold``), ``[neurons]``.
+
+    Examples:
+        >>> import torch
+        >>> activation_frequency(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        tensor([0.5000, 1.0000])
+    """
+    return neuron_statistics(X, threshold=threshold).frequency
+
+
+def activation_kurtosis(X: Tensor) -> Tensor:
+    """Excess kurtosis of each neuron's activation (0 for a Gaussian or a constant), ``[neurons]``.
+
+    Heavy tails (large kurtosis) mark neurons that are silent on most tokens and fire strongly
+    on a few: the signature of sparse, feature-like neurons.
+
+    Examples:
+        >>> import torch
+        >>> activation_kurtosis(torch.tensor([[1.0], [3.0]]))
+        tensor([-2.])
+    """
+    return neuron_statistics(X).kurtosis
