@@ -55,8 +55,7 @@ def _check(x: object, name: str, min_ndim: int, shape_doc: str, *, exact: bool =
     if (x.ndim != min_ndim) if exact else (x.ndim < min_ndim):
         need = f"exactly {min_ndim}" if exact else f"at least {min_ndim}"
         raise ValueError(
-            f"{name} must have shape {shape_doc} ({need} dimensions), "
-            f"got shape {tuple(x.shape)}"
+            f"{name} must have shape {shape_doc} ({need} dimensions), got shape {tuple(x.shape)}"
         )
     if not x.is_floating_point():
         raise ValueError(
@@ -92,7 +91,8 @@ def feature_norms(W: Tensor) -> Tensor:
         tensor([5., 1.])
     """
     W = _check(W, "W", 2, _W_DOC)
-    return torch.linalg.vector_norm(W, dim=-2)
+    norms: Tensor = torch.linalg.vector_norm(W, dim=-2)
+    return norms
 
 
 def _gram(W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
