@@ -62,7 +62,9 @@ def _check(x: object, name: str, min_ndim: int, shape_doc: str, *, exact: bool =
             f"{name} must be a floating-point tensor of shape {shape_doc}, got dtype {x.dtype}; "
             f"use {name}.float()"
         )
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    # aminmax propagates NaN and surfaces ±inf in one pass with O(1) memory; isfinite(x) would
+    # allocate a mask (and temporaries) as large as x, which matters for [1M, 3072] activations.
+    if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
         raise ValueError(
             f"{name} must be finite, got NaN or inf in a tensor of shape {tuple(x.shape)}"
         )
