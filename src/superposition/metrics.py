@@ -314,6 +314,7 @@ class NeuronStatistics:
         mean: mean activation.
         variance: population variance (divides by ``count``).
         frequency: fraction of tokens on which the neuron is active (``> threshold``).
+        skewness: ``m3 / m2^(3/2)`` (0 for a symmetric distribution or a constant neuron).
         kurtosis: excess kurtosis ``m4 / m2^2 - 3`` (0 for a Gaussian; 0 for a constant neuron).
         threshold: the activity threshold used for ``frequency``.
     """
@@ -322,6 +323,7 @@ class NeuronStatistics:
     mean: Tensor
     variance: Tensor
     frequency: Tensor
+    skewness: Tensor
     kurtosis: Tensor
     threshold: float
 
@@ -339,6 +341,9 @@ def statistics_from_sums(
     threshold: float = 0.0,
 ) -> NeuronStatistics:
     """Neuron statistics from running sums: the formula shared by memory and streaming paths.
+
+    Also the way to summarise any 1-D sample ``v`` (a histogram's skew, say):
+    ``neuron_statistics(v[:, None])``.
 
     Args:
         count: number of tokens summed.
@@ -368,15 +373,20 @@ def statistics_from_sums(
     raw = power_sums.double() / count  # E[x], E[x^2], E[x^3], E[x^4]
     mu = raw[0]
     m2 = (raw[1] - mu**2).clamp_min(0)
+    m3 = raw[2] - 3 * mu * raw[1] + 2 * mu**3
     m4 = raw[3] - 4 * mu * raw[2] + 6 * mu**2 * raw[1] - 3 * mu**4
     scale = raw[1].clamp_min(_TINY)  # round-off of m2 is relative to E[x^2]
     varies = m2 > scale * 1e-10
-    kurt = torch.where(varies, m4.clamp_min(0) / m2.clamp_min(_TINY) ** 2 - 3, torch.zeros_like(m2))
+    safe_m2 = m2.clamp_min(_TINY)
+    zero = torch.zeros_like(m2)
+    skew = torch.where(varies, m3 / safe_m2**1.5, zero)
+    kurt = torch.where(varies, m4.clamp_min(0) / safe_m2**2 - 3, zero)
     return NeuronStatistics(
         count=int(count),
         mean=mu.float(),
         variance=m2.float(),
         frequency=(active.double() / count).float(),
+        skewness=skew.float(),
         kurtosis=kurt.float(),
         threshold=float(threshold),
     )

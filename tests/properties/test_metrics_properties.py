@@ -258,10 +258,13 @@ def test_statistics_match_numpy(X: torch.Tensor, threshold: float) -> None:
     np.testing.assert_allclose(s.variance.numpy(), x.var(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(s.frequency.numpy(), (x > threshold).mean(0), rtol=0, atol=1e-7)
     dev = x - x.mean(0)
-    m2, m4 = (dev**2).mean(0), (dev**4).mean(0)
+    m2, m3, m4 = (dev**2).mean(0), (dev**3).mean(0), (dev**4).mean(0)
     varies = m2 > 1e-6 * np.maximum((x**2).mean(0), 1e-12)
-    kurt = np.where(varies, m4 / np.where(varies, m2, 1) ** 2 - 3, 0.0)
+    safe = np.where(varies, m2, 1)
+    kurt = np.where(varies, m4 / safe**2 - 3, 0.0)
+    skew = np.where(varies, m3 / safe**1.5, 0.0)
     np.testing.assert_allclose(s.kurtosis.numpy()[varies], kurt[varies], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(s.skewness.numpy()[varies], skew[varies], rtol=1e-3, atol=1e-3)
     assert s.count == X.shape[0]
 
 
@@ -276,3 +279,8 @@ def test_kurtosis_closed_forms() -> None:
     bern = (torch.rand(200_000, 1, generator=g, dtype=torch.float64) < p).double()
     expected = (1 - 6 * p * (1 - p)) / (p * (1 - p))
     assert abs(float(metrics.activation_kurtosis(bern)) - expected) < 0.3
+    # Bernoulli(p) skewness: (1 - 2p) / sqrt(p(1-p)); exponential: 2
+    skew = metrics.neuron_statistics(bern).skewness
+    assert abs(float(skew) - (1 - 2 * p) / math.sqrt(p * (1 - p))) < 0.05
+    expo = -torch.log(torch.rand(200_000, 1, generator=g, dtype=torch.float64))
+    assert abs(float(metrics.neuron_statistics(expo).skewness) - 2.0) < 0.1
