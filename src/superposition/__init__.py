@@ -1,7 +1,7 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
-from superposition import metrics
+from superposition import metrics, plot
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "metrics"]
+__all__ = ["__version__", "metrics", "plot"]
