@@ -1,0 +1,256 @@
+"""The command line: ``superposition reproduce | toy | probe``.
+
+Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
+usage errors; every check that can run before the work starts does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+_EXAMPLES = {
+    "reproduce": "example:\n  superposition reproduce --out superposition-out\n"
+    "  superposition reproduce --model bert-base-uncased --layer 0 --quick",
+    "toy": "example:\n  superposition toy --features 20 --hidden 5 --activation relu "
+    "--probability 1 0.1 0.01 --importance 0.7 --out toy-out",
+    "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
+    "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
+}
+
+# Errors a library call raises for bad input; anything else is a bug and keeps its traceback.
+_USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _fail(prog: str, err: BaseException) -> int:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="superposition",
+        description="Toy models of superposition and MLP-neuron probes for Hugging Face models.",
+    )
+    from superposition import __version__
+
+    parser.add_argument("--version", action="version", version=f"superposition {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="run every experiment of the seed paper and write a report",
+        description="Regenerate the seed paper's experiments (section 3: toy models; section 5: "
+        "a real transformer, as published, corrected, and against a random-weights baseline). "
+        "Writes report.html, metrics.json and PNG figures.",
+        epilog=_EXAMPLES["reproduce"],
+        formatter_class=fmt,
+    )
+    rep.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face model name or local path (default: the shipped MiniLM)",
+    )
+    rep.add_argument("--layer", type=int, default=0, help="MLP layer to probe (default: 0)")
+    rep.add_argument(
+        "--out",
+        type=Path,
+        default=Path("superposition-out"),
+        help="output folder (default: superposition-out)",
+    )
+    rep.add_argument("--quick", action="store_true", help="shorter training (about a minute)")
+    rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    toy = sub.add_parser(
+        "toy",
+        help="train a sweep of toy models and save the model and figures",
+        description="Train one toy model per feature probability, all at once, and save the "
+        "model (safetensors + JSON) and its figures.",
+        epilog=_EXAMPLES["toy"],
+        formatter_class=fmt,
+    )
+    toy.add_argument("--features", type=int, default=20, help="number of features n")
+    toy.add_argument("--hidden", type=int, default=5, help="hidden dimensions m")
+    toy.add_argument(
+        "--activation",
+        default="relu",
+        choices=["linear", "relu", "relu_hidden", "abs"],
+        help="model variant",
+    )
+    toy.add_argument(
+        "--probability",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.1, 0.01],
+        help="feature probabilities 1-S, one instance each",
+    )
+    toy.add_argument("--importance", type=float, default=0.7, help="importance decay r: I_i=r^i")
+    toy.add_argument("--steps", type=int, default=10_000, help="training steps")
+    toy.add_argument("--seed", type=int, default=0, help="random seed")
+    toy.add_argument("--out", type=Path, default=Path("toy-out"), help="output folder")
+    toy.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    probe = sub.add_parser(
+        "probe",
+        help="capture MLP neuron activations of a model over a text file",
+        description="Run texts (one per line) through a model, capture the MLP neurons of one "
+        "layer, and save the activations, their statistics and Figures 4-7.",
+        epilog=_EXAMPLES["probe"],
+        formatter_class=fmt,
+    )
+    probe.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face model name or local path (default: the shipped MiniLM)",
+    )
+    probe.add_argument("--layer", type=int, default=0, help="MLP layer (default: 0)")
+    probe.add_argument("--texts", type=Path, required=True, help="text file, one text per line")
+    probe.add_argument("--out", type=Path, default=Path("probe-out"), help="output folder")
+    probe.add_argument("--keep-padding", action="store_true", help="keep pad tokens (as the paper)")
+    probe.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    probe.add_argument("--seed", type=int, default=0, help="seed of the neuron sample (Figure 6)")
+    return parser
+
+
+def _read_texts(path: Path) -> list[str]:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read --texts {str(path)!r}: {err}") from err
+    texts = [line.strip() for line in raw.splitlines() if line.strip()]
+    if not texts:
+        raise ValueError(f"--texts {str(path)!r} has no text: expected one text per line")
+    return texts
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from superposition.reproduce import ReproduceConfig, reproduce, summary
+
+    cfg = ReproduceConfig(
+        out=args.out,
+        model=args.model,
+        layer=args.layer,
+        quick=args.quick,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    result = reproduce(cfg)
+    print(summary(result))
+    print(f"report: {(cfg.out / 'report.html').resolve()}")
+    return 0
+
+
+def _toy(args: argparse.Namespace) -> int:
+    from superposition import plot
+    from superposition.toy import SparseFeatureDataset, ToyModel
+
+    if args.steps < 1:
+        raise ValueError(f"--steps must be a positive int, got {args.steps}")
+    data = SparseFeatureDataset(
+        args.features,
+        feature_probability=args.probability,
+        importance=args.importance,
+        distribution="signed" if args.activation == "abs" else "uniform",
+        seed=args.seed,
+    )
+    model = ToyModel(
+        args.features,
+        args.hidden,
+        n_instances=data.n_instances,
+        activation=args.activation,
+        seed=args.seed,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.fit(data, steps=args.steps, progress=not args.no_progress)
+    model.save(args.out / "model.safetensors")
+    W, b = model.W.detach(), model.b.detach()
+    plot.save_figure(
+        plot.toy_weights(W, b, titles=[f"p={p:g}" for p in args.probability]),
+        args.out / "weights.png",
+    )
+    plot.save_figure(plot.feature_geometry(W, data.feature_probability), args.out / "geometry.png")
+    if args.hidden == 2:
+        plot.save_figure(plot.feature_directions(W), args.out / "directions.png")
+    print(f"saved model and figures to {args.out.resolve()}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from superposition import plot
+    from superposition.probe import ActivationProbe, load_model
+
+    texts = _read_texts(args.texts)  # before loading any model
+    model, tokenizer = load_model(args.model)
+    probe = ActivationProbe(
+        model,
+        layer=args.layer,
+        tokenizer=tokenizer,
+        keep_padding=args.keep_padding,
+        batch_size=args.batch_size,
+    )
+    acts = probe.run(texts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    acts.save(args.out / "activations.safetensors")
+    stats = acts.stats()
+    summary: dict[str, Any] = {
+        "model": acts.model_name,
+        "layer": acts.layer,
+        "module": acts.module_name,
+        "n_texts": len(texts),
+        "n_tokens": acts.values.shape[0],
+        "n_neurons": acts.values.shape[1],
+        "per_neuron": {
+            k: getattr(stats, k).tolist()
+            for k in ("mean", "variance", "frequency", "skewness", "kurtosis")
+        },
+    }
+    (args.out / "stats.json").write_text(json.dumps(summary))
+    X = acts.values
+    for name, fig in {
+        "fig4_cosine_heatmap": plot.cosine_heatmap(X, center=not args.keep_padding),
+        "fig5_cosine_histogram": plot.cosine_histogram(X, center=not args.keep_padding),
+        "fig6_neuron_traces": plot.neuron_traces(X, acts.tokens, n=50, seed=args.seed),
+        "fig7_activation_sums": plot.activation_sums(X),
+    }.items():
+        plot.save_figure(fig, args.out / f"{name}.png")
+    print(
+        f"{acts.values.shape[0]} tokens x {acts.values.shape[1]} neurons from "
+        f"{acts.module_name}; saved to {args.out.resolve()}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``superposition`` command.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 for bad arguments.
+    """
+    args = _parser().parse_args(argv)
+    prog = f"superposition {args.command}"
+    run = {"reproduce": _reproduce, "toy": _toy, "probe": _probe}[args.command]
+    try:
+        return run(args)
+    except _USER_ERRORS as err:
+        return _fail(prog, err)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
