@@ -46,6 +46,17 @@ def _positive_int(value: object, name: str) -> int:
     return value
 
 
+def _instance_major_normal(shape: tuple[int, int, int], g: torch.Generator) -> Tensor:
+    """Standard normals where instance ``k`` gets the same values whatever ``shape[0]`` is.
+
+    ``Tensor.normal_`` fills blocks of 16 and redraws the tail, so its first values depend on
+    the total size; Box-Muller on serially drawn uniforms, laid out instance-major, does not.
+    """
+    u = torch.rand((shape[0], 2, shape[1] * shape[2]), generator=g, dtype=torch.float64)
+    z = torch.sqrt(-2.0 * torch.log1p(-u[:, 0])) * torch.cos(2.0 * math.pi * u[:, 1])
+    return z.view(shape).float()
+
+
 class ToyModel(nn.Module):
     """A batch of toy models: ``n_features`` features through ``n_hidden`` dimensions.
 
@@ -107,7 +118,7 @@ class ToyModel(nn.Module):
             g.manual_seed(seed)
         params = torch.zeros(n_instances, rows, n_features)
         std = math.sqrt(2.0 / (n_hidden + n_features))  # xavier_normal_ of one [m, n] matrix
-        params[:, : rows - 1].normal_(0.0, std, generator=g)
+        params[:, : rows - 1] = std * _instance_major_normal((n_instances, rows - 1, n_features), g)
         self.params = nn.Parameter(params)
 
     # ------------------------------------------------------------------ parameters
