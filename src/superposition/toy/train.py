@@ -47,6 +47,7 @@ __all__ = ["Schedule", "TrainConfig", "TrainHistory", "gradients", "lr_multiplie
 Schedule = Literal["constant", "linear", "cosine"] | Callable[[int, int], float]
 _SCHEDULES = ("constant", "linear", "cosine")
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
+_SINGLE_THREAD_BELOW = 1 << 20  # batch elements (instances x batch x features)
 
 
 @dataclass(frozen=True)
@@ -293,26 +294,34 @@ def train(
 
     bar = tqdm(total=steps, disable=not progress, desc="ToyModel.fit", leave=False)
     tick = max(1, steps // 100)
-    with torch.no_grad():
-        for step in range(steps):
-            data.fill_(buf.x, generator, bits=buf.bits)
-            buf.gradients()
-            last = step == steps - 1
-            if last or (config.log_every is not None and step % config.log_every == 0):
-                losses = record(step)
-                if progress:
-                    bar.set_postfix(loss=f"{float(losses.sum()):.4g}", refresh=False)
-            lr = config.lr * lr_multiplier(config.schedule, step, steps, config.warmup_steps)
-            k = step + 1
-            bc1 = 1.0 - beta1**k
-            sqrt_bc2 = math.sqrt(1.0 - beta2**k)
-            # torch.optim.AdamW: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), scaled by sqrt(bc2).
-            P.mul_(1.0 - lr * config.weight_decay)
-            m.lerp_(G, 1.0 - beta1)
-            v.mul_(beta2).addcmul_(G, G, value=1.0 - beta2)
-            torch.sqrt(v, out=denom).add_(config.eps * sqrt_bc2)
-            P.addcdiv_(m, denom, value=-lr * sqrt_bc2 / bc1)
-            if k % tick == 0 or last:
-                bar.update(k - bar.n)
+    threads = torch.get_num_threads()
+    if P.device.type == "cpu" and buf.x.numel() < _SINGLE_THREAD_BELOW:
+        # Below ~1M elements per batch an op is over before worker threads pay off, and each
+        # OpenMP barrier spins: with a busy core (CI, other jobs) steps got 5-20x slower.
+        torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for step in range(steps):
+                data.fill_(buf.x, generator, bits=buf.bits)
+                buf.gradients()
+                last = step == steps - 1
+                if last or (config.log_every is not None and step % config.log_every == 0):
+                    losses = record(step)
+                    if progress:
+                        bar.set_postfix(loss=f"{float(losses.sum()):.4g}", refresh=False)
+                lr = config.lr * lr_multiplier(config.schedule, step, steps, config.warmup_steps)
+                k = step + 1
+                bc1 = 1.0 - beta1**k
+                sqrt_bc2 = math.sqrt(1.0 - beta2**k)
+                # torch.optim.AdamW: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), times sqrt(bc2)
+                P.mul_(1.0 - lr * config.weight_decay)
+                m.lerp_(G, 1.0 - beta1)
+                v.mul_(beta2).addcmul_(G, G, value=1.0 - beta2)
+                torch.sqrt(v, out=denom).add_(config.eps * sqrt_bc2)
+                P.addcdiv_(m, denom, value=-lr * sqrt_bc2 / bc1)
+                if k % tick == 0 or last:
+                    bar.update(k - bar.n)
+    finally:
+        torch.set_num_threads(threads)
     bar.close()
     return TrainHistory(steps=log_steps, losses=torch.stack(log_losses), config=config)
