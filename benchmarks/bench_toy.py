@@ -1,0 +1,158 @@
+"""Benchmark: ``ToyModel.fit`` against the plain training loop of the original TMS notebook.
+
+Both loops run side by side in one process with the same configuration, initial weights and
+number of steps. The reference is the notebook's loop: batched einsum forward, ``torch.rand``
+values and a ``torch.rand`` mask every step, autograd, ``torch.optim.AdamW``. Rows report the
+throughput ratio (bar: at least 3x), that the final losses agree within 5% (evaluated on one
+shared held-out batch), and the achieved FLOP/s of ``fit`` against a measured float32 matmul peak.
+
+Run ``python benchmarks/bench_toy.py`` (``--quick`` for a short smoke run).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import einops
+import torch
+from torch import Tensor, nn
+
+# Benchmark this checkout even when another copy of the package is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from superposition import SparseFeatureDataset, ToyModel
+
+# (n_features, n_hidden, n_instances)
+CONFIGS = [(5, 2, 10), (20, 5, 7), (200, 20, 8)]
+BATCH = 1024
+SPEEDUP_BAR = 3.0
+LOSS_TOL = 0.05
+
+
+class _ReferenceModel(nn.Module):
+    """The TMS notebook's model, with autograd."""
+
+    def __init__(self, W: Tensor, b: Tensor) -> None:
+        super().__init__()
+        self.W = nn.Parameter(W.clone())
+        self.b_final = nn.Parameter(b.clone())
+
+    def forward(self, features: Tensor) -> Tensor:
+        hidden = torch.einsum("...if,ihf->...ih", features, self.W)
+        out = torch.einsum("...ih,ihf->...if", hidden, self.W)
+        return torch.relu(out + self.b_final)
+
+
+def _reference_fit(
+    model: _ReferenceModel, prob: Tensor, importance: Tensor, steps: int, seed: int
+) -> None:
+    """The notebook's ``optimize`` loop (constant lr 1e-3, AdamW default weight decay 0.01)."""
+    g = torch.Generator().manual_seed(seed)
+    inst, _, feats = model.W.shape
+    opt = torch.optim.AdamW(list(model.parameters()), lr=1e-3)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        feat = torch.rand((BATCH, inst, feats), generator=g)
+        batch = torch.where(
+            torch.rand((BATCH, inst, feats), generator=g) <= prob[:, None], feat, torch.zeros(())
+        )
+        out = model(batch)
+        error = importance * (batch.abs() - out) ** 2
+        loss = einops.reduce(error, "b i f -> i", "mean").sum()
+        loss.backward()
+        opt.step()
+
+
+def _eval_loss(W: Tensor, b: Tensor, data: SparseFeatureDataset) -> float:
+    model = ToyModel(W.shape[2], W.shape[1], n_instances=W.shape[0], seed=0)
+    with torch.no_grad():
+        model.W.copy_(W)
+        model.b.copy_(b)
+        x = data.sample(16_384, generator=torch.Generator().manual_seed(12345))
+        return float(model.loss(x, data.importance))
+
+
+def _matmul_peak() -> float:
+    """Best float32 FLOP/s of a 1024^3 matmul on this machine."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 1024**3 / best
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """Time ``fit`` against the reference loop on each configuration; one row per measurement."""
+    rows: list[dict[str, object]] = []
+    peak = _matmul_peak()
+    for n, m, inst in CONFIGS:
+        steps = 200 if quick else (2000 if n < 100 else 600)
+        prob = (20.0 ** -torch.linspace(0, 1, inst)).clamp(max=1.0)
+        data = SparseFeatureDataset(n, prob.tolist(), importance=0.9, seed=1)
+        model = ToyModel(n, m, n_instances=inst, seed=0)
+        W0, b0 = model.W.detach().clone(), model.b.detach().clone()
+        ref = _ReferenceModel(W0, b0)
+        # warm-up both paths (allocator, thread pool) before timing
+        ToyModel(n, m, n_instances=inst, seed=0).fit(data, steps=20, progress=False)
+        _reference_fit(_ReferenceModel(W0, b0), data.feature_probability, data.importance, 20, 2)
+
+        t0 = time.perf_counter()
+        _reference_fit(ref, data.feature_probability, data.importance, steps, seed=2)
+        t_ref = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.fit(data, steps=steps, progress=False)
+        t_fit = time.perf_counter() - t0
+
+        tag = f"n={n},m={m},I={inst}"
+        ratio = t_ref / t_fit
+        rows.append(
+            {
+                "name": f"fit speedup vs TMS reference loop [{tag}]",
+                "value": ratio,
+                "unit": "x",
+                "bar": f">= {SPEEDUP_BAR}x",
+                "met": ratio >= SPEEDUP_BAR,
+            }
+        )
+        rows.append(
+            {
+                "name": f"fit throughput [{tag}] (reference {inst * steps / t_ref:,.0f})",
+                "value": inst * steps / t_fit,
+                "unit": "instance-steps/s",
+                "bar": "info",
+                "met": True,
+            }
+        )
+        l_fit = _eval_loss(model.W.detach(), model.b.detach(), data)
+        l_ref = _eval_loss(ref.W.detach(), ref.b_final.detach(), data)
+        rel = abs(l_fit - l_ref) / l_ref
+        rows.append(
+            {
+                "name": f"final loss, fit vs reference [{tag}] ({l_fit:.5f} vs {l_ref:.5f})",
+                "value": rel,
+                "unit": "relative difference",
+                "bar": f"<= {LOSS_TOL}",
+                "met": rel <= LOSS_TOL,
+            }
+        )
+        flops = 10 * inst * BATCH * n * m * steps  # 2 matmuls forward, 3 backward
+        rows.append(
+            {
+                "name": f"fit achieved FLOP/s [{tag}] (matmul peak {peak / 1e9:.1f} GFLOP/s)",
+                "value": flops / t_fit / peak,
+                "unit": "fraction of float32 matmul peak",
+                "bar": "info",
+                "met": True,
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv):
+        flag = "ok " if row["met"] else "NO "
+        print(f"{flag} {row['name']}: {row['value']:.4g} {row['unit']} (bar {row['bar']})")

@@ -1,0 +1,243 @@
+"""ToyModel: the four variants, closed-form gradients vs autograd, AdamW, persistence, errors."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from superposition import SparseFeatureDataset, ToyModel, metrics
+from superposition.toy.train import TrainConfig, gradients
+
+ACTIVATIONS = ["linear", "relu", "relu_hidden", "abs"]
+
+
+def _batch(act: str, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=torch.float64)
+    x = x * (torch.rand(shape, generator=g) < 0.4)
+    return 2 * x - 1 * (x != 0) if act == "abs" else x
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_forward_matches_the_written_formula(act: str) -> None:
+    model = ToyModel(6, 3, n_instances=2, activation=act, seed=0)  # type: ignore[arg-type]
+    x = _batch(act, (5, 2, 6)).float()
+    W, b, W_out = model.W.detach(), model.b.detach(), model.W_out.detach()
+    for i in range(2):
+        h = x[:, i] @ W[i].T
+        if act in ("relu_hidden", "abs"):
+            h = torch.relu(h)
+        out = h @ W_out[i] + b[i]
+        want = out if act == "linear" else torch.relu(out)
+        torch.testing.assert_close(model(x)[:, i].detach(), want)
+    assert torch.equal(model.W_out, model.W) == (act != "abs")
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_closed_form_gradient_equals_autograd_float64(act: str) -> None:
+    model = ToyModel(7, 3, n_instances=3, activation=act, seed=1).double()  # type: ignore[arg-type]
+    with torch.no_grad():
+        model.b.normal_(0, 0.3)  # some outputs below zero, so the ReLU masks matter
+    x = _batch(act, (64, 3, 7))
+    imp = torch.rand(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    model.loss(x, imp).backward()
+    assert model.params.grad is not None
+    torch.testing.assert_close(gradients(model, x, imp), model.params.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_closed_form_gradient_passes_gradcheck(act: str) -> None:
+    """The closed-form gradient against finite differences, through torch.autograd.gradcheck."""
+    model = ToyModel(4, 2, n_instances=2, activation=act, seed=3).double()  # type: ignore[arg-type]
+    with torch.no_grad():
+        model.b.normal_(0, 0.3)
+    x = _batch(act, (16, 2, 4))
+
+    class ClosedFormLoss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: torch.autograd.function.FunctionCtx, p: torch.Tensor) -> torch.Tensor:
+            model.params.data = p.detach().clone()
+            with torch.no_grad():
+                return model.loss(x)
+
+        @staticmethod
+        def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> torch.Tensor:
+            return g * gradients(model, x)
+
+    p0 = model.params.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(ClosedFormLoss.apply, (p0,))
+
+
+def test_fit_equals_autograd_plus_torch_adamw_float64() -> None:
+    """Same batches, same init: fit's fused AdamW == torch.optim.AdamW on autograd gradients."""
+    data = SparseFeatureDataset(6, [1.0, 0.2], importance=0.8)
+    model = ToyModel(6, 2, n_instances=2, seed=0).double()
+    ref = ToyModel(6, 2, n_instances=2, seed=0).double()
+    model.fit(
+        data,
+        steps=25,
+        batch_size=32,
+        generator=torch.Generator().manual_seed(5),
+        schedule="cosine",
+        warmup_steps=3,
+        progress=False,
+    )
+    g = torch.Generator().manual_seed(5)
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (0.5 * (1 + math.cos(math.pi * s / 25))) * min(1.0, (s + 1) / 3)
+    )
+    buf = torch.empty(2, 32, 6, dtype=torch.float64)
+    for _ in range(25):
+        data.fill_(buf, g, bits=torch.empty(buf.shape, dtype=torch.int32))
+        opt.zero_grad()
+        ref.loss(buf.transpose(0, 1), data.importance.double()).backward()
+        opt.step()
+        sched.step()
+    torch.testing.assert_close(model.params.detach(), ref.params.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_same_seed_gives_bit_identical_weights() -> None:
+    data = SparseFeatureDataset(8, [0.5, 0.05], seed=4)
+    a = ToyModel(8, 3, n_instances=2, seed=7).fit(data, steps=200, progress=False)
+    b = ToyModel(8, 3, n_instances=2, seed=7).fit(data, steps=200, progress=False)
+    c = ToyModel(8, 3, n_instances=2, seed=8).fit(data, steps=200, progress=False)
+    assert torch.equal(a.W, b.W)
+    assert not torch.equal(a.W, c.W)
+
+
+def test_instance_init_does_not_depend_on_number_of_instances() -> None:
+    alone = ToyModel(20, 5, n_instances=1, seed=0).W
+    crowd = ToyModel(20, 5, n_instances=100, seed=0).W
+    assert torch.equal(alone[0], crowd[0])
+    std = float(crowd.detach().std())  # Xavier-normal of one [5, 20] matrix: sqrt(2 / 25)
+    assert abs(std - math.sqrt(2 / 25)) < 0.01
+    assert torch.equal(ToyModel(20, 5, n_instances=3, seed=0).b, torch.zeros(3, 20))
+
+
+def test_fit_returns_self_and_logs_history() -> None:
+    data = SparseFeatureDataset(5, [1.0, 0.1], seed=0)
+    model = ToyModel(5, 2, n_instances=2, seed=0)
+    assert model.fit(data, steps=50, log_every=10, progress=False) is model
+    assert model.history is not None
+    assert model.history.steps == [0, 10, 20, 30, 40, 49]
+    assert model.history.losses.shape == (6, 2)
+    assert bool((model.history.final < model.history.losses[0]).all())
+
+
+def test_training_reduces_the_loss() -> None:
+    data = SparseFeatureDataset(10, 0.1, importance=0.9, seed=0)
+    model = ToyModel(10, 3, seed=0)
+    x = data.sample(20_000, generator=torch.Generator().manual_seed(1))
+    before = float(model.loss(x, data.importance))
+    model.fit(data, steps=500, progress=False)
+    after = float(model.loss(x, data.importance))
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_save_load_round_trip_is_exact(tmp_path: Path, act: str) -> None:
+    data = SparseFeatureDataset(
+        5, 0.3, n_instances=2, seed=0, distribution="signed" if act == "abs" else "uniform"
+    )
+    model = ToyModel(5, 2, n_instances=2, activation=act, seed=0)  # type: ignore[arg-type]
+    model.fit(data, steps=10, progress=False)
+    path = model.save(tmp_path / "toy")
+    assert path.suffix == ".safetensors"
+    assert path.with_suffix(".json").exists()
+    loaded = ToyModel.load(tmp_path / "toy.safetensors")
+    assert loaded.config() == model.config()
+    assert torch.equal(loaded.params, model.params)
+    x = data.sample(4)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_load_never_unpickles(tmp_path: Path) -> None:
+    path = ToyModel(3, 2, seed=0).save(tmp_path / "m")
+    assert b"pickle" not in path.read_bytes()[:200]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ToyModel.load(tmp_path / "nothing")
+
+
+def test_views_call_metrics() -> None:
+    model = ToyModel(6, 2, n_instances=3, seed=0)
+    W = model.W.detach()
+    assert torch.equal(model.feature_norms(), metrics.feature_norms(W))
+    assert torch.equal(model.interference(), metrics.interference(W))
+    assert torch.equal(model.feature_dimensionality(), metrics.feature_dimensionality(W))
+    assert torch.equal(model.dimensions_per_feature(), metrics.dimensions_per_feature(W))
+
+
+def test_repr_shows_what_was_passed() -> None:
+    assert repr(ToyModel(20, 5)) == "ToyModel(n_features=20, n_hidden=5)"
+    assert (
+        repr(ToyModel(4, 2, n_instances=3, activation="linear", seed=1))
+        == "ToyModel(n_features=4, n_hidden=2, n_instances=3, activation='linear', seed=1)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((0, 2), {}, "n_features must be a positive int, got 0"),
+        ((5, 2.5), {}, "n_hidden must be a positive int, got 2.5"),
+        ((5, 2), {"n_instances": -1}, "n_instances must be a positive int, got -1"),
+        ((5, 2), {"activation": "gelu"}, "activation must be one of .* got 'gelu'"),
+        ((5, 2), {"seed": "x"}, "seed must be an int or None, got 'x'"),
+    ],
+)
+def test_bad_model_arguments(
+    args: tuple[object, ...], kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        ToyModel(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps must be a positive int, got 0"),
+        ({"batch_size": 1.5}, "batch_size must be a positive int, got 1.5"),
+        ({"lr": float("nan")}, "lr must be a positive finite float, got nan"),
+        ({"weight_decay": -0.1}, "weight_decay must be a non-negative float, got -0.1"),
+        ({"betas": (0.9, 1.0)}, r"betas must be two floats in \[0, 1\), got \(0.9, 1.0\)"),
+        ({"schedule": "step"}, "schedule must be one of .* got 'step'"),
+        ({"log_every": 0}, "log_every must be a positive int or None, got 0"),
+        ({"warmup_steps": -1}, "warmup_steps must be a non-negative int, got -1"),
+    ],
+)
+def test_bad_fit_arguments_raise_before_training(kwargs: dict[str, object], match: str) -> None:
+    model = ToyModel(4, 2, seed=0)
+    before = model.params.detach().clone()
+    with pytest.raises(ValueError, match=match):
+        model.fit(SparseFeatureDataset(4, 0.5), progress=False, **kwargs)  # type: ignore[arg-type]
+    assert torch.equal(model.params, before)
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_fit_rejects_mismatched_data() -> None:
+    model = ToyModel(4, 2, n_instances=2, seed=0)
+    with pytest.raises(
+        ValueError, match="data has n_instances=1, n_features=4 but the model has n_instances=2"
+    ):
+        model.fit(SparseFeatureDataset(4, 0.5), progress=False)
+    with pytest.raises(ValueError, match="activation='abs' expects distribution='signed'"):
+        ToyModel(4, 2, activation="abs").fit(SparseFeatureDataset(4, 0.5), progress=False)
+    with pytest.raises(ValueError, match=r"x must have shape \[batch, 2, 4\] .* got \(3, 4\)"):
+        model(torch.rand(3, 4))
+
+
+def test_import_does_not_pull_in_matplotlib_or_transformers() -> None:
+    code = (
+        "import sys, superposition; "
+        "bad = [m for m in ('matplotlib', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})
