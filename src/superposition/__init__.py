@@ -1,7 +1,22 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
 from superposition import metrics
+from superposition.probe import (
+    PAPER_TEXTS,
+    ActivationProbe,
+    Activations,
+    StreamingStatistics,
+    load_model,
+)
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "metrics"]
+__all__ = [
+    "PAPER_TEXTS",
+    "ActivationProbe",
+    "Activations",
+    "StreamingStatistics",
+    "__version__",
+    "load_model",
+    "metrics",
+]
