@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ARCHS, FFN, tiny_model
 from torch import Tensor, nn
 
 import superposition as sp
+from conftest import ARCHS, FFN, tiny_model
 from superposition.probe import ActivationProbe, Activations, StreamingStatistics
 
 TEXTS = [

@@ -263,8 +263,8 @@ class StreamingStatistics:
     """Per-neuron statistics and the neuron Gram matrix, accumulated batch by batch.
 
     Memory is ``O(n_neurons^2)`` (the Gram matrix, float64) and does not grow with the number of
-    tokens. Sums are kept in float64; each batch's Gram matrix is computed in the batch's
-    precision (float32 for probe output) and added in float64. Two accumulators over disjoint
+    tokens. Sums and the Gram matrix are accumulated in float64, so centring them afterwards (for
+    Pearson correlation) keeps its precision. Two accumulators over disjoint
     shards :meth:`merge` into exactly the accumulator of one pass over both.
 
     Args:
@@ -362,7 +362,10 @@ class StreamingStatistics:
         self._sums += metrics.power_sums(X)
         self._active += (self.threshold < X).sum(0)
         if self._gram is not None:
-            self._gram += (X.mT @ X).double()
+            # float64 products: Pearson correlation centres this matrix afterwards
+            # (X^T X - n mu mu^T), which cancels catastrophically in float32.
+            Xd = X.double()
+            self._gram.addmm_(Xd.mT, Xd)
         self.count += int(X.shape[0])
         return self
 

@@ -50,9 +50,9 @@ def load_model(
         ImportError: ``name`` is ``None`` and the ``demo`` extra is not installed.
 
     Examples:
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
-        >>> model.config.intermediate_size  # doctest: +SKIP
-        1536
+        >>> model, tokenizer = load_model()  # the shipped model, no download
+        >>> model.config.intermediate_size, tokenizer.tokenize("Hello there")
+        (1536, ['hello', 'there'])
     """
     if name is None:
         path = default_model_path()

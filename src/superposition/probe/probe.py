@@ -530,7 +530,7 @@ class ActivationProbe(Generic[_R, _S]):
         model = self.model
         config = getattr(model, "config", None)
         if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-            get_encoder: Callable[[], object] = model.get_encoder
+            get_encoder = getattr(model, "get_encoder")  # noqa: B009 - nn.Module types it as Tensor
             encoder = get_encoder()
             if isinstance(encoder, nn.Module):
                 return encoder
