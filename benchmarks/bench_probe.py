@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Row, peak_extra_mb, row, side_by_side  # noqa: E402
-from superposition import metrics  # noqa: E402
-from superposition.probe import ActivationProbe, StreamingStatistics, load_model  # noqa: E402
+from benchmarks.common import Row, peak_extra_mb, row, side_by_side
+from superposition import metrics
+from superposition.probe import ActivationProbe, StreamingStatistics, load_model
 
 
 def sentences(tokenizer: Any, n: int, seed: int = 0, lo: int = 6, hi: int = 120) -> list[str]:
