@@ -1,8 +1,26 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
 from superposition import metrics, plot
+from superposition.probe import (
+    PAPER_TEXTS,
+    ActivationProbe,
+    Activations,
+    StreamingStatistics,
+    load_model,
+)
 from superposition.toy import SparseFeatureDataset, ToyModel
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["SparseFeatureDataset", "ToyModel", "__version__", "metrics", "plot"]
+__all__ = [
+    "PAPER_TEXTS",
+    "ActivationProbe",
+    "Activations",
+    "SparseFeatureDataset",
+    "StreamingStatistics",
+    "ToyModel",
+    "__version__",
+    "load_model",
+    "metrics",
+    "plot",
+]

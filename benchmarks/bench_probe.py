@@ -1,0 +1,200 @@
+"""Probe: ActivationProbe against a plain Hugging Face forward pass over the same sentences.
+
+The floor is what a user would write without the library: tokenize each batch of 32 in the given
+order with ``padding=True`` and run the whole model, capturing nothing. The probe adds capture
+but stops after the deepest requested layer and sorts texts by length into batches (restoring
+the original order in the result), so it should cost a fraction of that floor.
+
+Models: ``BertConfig()`` with random weights (BERT-base size: 12 layers, 3072 neurons) and the
+shipped pretrained all-MiniLM-L6-v2. Sentences are words drawn from the uncased BERT vocabulary,
+with lengths log-uniform between 6 and 120 words, as in a corpus of mixed short and long texts.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import Row, peak_extra_mb, row, side_by_side
+from superposition import metrics
+from superposition.probe import ActivationProbe, StreamingStatistics, load_model
+
+
+def sentences(tokenizer: Any, n: int, seed: int = 0, lo: int = 6, hi: int = 120) -> list[str]:
+    """``n`` sentences of real vocabulary words, lengths log-uniform in ``[lo, hi]`` words."""
+    rng = random.Random(seed)
+    words = [w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2]
+    words.sort()
+    out = []
+    for _ in range(n):
+        k = round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        out.append(" ".join(rng.choice(words) for _ in range(k)).capitalize() + ".")
+    return out
+
+
+def plain_forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32) -> None:
+    """The floor: fixed order, per-batch padding, the whole model, nothing captured."""
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            )
+            model(**enc)
+
+
+def _compare(
+    label: str, model: Any, tokenizer: Any, texts: list[str], repeat: int
+) -> tuple[list[Row], float]:
+    n_layers = model.config.num_hidden_layers
+    fns: dict[str, Callable[[], object]] = {
+        "plain": lambda: plain_forward(model, tokenizer, texts),
+        "layer0": lambda: ActivationProbe(model, 0, tokenizer=tokenizer, progress=False).run(texts),
+        "all": lambda: ActivationProbe(model, "all", tokenizer=tokenizer, progress=False).run(
+            texts
+        ),
+        "stream0": lambda: ActivationProbe(model, 0, tokenizer=tokenizer, progress=False).stream(
+            texts
+        ),
+    }
+    t = side_by_side(fns, repeat=repeat, warmup=0 if repeat == 1 else 1)
+    n = f"{label}, {len(texts)} sentences"
+    rows = [
+        row(f"probe {n}: plain HF forward (floor)", t["plain"], "s"),
+        row(
+            f"probe {n}: layer 0 vs plain forward",
+            t["layer0"] / t["plain"],
+            "x",
+            "<= 0.04x",
+            t["layer0"] <= 0.04 * t["plain"],
+        ),
+        row(
+            f"probe {n}: all {n_layers} layers vs plain forward",
+            t["all"] / t["plain"],
+            "x",
+            "<= 0.80x",
+            t["all"] <= 0.80 * t["plain"],
+        ),
+        row(f"probe {n}: stream layer 0 (with Gram) vs plain", t["stream0"] / t["plain"], "x"),
+    ]
+    return rows, t["plain"]
+
+
+def _memory_all_layers(label: str, model: Any, tokenizer: Any, texts: list[str]) -> Row:
+    gc.collect()
+    probe = ActivationProbe(model, "all", tokenizer=tokenizer, progress=False)
+    extra, acts = peak_extra_mb(lambda: probe.run(texts))
+    size = sum(a.values.numel() for a in acts) * 4 / 2**20
+    n = len(acts)
+    return row(
+        f"probe {label}: peak memory, all {n} layers / size of the activations",
+        extra / size,
+        "x",
+        "<= 1.25x",
+        extra <= 1.25 * size,
+    )
+
+
+def _stream_memory(model: Any, tokenizer: Any, small: int, large: int) -> list[Row]:
+    """Peak memory of streaming ``large`` vs ``small`` tokens; check against materialising."""
+    pool = sentences(tokenizer, 20_000, seed=1, lo=4, hi=60)
+
+    def take(n_tokens: int) -> list[str]:
+        out, total = [], 0
+        lengths = tokenizer(pool)["input_ids"]
+        i = 0
+        while total < n_tokens:
+            out.append(pool[i % len(pool)])
+            total += len(lengths[i % len(pool)])
+            i += 1
+        return out
+
+    small_texts, large_texts = take(small), take(large)
+    probe = ActivationProbe(model, 0, tokenizer=tokenizer, progress=False)
+    gc.collect()
+    # The large run goes first: memory the allocator keeps afterwards would only flatter it.
+    mem_large, acc_large = peak_extra_mb(lambda: probe.stream(iter(large_texts)))
+    del acc_large
+    gc.collect()
+    mem_small, acc = peak_extra_mb(lambda: probe.stream(iter(small_texts)))
+    assert isinstance(acc, StreamingStatistics)
+    acts = probe.run(small_texts)
+    want, got = metrics.neuron_statistics(acts.values), acc.finalise()
+    err = max(
+        float((getattr(got, f) - getattr(want, f)).abs().max())
+        for f in ("mean", "variance", "frequency")
+    )
+    cos_err = 0.0
+    for center in (False, True):
+        diff = acc.cosine_similarity(center=center) - acts.cosine_similarity(center=center)
+        cos_err = max(cos_err, float(diff.abs().max()))
+    k_small, k_large = f"{small // 1000}k", f"{large // 1000}k"
+    return [
+        row(
+            f"stream MiniLM layer 0: peak memory {k_large} / {k_small} tokens",
+            mem_large / max(mem_small, 1e-9),
+            "x",
+            "<= 1.2x",
+            mem_large <= 1.2 * mem_small,
+        ),
+        row(f"stream MiniLM layer 0: peak memory, {k_large} tokens", mem_large, "MiB"),
+        row(
+            f"stream MiniLM layer 0: max |stream - materialised| stats ({k_small} tokens)",
+            err,
+            "abs",
+            "<= 1e-4",
+            err <= 1e-4,
+        ),
+        # The float32 materialised path declares a neuron dead when its norm is below
+        # eps * 16 * the *largest* neuron's; the float64 accumulator keeps such small neurons.
+        row(
+            f"stream MiniLM layer 0: max |stream - materialised| cosine ({k_small} tokens)",
+            cos_err,
+            "abs",
+            "<= 1e-4",
+            cos_err <= 1e-4,
+        ),
+    ]
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Every probe benchmark as rows of the results table."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    minilm, tokenizer = load_model()
+    n_sentences = 64 if quick else 256
+    texts = sentences(tokenizer, n_sentences)
+    rows: list[Row] = []
+
+    bert = BertModel(BertConfig()).eval()  # BERT-base size, random weights
+    bert_rows, _ = _compare("BERT-base (random)", bert, tokenizer, texts, repeat=1)
+    rows += bert_rows
+    rows.append(_memory_all_layers("BERT-base (random)", bert, tokenizer, texts))
+    del bert
+    gc.collect()
+
+    mini_rows, _ = _compare("MiniLM", minilm, tokenizer, texts, repeat=1 if quick else 3)
+    rows += mini_rows
+    small, large = (2_000, 20_000) if quick else (10_000, 100_000)
+    rows += _stream_memory(minilm, tokenizer, small, large)
+    return rows
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    for r in run(quick=quick):
+        met = ("yes" if r["met"] else "NO") if r["bar"] else ""
+        print(f"{r['name']:<70} {r['value']:>10.4g} {r['unit']:<4} {r['bar']:<9} {met}")

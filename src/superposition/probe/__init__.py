@@ -1,0 +1,24 @@
+"""The real-model half: MLP neuron activations of any Hugging Face transformer.
+
+``ActivationProbe(model, layer=0).run(texts)`` returns :class:`Activations`;
+``.stream(texts)`` returns :class:`StreamingStatistics` for corpora too large to hold.
+"""
+
+from superposition.probe.activations import Activations, StreamingStatistics
+from superposition.probe.locate import ARCHITECTURES, MLPSite, locate_mlp, n_layers
+from superposition.probe.models import DEFAULT_MODEL, load_model
+from superposition.probe.probe import ActivationProbe
+from superposition.probe.texts import PAPER_TEXTS
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_MODEL",
+    "PAPER_TEXTS",
+    "ActivationProbe",
+    "Activations",
+    "MLPSite",
+    "StreamingStatistics",
+    "load_model",
+    "locate_mlp",
+    "n_layers",
+]

@@ -1,0 +1,649 @@
+"""ActivationProbe: capture the MLP neurons of any Hugging Face model with forward pre-hooks.
+
+How a run goes:
+
+1. Everything is validated and tokenized before the first forward pass, so a bad argument fails
+   fast. Texts are padded *on the right*, which leaves every real token's position and attention
+   unchanged in causal and bidirectional models alike (pre-tokenized input, left-padded or not, is
+   unpadded and re-padded the same way).
+2. Texts are sorted by length into batches, so a batch pays for little padding; rows are written
+   back in the original order into preallocated output buffers (no ``torch.cat`` copy).
+3. A forward pre-hook on each requested MLP output projection copies the real tokens' rows out;
+   after the deepest requested layer it raises an internal exception that ends the forward pass
+   early (probing layer 0 costs about one layer, not the whole model).
+4. Hooks live only inside a ``try/finally`` and are removed in reverse order; the model's
+   train/eval mode is restored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+import torch
+from torch import Tensor, nn
+
+from superposition.probe.activations import Activations, StreamingStatistics
+from superposition.probe.locate import LayerSpec, MLPSite, locate_mlp
+
+if TYPE_CHECKING:
+    from torch.utils.hooks import RemovableHandle
+
+__all__ = ["ActivationProbe"]
+
+_R = TypeVar("_R", Activations, list[Activations])
+_S = TypeVar("_S", StreamingStatistics, list[StreamingStatistics])
+
+Texts = Sequence[str] | Mapping[str, Any]
+"""A list of strings, or a pre-tokenized ``BatchEncoding``/dict with ``input_ids`` and
+``attention_mask``."""
+
+# Above this many batches a progress bar appears when progress=None.
+_PROGRESS_MIN_BATCHES = 4
+# Streaming tokenizes and plans this many batches at a time, so memory stays bounded.
+_STREAM_CHUNK_BATCHES = 64
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every requested layer is captured: the rest is not needed."""
+
+
+@dataclass
+class _Seq:
+    """One input row: ids and mask (mask all ones unless padding is kept), optional type ids."""
+
+    ids: list[int]
+    mask: list[int]
+    type_ids: list[int] | None
+
+
+@dataclass
+class _Batch:
+    """Model inputs for one batch and where its kept rows go."""
+
+    inputs: dict[str, Tensor]  # [B, S] each, on the CPU
+    texts: list[int]  # original index of each row of the batch
+    src: Tensor  # [kept] flat indices into the batch's B*S positions
+    kept_per_row: list[int]
+
+
+def _model_name(model: nn.Module) -> str:
+    name = getattr(model, "name_or_path", None) or getattr(
+        getattr(model, "config", None), "_name_or_path", None
+    )
+    return str(name) if name else type(model).__name__
+
+
+class ActivationProbe(Generic[_R, _S]):
+    """Capture the MLP neuron activations of one or several layers of a transformer.
+
+    The neurons are the input of the MLP's output projection (see
+    :mod:`superposition.probe.locate`), so post-activation values are captured even where the
+    activation is a functional call, and gated MLPs give ``act(gate(x)) * up(x)``.
+
+    Args:
+        model: a Hugging Face model, or any ``nn.Module`` together with ``module=``.
+        layer: a layer index (negative counts from the end), a list of them, or ``"all"``.
+            With one index :meth:`run` returns one :class:`Activations`, otherwise a list.
+        tokenizer: the model's tokenizer; by default loaded from ``model.name_or_path``.
+        module: the dotted path of the MLP output projection, with ``{layer}`` for the
+            index (``"encoder.layer.{layer}.output.dense"``), for architectures not in the table.
+        batch_size: texts per forward pass.
+        keep_padding: keep pad positions as rows, as the seed paper did. Batches then follow
+            the given order and are padded on the tokenizer's side.
+        max_length: truncate longer texts (one warning per run); default: the model's limit.
+        progress: show a tqdm bar; ``None`` shows it for more than a few batches.
+
+    Raises:
+        TypeError, ValueError, LookupError: an argument is wrong, before anything runs.
+
+    Examples:
+        >>> import torch
+        >>> from transformers import BertConfig, BertModel
+        >>> bert = BertModel(BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2,
+        ...     num_attention_heads=2, intermediate_size=64))
+        >>> probe = ActivationProbe(bert, layer=-1)
+        >>> acts = probe.run({"input_ids": torch.tensor([[2, 5, 7, 3], [2, 9, 3, 0]]),
+        ...                   "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])})
+        >>> acts.values.shape, acts.text_index.tolist(), acts.module_name
+        (torch.Size([7, 64]), [0, 0, 0, 0, 1, 1, 1], 'encoder.layer.1.output.dense')
+        >>> [a.layer for a in ActivationProbe(bert, layer="all").run(
+        ...     {"input_ids": torch.tensor([[2, 3]]), "attention_mask": torch.ones(1, 2)})]
+        [0, 1]
+    """
+
+    # Tests switch this off to check that stopping early changes nothing.
+    _stop_early: bool = True
+
+    @overload
+    def __init__(
+        self: ActivationProbe[Activations, StreamingStatistics],
+        model: nn.Module,
+        layer: int = 0,
+        *,
+        tokenizer: Any = None,
+        module: str | None = None,
+        batch_size: int = 32,
+        keep_padding: bool = False,
+        max_length: int | None = None,
+        progress: bool | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: ActivationProbe[list[Activations], list[StreamingStatistics]],
+        model: nn.Module,
+        layer: Sequence[int] | Literal["all"],
+        *,
+        tokenizer: Any = None,
+        module: str | None = None,
+        batch_size: int = 32,
+        keep_padding: bool = False,
+        max_length: int | None = None,
+        progress: bool | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec = 0,
+        *,
+        tokenizer: Any = None,
+        module: str | None = None,
+        batch_size: int = 32,
+        keep_padding: bool = False,
+        max_length: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        if progress not in (None, True, False):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        self.sites: list[MLPSite] = locate_mlp(model, layer, module=module)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.module = module
+        self.batch_size = batch_size
+        self.keep_padding = bool(keep_padding)
+        self.max_length = max_length
+        self.progress = progress
+        self._single = isinstance(layer, int)
+
+    def __repr__(self) -> str:
+        layers = self.layers[0] if self._single else self.layers
+        return (
+            f"ActivationProbe({type(self.model).__name__}, layer={layers!r}, "
+            f"modules={[s.module_name for s in self.sites]!r}, batch_size={self.batch_size}, "
+            f"keep_padding={self.keep_padding})"
+        )
+
+    @property
+    def layers(self) -> list[int]:
+        """The probed layer indices (non-negative), in the order asked."""
+        return [s.layer for s in self.sites]
+
+    # ------------------------------------------------------------------ public verbs
+
+    def run(self, texts: Texts) -> _R:
+        """Probe ``texts``; one row per (non-pad) token, in the order of the texts.
+
+        Args:
+            texts: a list of strings, or a pre-tokenized ``BatchEncoding``/dict with
+                ``input_ids`` and ``attention_mask`` (``[n_texts, seq]``).
+
+        Returns:
+            An :class:`Activations`, or a list of them (one per layer) when several layers
+            were asked for.
+        """
+        seqs = self._encode(texts)
+        batches = self._plan(seqs)
+        kept = [0] * len(seqs)
+        for batch in batches:
+            for t, k in zip(batch.texts, batch.kept_per_row, strict=True):
+                kept[t] = k
+        offsets = [0]
+        for k in kept:
+            offsets.append(offsets[-1] + k)
+        n_rows = offsets[-1]
+        token_ids = torch.empty(n_rows, dtype=torch.int64)
+        text_index = torch.empty(n_rows, dtype=torch.int64)
+        position = torch.empty(n_rows, dtype=torch.int64)
+        dests: list[Tensor] = []
+        for batch in batches:
+            S = batch.inputs["input_ids"].shape[1]
+            dest = torch.cat(
+                [
+                    torch.arange(offsets[t], offsets[t] + k)
+                    for t, k in zip(batch.texts, batch.kept_per_row, strict=True)
+                ]
+            )
+            token_ids[dest] = batch.inputs["input_ids"].reshape(-1)[batch.src]
+            text_index[dest] = torch.tensor(batch.texts).repeat_interleave(
+                torch.tensor(batch.kept_per_row)
+            )
+            position[dest] = batch.src % S
+            dests.append(dest)
+
+        outs: list[Tensor | None] = [None] * len(self.sites)
+
+        def sink(slot: int, batch_no: int, rows: Tensor) -> None:
+            out = outs[slot]
+            if out is None:
+                out = outs[slot] = torch.empty(n_rows, rows.shape[1], dtype=torch.float32)
+            out.index_copy_(0, dests[batch_no], rows.to("cpu", torch.float32))
+
+        self._forward_all(batches, sink)
+        tokens = self._token_strings(token_ids)
+        results = [
+            Activations(
+                out if out is not None else torch.empty(n_rows, 0),
+                tokens=tokens,
+                token_ids=token_ids,
+                text_index=text_index,
+                position=position,
+                layer=site.layer,
+                module_name=site.module_name,
+                model_name=_model_name(self.model),
+            )
+            for site, out in zip(self.sites, outs, strict=True)
+        ]
+        return results[0] if self._single else results  # type: ignore[return-value]
+
+    def stream(
+        self, texts: Iterable[str] | Mapping[str, Any], *, threshold: float = 0.0, gram: bool = True
+    ) -> _S:
+        """Accumulate neuron statistics over ``texts`` without keeping the activations.
+
+        Texts are consumed a chunk of batches at a time, so ``texts`` may be a generator over a
+        corpus far larger than memory.
+
+        Args:
+            texts: strings (any iterable), or pre-tokenized input as for :meth:`run`.
+            threshold: activity threshold for the activation frequency.
+            gram: keep the neuron Gram matrix (for cosine similarity and Pearson correlation).
+
+        Returns:
+            A :class:`StreamingStatistics`, or a list of them (one per layer).
+
+        Examples:
+            >>> import torch
+            >>> from transformers import GPT2Config, GPT2Model
+            >>> gpt2 = GPT2Model(GPT2Config(vocab_size=30, n_embd=32, n_layer=2, n_head=2))
+            >>> ids = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3)}
+            >>> s = ActivationProbe(gpt2).stream(ids)
+            >>> s.count, s.cosine_similarity().shape
+            (3, torch.Size([128, 128]))
+        """
+        name = _model_name(self.model)
+        accs = [
+            StreamingStatistics(
+                threshold=threshold,
+                gram=gram,
+                layer=s.layer,
+                module_name=s.module_name,
+                model_name=name,
+            )
+            for s in self.sites
+        ]
+
+        def sink(slot: int, batch_no: int, rows: Tensor) -> None:
+            accs[slot].update(rows.to("cpu", torch.float32))
+
+        if isinstance(texts, Mapping):
+            self._forward_all(self._plan(self._encode(texts)), sink)
+        else:
+            chunk = self.batch_size * _STREAM_CHUNK_BATCHES
+            n_seen = 0
+            for part in _chunks(texts, chunk):
+                if isinstance(part, str):  # pragma: no cover - _chunks yields lists
+                    raise TypeError
+                self._forward_all(self._plan(self._encode(part, first=n_seen)), sink)
+                n_seen += len(part)
+            if n_seen == 0:
+                raise ValueError("texts is empty; pass at least one string")
+        return accs[0] if self._single else accs  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ tokenization
+
+    def _get_tokenizer(self, *, required: bool) -> Any:
+        if self.tokenizer is not None:
+            return self.tokenizer
+        source = getattr(self.model, "name_or_path", None) or getattr(
+            getattr(self.model, "config", None), "_name_or_path", None
+        )
+        if not source:
+            if not required:
+                return None
+            raise ValueError(
+                f"no tokenizer was passed and {type(self.model).__name__} has no name_or_path "
+                "to load one from; pass tokenizer=AutoTokenizer.from_pretrained(...) or "
+                "pre-tokenized input with input_ids and attention_mask"
+            )
+        try:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+        except Exception as err:
+            if not required:
+                return None
+            raise ValueError(
+                f"could not load a tokenizer from the model's name_or_path {source!r} "
+                f"({type(err).__name__}: {err}); pass tokenizer=... explicitly"
+            ) from err
+        return self.tokenizer
+
+    def _limit(self, tokenizer: Any) -> int | None:
+        if self.max_length is not None:
+            return self.max_length
+        limits = []
+        tok_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and tok_max < 1_000_000:
+            limits.append(tok_max)
+        config = getattr(self.model, "config", None)
+        pos = getattr(config, "max_position_embeddings", None)
+        if isinstance(pos, int) and getattr(config, "position_embedding_type", "absolute") in (
+            "absolute",
+            None,
+        ):
+            # RoBERTa-style position ids start after the padding index.
+            if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+                pos -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+            limits.append(pos)
+        return min(limits) if limits else None
+
+    def _encode(self, texts: Any, *, first: int = 0) -> list[_Seq]:
+        """Validate and tokenize; nothing has run on the model yet."""
+        if isinstance(texts, Mapping):
+            return self._encode_pretokenized(texts)
+        if isinstance(texts, str):
+            raise TypeError(
+                f"texts must be a list of strings, got a single str {texts[:40]!r}; "
+                "wrap it in a list: [text]"
+            )
+        if not isinstance(texts, Sequence):
+            raise TypeError(
+                "texts must be a list of strings or a BatchEncoding/dict with input_ids and "
+                f"attention_mask, got {type(texts).__name__}"
+            )
+        if len(texts) == 0:
+            raise ValueError("texts is empty; pass at least one string")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(
+                    f"texts must contain only strings, got {type(t).__name__} at index "
+                    f"{first + i}: {t!r}"
+                )
+        tokenizer = self._get_tokenizer(required=True)
+        limit = self._limit(tokenizer)
+        enc = tokenizer(
+            list(texts),
+            truncation=limit is not None,
+            max_length=limit,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids_list: list[list[int]] = enc["input_ids"]
+        truncated = self._truncated(tokenizer, enc, texts, ids_list, limit)
+        if truncated:
+            warnings.warn(
+                f"{len(truncated)} of {len(texts)} texts are longer than max_length={limit} "
+                f"tokens and were truncated (first: text {first + truncated[0]}); pass a larger "
+                "max_length= if the model allows it, or split the texts",
+                UserWarning,
+                stacklevel=3,
+            )
+        seqs = []
+        for i, ids in enumerate(ids_list):
+            if not ids:
+                raise ValueError(
+                    f"text {first + i} ({texts[i]!r}) has no tokens; remove empty texts"
+                )
+            seqs.append(_Seq(list(ids), [1] * len(ids), None))
+        return seqs
+
+    @staticmethod
+    def _truncated(
+        tokenizer: Any, enc: Any, texts: Sequence[str], ids: list[list[int]], limit: int | None
+    ) -> list[int]:
+        if limit is None:
+            return []
+        encodings = getattr(enc, "encodings", None)
+        if encodings:
+            return [i for i, e in enumerate(encodings) if e.overflowing]
+        long = [i for i, x in enumerate(ids) if len(x) >= limit]
+        if not long:
+            return []
+        full = tokenizer([texts[i] for i in long], truncation=False)["input_ids"]
+        return [i for i, x in zip(long, full, strict=True) if len(x) > limit]
+
+    def _encode_pretokenized(self, enc: Mapping[str, Any]) -> list[_Seq]:
+        missing = [k for k in ("input_ids", "attention_mask") if k not in enc]
+        if missing:
+            raise ValueError(
+                f"pre-tokenized input must have input_ids and attention_mask, missing {missing}; "
+                "tokenize with tokenizer(texts, padding=True, return_tensors='pt')"
+            )
+        try:
+            ids = torch.as_tensor(enc["input_ids"])
+            mask = torch.as_tensor(enc["attention_mask"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                "input_ids and attention_mask must be [n_texts, seq] tensors or rectangular "
+                f"lists of ints ({err}); tokenize with padding=True"
+            ) from err
+        if ids.ndim != 2 or ids.shape != mask.shape or ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(
+                "input_ids and attention_mask must both have shape [n_texts, seq] with "
+                f"n_texts, seq >= 1, got {tuple(ids.shape)} and {tuple(mask.shape)}"
+            )
+        if ids.is_floating_point():
+            raise ValueError(f"input_ids must hold integer ids, got dtype {ids.dtype}")
+        types = enc.get("token_type_ids")
+        type_t = torch.as_tensor(types) if types is not None else None
+        mask_b = mask.bool()
+        seqs = []
+        for i in range(ids.shape[0]):
+            sel = torch.ones_like(mask_b[i]) if self.keep_padding else mask_b[i]
+            if not bool(mask_b[i].any()):
+                raise ValueError(f"text {i} has no tokens (its attention_mask is all 0)")
+            row_ids = ids[i][sel].tolist()
+            row_mask = mask[i][sel].long().tolist()
+            row_types = type_t[i][sel].tolist() if type_t is not None else None
+            seqs.append(_Seq(row_ids, row_mask, row_types))
+        return seqs
+
+    def _token_strings(self, token_ids: Tensor) -> list[str]:
+        tokenizer = self._get_tokenizer(required=False)
+        ids = token_ids.tolist()
+        if tokenizer is None:
+            return [str(i) for i in ids]
+        return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+
+    # ------------------------------------------------------------------ batching
+
+    def _pad_id(self) -> int:
+        tok = self._get_tokenizer(required=False)
+        for value in (
+            getattr(tok, "pad_token_id", None),
+            getattr(getattr(self.model, "config", None), "pad_token_id", None),
+        ):
+            if isinstance(value, int):
+                return value
+        return 0
+
+    def _plan(self, seqs: list[_Seq]) -> list[_Batch]:
+        """Group rows into batches: by length unless padding is kept (then in given order)."""
+        order = list(range(len(seqs)))
+        side = "right"
+        if self.keep_padding:
+            side = str(getattr(self.tokenizer, "padding_side", "right") or "right")
+        else:
+            order.sort(key=lambda i: len(seqs[i].ids))
+        pad_id = self._pad_id()
+        with_types = any(s.type_ids is not None for s in seqs)
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            S = max(len(seqs[i].ids) for i in rows)
+            B = len(rows)
+            ids = torch.full((B, S), pad_id, dtype=torch.int64)
+            mask = torch.zeros(B, S, dtype=torch.int64)
+            types = torch.zeros(B, S, dtype=torch.int64) if with_types else None
+            keep = torch.zeros(B, S, dtype=torch.bool)
+            for b, i in enumerate(rows):
+                seq = seqs[i]
+                n = len(seq.ids)
+                cols = slice(S - n, S) if side == "left" else slice(0, n)
+                ids[b, cols] = torch.tensor(seq.ids, dtype=torch.int64)
+                mask[b, cols] = torch.tensor(seq.mask, dtype=torch.int64)
+                if types is not None and seq.type_ids is not None:
+                    types[b, cols] = torch.tensor(seq.type_ids, dtype=torch.int64)
+                if self.keep_padding:
+                    keep[b] = True
+                else:
+                    keep[b, cols] = torch.tensor(seq.mask, dtype=torch.bool)
+            inputs = {"input_ids": ids, "attention_mask": mask}
+            if types is not None:
+                inputs["token_type_ids"] = types
+            batches.append(
+                _Batch(
+                    inputs=inputs,
+                    texts=rows,
+                    src=keep.reshape(-1).nonzero().squeeze(1),
+                    kept_per_row=keep.sum(1).tolist(),
+                )
+            )
+        return batches
+
+    # ------------------------------------------------------------------ the forward passes
+
+    def _forward_fn(self) -> Callable[..., Any]:
+        model = self.model
+        config = getattr(model, "config", None)
+        if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            get_encoder = getattr(model, "get_encoder")  # noqa: B009 - nn.Module types it as Tensor
+            encoder = get_encoder()
+            if isinstance(encoder, nn.Module):
+                return encoder
+        return model
+
+    @contextmanager
+    def _hooked(self, sink: Callable[[int, Tensor], None], state: dict[str, Any]) -> Iterator[None]:
+        """Register one pre-hook per distinct module; remove them in reverse order on exit."""
+        by_module: dict[int, dict[int, int]] = {}
+        modules: dict[int, nn.Module] = {}
+        for slot, site in enumerate(self.sites):
+            by_module.setdefault(id(site.module), {})[site.call_index] = slot
+            modules[id(site.module)] = site.module
+        n_targets = len(self.sites)
+        handles: list[RemovableHandle] = []
+
+        def make_hook(key: int) -> Callable[..., None]:
+            slots = by_module[key]
+
+            def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                calls = state["calls"]
+                k = calls.get(key, 0)
+                calls[key] = k + 1
+                slot = slots.get(k)
+                if slot is None:
+                    return
+                x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, Tensor))
+                B, S = state["shape"]
+                flat = x.reshape(-1, x.shape[-1])
+                if flat.shape[0] != B * S:
+                    raise RuntimeError(
+                        f"the input of {self.sites[slot].module_name} has shape "
+                        f"{tuple(x.shape)}, expected {B * S} token rows for a batch of "
+                        f"{B} x {S} tokens; pass module= naming the MLP output projection"
+                    )
+                sink(slot, flat.index_select(0, state["src"]))
+                state["captured"] += 1
+                if self._stop_early and state["captured"] == n_targets:
+                    raise _StopForward
+
+            return hook
+
+        training = {m: m.training for m in self.model.modules()}
+        try:
+            self.model.eval()
+            for key, mod in modules.items():
+                handles.append(mod.register_forward_pre_hook(make_hook(key), with_kwargs=True))
+            yield
+        finally:
+            for handle in reversed(handles):
+                handle.remove()
+            for m, mode in training.items():
+                m.training = mode
+
+    def _forward_all(self, batches: list[_Batch], sink: Callable[[int, int, Tensor], None]) -> None:
+        forward = self._forward_fn()
+        target: Callable[..., Any] = forward.forward if isinstance(forward, nn.Module) else forward
+        params = inspect.signature(target)
+        accepts = set(params.parameters)
+        extra: dict[str, Any] = {"use_cache": False} if "use_cache" in accepts else {}
+        if "return_dict" in accepts:
+            extra["return_dict"] = True
+        try:
+            device = next(self.model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        state: dict[str, Any] = {}
+        batch_no = 0
+
+        def to_sink(slot: int, rows: Tensor) -> None:
+            sink(slot, batch_no, rows)
+
+        show = self.progress
+        if show is None:
+            show = len(batches) > _PROGRESS_MIN_BATCHES
+        iterator: Iterable[tuple[int, _Batch]] = enumerate(batches)
+        if show:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(iterator, total=len(batches), desc="probe", unit="batch")
+        with self._hooked(to_sink, state), torch.inference_mode():
+            for batch_no, batch in iterator:  # noqa: B007 - read by to_sink's closure
+                B, S = batch.inputs["input_ids"].shape
+                state.update(calls={}, captured=0, shape=(B, S), src=batch.src.to(device))
+                inputs = {
+                    k: v.to(device)
+                    for k, v in batch.inputs.items()
+                    if k in accepts or k in ("input_ids", "attention_mask")
+                }
+                with suppress(_StopForward):
+                    forward(**inputs, **extra)
+                if state["captured"] != len(self.sites):
+                    missing = [
+                        s.module_name for s in self.sites[state["captured"] :]
+                    ]  # in call order; good enough to name what did not fire
+                    raise RuntimeError(
+                        f"the forward pass of {type(self.model).__name__} did not call "
+                        f"{missing}; the module does not run on this input. Pass module= "
+                        "naming a module that does"
+                    )
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    if isinstance(items, str):
+        raise TypeError(
+            f"texts must be an iterable of strings, got a single str {items[:40]!r}; "
+            "wrap it in a list: [text]"
+        )
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
