@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import Row, peak_extra_mb, row, side_by_side
 from superposition import metrics
-from superposition.probe import ActivationProbe, StreamingStatistics, load_model
+from superposition.probe import ActivationProbe, load_model
 
 
 def sentences(tokenizer: Any, n: int, seed: int = 0, lo: int = 6, hi: int = 120) -> list[str]:
@@ -107,29 +107,51 @@ def _memory_all_layers(label: str, model: Any, tokenizer: Any, texts: list[str])
     )
 
 
+def _texts_with_tokens(tokenizer: Any, n_tokens: int) -> list[str]:
+    """Sentences from a fixed pool, repeated in order until they hold ``n_tokens`` tokens."""
+    pool = sentences(tokenizer, 2_000, seed=1, lo=4, hi=60)
+    lengths = [len(x) for x in tokenizer(pool)["input_ids"]]
+    out: list[str] = []
+    total = 0
+    while total < n_tokens:
+        out.append(pool[len(out) % len(pool)])
+        total += lengths[(len(out) - 1) % len(pool)]
+    return out
+
+
+def stream_peak_mb(n_tokens: int) -> float:
+    """Peak extra memory of streaming MiniLM layer 0 over ``n_tokens`` tokens (fresh process)."""
+    model, tokenizer = load_model()
+    texts = _texts_with_tokens(tokenizer, n_tokens)
+    probe = ActivationProbe(model, 0, tokenizer=tokenizer, progress=False)
+    probe.stream(texts[:64])  # warm-up: thread pools and kernels are not per-token memory
+    extra, _ = peak_extra_mb(lambda: probe.stream(iter(texts)))
+    return extra
+
+
+def _peak_in_subprocess(n_tokens: int) -> float:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    code = f"from benchmarks.bench_probe import stream_peak_mb; print(stream_peak_mb({n_tokens}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**__import__("os").environ, "PYTHONPATH": f"{root / 'src'}:{root}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def _stream_memory(model: Any, tokenizer: Any, small: int, large: int) -> list[Row]:
     """Peak memory of streaming ``large`` vs ``small`` tokens; check against materialising."""
-    pool = sentences(tokenizer, 20_000, seed=1, lo=4, hi=60)
-
-    def take(n_tokens: int) -> list[str]:
-        out, total = [], 0
-        lengths = tokenizer(pool)["input_ids"]
-        i = 0
-        while total < n_tokens:
-            out.append(pool[i % len(pool)])
-            total += len(lengths[i % len(pool)])
-            i += 1
-        return out
-
-    small_texts, large_texts = take(small), take(large)
+    # Each size in its own process, so neither run inherits memory the other left behind.
+    mem_large, mem_small = _peak_in_subprocess(large), _peak_in_subprocess(small)
+    small_texts = _texts_with_tokens(tokenizer, small)
     probe = ActivationProbe(model, 0, tokenizer=tokenizer, progress=False)
-    gc.collect()
-    # The large run goes first: memory the allocator keeps afterwards would only flatter it.
-    mem_large, acc_large = peak_extra_mb(lambda: probe.stream(iter(large_texts)))
-    del acc_large
-    gc.collect()
-    mem_small, acc = peak_extra_mb(lambda: probe.stream(iter(small_texts)))
-    assert isinstance(acc, StreamingStatistics)
+    acc = probe.stream(iter(small_texts))
     acts = probe.run(small_texts)
     want, got = metrics.neuron_statistics(acts.values), acc.finalise()
     err = max(

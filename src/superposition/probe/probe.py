@@ -44,8 +44,9 @@ Texts = Sequence[str] | Mapping[str, Any]
 
 # Above this many batches a progress bar appears when progress=None.
 _PROGRESS_MIN_BATCHES = 4
-# Streaming tokenizes and plans this many batches at a time, so memory stays bounded.
-_STREAM_CHUNK_BATCHES = 64
+# Streaming tokenizes and plans this many batches at a time, so memory stays bounded (fast
+# tokenizers keep ~1 KB of offsets and strings per token until a chunk is done).
+_STREAM_CHUNK_BATCHES = 8
 
 
 class _StopForward(Exception):
