@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,19 @@ def test_cosine_of_many_tokens_is_chunked_but_exact() -> None:
     Y = X - X.mean(0)
     Yn = Y / Y.norm(dim=0)
     torch.testing.assert_close(metrics.cosine_similarity(X, center=True), Yn.T @ Yn)
+
+
+def test_quiet_neuron_beside_a_loud_one_is_not_silenced() -> None:
+    """Regression: a global threshold zeroed real neurons whose variance was tiny next to
+    another neuron's (seen on MiniLM: variance 3e-5 beside 24)."""
+    g = torch.Generator().manual_seed(0)
+    loud = 1000.0 * torch.randn(500, 1, generator=g)
+    quiet = 0.1 + 1e-3 * torch.randn(500, 1, generator=g)
+    X = torch.cat([loud, quiet, quiet * 2 + 1e-4 * torch.randn(500, 1, generator=g)], 1)
+    expected = torch.from_numpy(np.corrcoef(X.double().numpy(), rowvar=False))
+    got = metrics.cosine_similarity(X, center=True)
+    torch.testing.assert_close(got.double(), expected, atol=1e-3, rtol=0)
+    sums, gram = X.double().sum(0), X.double().T @ X.double()
+    torch.testing.assert_close(
+        metrics.cosine_similarity_from_gram(gram, sums=sums, count=500), expected, atol=1e-6, rtol=0
+    )

@@ -225,28 +225,44 @@ def cosine_similarity_from_gram(
         if not n > 0:
             raise ValueError(f"count must be positive to centre the Gram matrix, got {count!r}")
         sums = sums.to(gram.dtype)
+        raw_sq = torch.diagonal(gram).clone()
         gram = gram - torch.outer(sums, sums) / n
+        return _normalise_gram(gram, raw_sq)
+    return _normalise_gram(gram, torch.diagonal(gram))
+
+
+def _normalise_gram(gram: Tensor, raw_sq: Tensor) -> Tensor:
+    """Divide a (possibly centred) Gram matrix by its columns' norms; silent columns get 0.
+
+    ``raw_sq`` is each column's *uncentred* sum of squares: centring a constant column leaves
+    round-off of order ``eps * raw_sq``, so a column counts as silent when its centred square
+    norm is below that (per neuron: a quiet but real neuron beside a loud one stays alive).
+    """
     sq = torch.diagonal(gram).clamp_min(0)
-    # Relative threshold: a centred constant column leaves round-off of order eps * ||x||^2.
-    scale = sq.max() if sq.numel() else torch.tensor(0.0, dtype=gram.dtype)
-    alive = sq > max(_TINY, float(scale) * torch.finfo(gram.dtype).eps * 16)
+    eps = torch.finfo(gram.dtype).eps
+    alive = (sq > _TINY) & (sq > raw_sq.to(gram.dtype) * (16 * eps))
     inv = torch.where(alive, sq.clamp_min(_TINY).rsqrt(), torch.zeros_like(sq))
     sim = (gram * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
     sim.diagonal().fill_(1.0)
     return sim
 
 
-def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tensor | None]:
-    """``X^T X`` (centred if asked) accumulated in row chunks, so no copy of ``X`` is made."""
+def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tensor]:
+    """``(X^T X, per-column sum of squares of the raw X)``, centred first if asked.
+
+    Accumulated in row chunks, so no copy of ``X`` is made.
+    """
     n, d = X.shape
     mean = X.mean(0) if center and n else None
     gram = X.new_zeros(d, d)
+    raw_sq = X.new_zeros(d)
     for start in range(0, n, chunk):
         block = X[start : start + chunk]
         if mean is not None:
+            raw_sq += block.square().sum(0)
             block = block - mean
         gram.addmm_(block.mT, block)
-    return gram, mean
+    return gram, (raw_sq if mean is not None else torch.diagonal(gram))
 
 
 def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
@@ -276,8 +292,8 @@ def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
                 [0., 0., 1.]])
     """
     X = _check(X, "X", 2, _X_DOC, exact=True)
-    gram, _ = _gram_of(X, center)
-    return cosine_similarity_from_gram(gram)
+    gram, raw_sq = _gram_of(X, center)
+    return _normalise_gram(gram, raw_sq)
 
 
 def cosine_distance(X: Tensor, *, center: bool = False) -> Tensor:

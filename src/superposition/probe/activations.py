@@ -26,7 +26,7 @@ from superposition.metrics import NeuronStatistics
 
 if TYPE_CHECKING:
     # plot.py lands from another branch; until then this name is Any.
-    from superposition.plot import ActivationPlots  # type: ignore[import-not-found, unused-ignore]
+    from superposition.plot import ActivationPlots
 
 __all__ = ["Activations", "StreamingStatistics"]
 

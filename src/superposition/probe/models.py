@@ -68,9 +68,17 @@ def load_model(
         source = os.fspath(name)
         local_only = False
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    model = AutoModel.from_pretrained(source, local_files_only=local_only)
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    # transformers draws a "Loading weights" bar on stderr; a library call should not.
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(source, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer

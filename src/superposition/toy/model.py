@@ -31,7 +31,7 @@ from superposition.toy.data import SparseFeatureDataset
 from superposition.toy.train import Schedule, TrainConfig, TrainHistory, train
 
 if TYPE_CHECKING:
-    from superposition.plot import ToyModelPlots  # type: ignore[import-not-found, unused-ignore]
+    from superposition.plot import ToyModelPlots
 
 __all__ = ["Activation", "ToyModel"]
 
@@ -358,7 +358,7 @@ class ToyModel(nn.Module):
     @property
     def plot(self) -> ToyModelPlots:
         """Figures of this model (``superposition.plot.ToyModelPlots``), imported on first use."""
-        from superposition.plot import ToyModelPlots  # type: ignore[import-not-found, unused-ignore]
+        from superposition.plot import ToyModelPlots
 
         return ToyModelPlots(self)
 
