@@ -562,8 +562,9 @@ def _html(rep: _Report, images: dict[str, bytes], cfg: ReproduceConfig) -> str:
                 b64 = base64.b64encode(images[name]).decode()
                 parts.append(f"<img alt='{esc(name)}' src='data:image/png;base64,{b64}'>")
             parts.append("</div>")
-    parts.append("<h2>All figures</h2>")
-    for name in images:
+    shown = {name for _t, _i, claims in rep.sections for _c, _m, figs in claims for name in figs}
+    parts.append("<h2>The other figures</h2>")
+    for name in (n for n in images if n not in shown):
         b64 = base64.b64encode(images[name]).decode()
         parts.append(
             f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{b64}'>"
