@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 # Benchmark this checkout even when another copy of the package is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import Row, row, side_by_side
 from superposition import SparseFeatureDataset, ToyModel
 
 # (n_features, n_hidden, n_instances)
@@ -85,74 +87,79 @@ def _matmul_peak() -> float:
     return 2 * 1024**3 / best
 
 
-def run(quick: bool = False) -> list[dict[str, object]]:
-    """Time ``fit`` against the reference loop on each configuration; one row per measurement."""
-    rows: list[dict[str, object]] = []
+def run(quick: bool = False) -> list[Row]:
+    """Time ``fit`` against the reference loop on each configuration; one row per measurement.
+
+    Both loops train fresh copies of the same initial weights, interleaved three times (once in
+    ``quick`` mode); the medians are compared.
+    """
     peak = _matmul_peak()
-    for n, m, inst in CONFIGS:
-        steps = 200 if quick else (2000 if n < 100 else 600)
-        prob = (20.0 ** -torch.linspace(0, 1, inst)).clamp(max=1.0)
-        data = SparseFeatureDataset(n, prob.tolist(), importance=0.9, seed=1)
-        model = ToyModel(n, m, n_instances=inst, seed=0)
-        W0, b0 = model.W.detach().clone(), model.b.detach().clone()
+    return [r for n, m, inst in CONFIGS for r in _compare(n, m, inst, quick, peak)]
+
+
+def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
+    rows: list[Row] = []
+    steps = 200 if quick else (2000 if n < 100 else 600)
+    prob = (20.0 ** -torch.linspace(0, 1, inst)).clamp(max=1.0)
+    data = SparseFeatureDataset(n, prob.tolist(), importance=0.9, seed=1)
+    init = ToyModel(n, m, n_instances=inst, seed=0)
+    W0, b0 = init.W.detach().clone(), init.b.detach().clone()
+    trained: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def fit_once() -> None:
+        model = ToyModel(n, m, n_instances=inst, seed=0).fit(data, steps=steps, progress=False)
+        trained["fit"] = (model.W.detach(), model.b.detach())
+
+    def reference_once() -> None:
         ref = _ReferenceModel(W0, b0)
-        # warm-up both paths (allocator, thread pool) before timing
-        ToyModel(n, m, n_instances=inst, seed=0).fit(data, steps=20, progress=False)
-        _reference_fit(_ReferenceModel(W0, b0), data.feature_probability, data.importance, 20, 2)
-
-        t0 = time.perf_counter()
         _reference_fit(ref, data.feature_probability, data.importance, steps, seed=2)
-        t_ref = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        model.fit(data, steps=steps, progress=False)
-        t_fit = time.perf_counter() - t0
+        trained["reference"] = (ref.W.detach(), ref.b_final.detach())
 
-        tag = f"n={n},m={m},I={inst}"
-        ratio = t_ref / t_fit
-        rows.append(
-            {
-                "name": f"fit speedup vs TMS reference loop [{tag}]",
-                "value": ratio,
-                "unit": "x",
-                "bar": f">= {SPEEDUP_BAR}x",
-                "met": ratio >= SPEEDUP_BAR,
-            }
+    t = side_by_side(
+        {"reference": reference_once, "fit": fit_once}, repeat=1 if quick else 3, warmup=int(quick)
+    )
+    t_ref, t_fit = t["reference"], t["fit"]
+    tag = f"n={n},m={m},I={inst}"
+    ratio = t_ref / t_fit
+    rows.append(
+        row(
+            f"toy fit vs TMS reference loop [{tag}]: speed-up",
+            ratio,
+            "x",
+            f">= {SPEEDUP_BAR}x",
+            ratio >= SPEEDUP_BAR,
         )
-        rows.append(
-            {
-                "name": f"fit throughput [{tag}] (reference {inst * steps / t_ref:,.0f})",
-                "value": inst * steps / t_fit,
-                "unit": "instance-steps/s",
-                "bar": "info",
-                "met": True,
-            }
+    )
+    rows.append(
+        row(
+            f"toy fit throughput [{tag}] (reference {inst * steps / t_ref:,.0f})",
+            inst * steps / t_fit,
+            "instance-steps/s",
         )
-        l_fit = _eval_loss(model.W.detach(), model.b.detach(), data)
-        l_ref = _eval_loss(ref.W.detach(), ref.b_final.detach(), data)
-        rel = abs(l_fit - l_ref) / l_ref
-        rows.append(
-            {
-                "name": f"final loss, fit vs reference [{tag}] ({l_fit:.5f} vs {l_ref:.5f})",
-                "value": rel,
-                "unit": "relative difference",
-                "bar": f"<= {LOSS_TOL}",
-                "met": rel <= LOSS_TOL,
-            }
+    )
+    l_fit = _eval_loss(*trained["fit"], data)
+    l_ref = _eval_loss(*trained["reference"], data)
+    rel = abs(l_fit - l_ref) / l_ref
+    rows.append(
+        row(
+            f"toy final loss, fit vs reference [{tag}] ({l_fit:.5f} vs {l_ref:.5f})",
+            rel,
+            "rel. diff",
+            f"<= {LOSS_TOL}",
+            rel <= LOSS_TOL,
         )
-        flops = 10 * inst * BATCH * n * m * steps  # 2 matmuls forward, 3 backward
-        rows.append(
-            {
-                "name": f"fit achieved FLOP/s [{tag}] (matmul peak {peak / 1e9:.1f} GFLOP/s)",
-                "value": flops / t_fit / peak,
-                "unit": "fraction of float32 matmul peak",
-                "bar": "info",
-                "met": True,
-            }
+    )
+    flops = 10 * inst * BATCH * n * m * steps  # 2 matmuls forward, 3 backward
+    rows.append(
+        row(
+            f"toy fit FLOP/s / float32 matmul peak ({peak / 1e9:.0f} GFLOP/s) [{tag}]",
+            flops / t_fit / peak,
+            "fraction",
         )
+    )
     return rows
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv):
-        flag = "ok " if row["met"] else "NO "
-        print(f"{flag} {row['name']}: {row['value']:.4g} {row['unit']} (bar {row['bar']})")
+    for r in run(quick="--quick" in sys.argv):
+        print(r)

@@ -242,7 +242,10 @@ def _normalise_gram(gram: Tensor, raw_sq: Tensor) -> Tensor:
     eps = torch.finfo(gram.dtype).eps
     alive = (sq > _TINY) & (sq > raw_sq.to(gram.dtype) * (16 * eps))
     inv = torch.where(alive, sq.clamp_min(_TINY).rsqrt(), torch.zeros_like(sq))
-    sim = (gram * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
+    # One [N, N] allocation: for 3072+ neurons the temporaries of an out-of-place chain cost
+    # more than the Gram matrix itself.
+    sim = gram * inv[:, None]
+    sim.mul_(inv[None, :]).clamp_(-1.0, 1.0)
     sim.diagonal().fill_(1.0)
     return sim
 
