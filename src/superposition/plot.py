@@ -475,7 +475,7 @@ def phase_diagram(
         ax: draw into this axes (a colorbar is added beside it).
 
     Returns:
-        The figure: the diagram and its colorbar.
+        The figure, with the diagram and its colorbar.
 
     Raises:
         ValueError: if ``labels`` is not an integer array of the grid's shape with codes 0–2.
@@ -589,7 +589,7 @@ def cosine_heatmap(
         ax: draw into this axes (a colorbar is added beside it).
 
     Returns:
-        The figure: the heatmap and its colorbar.
+        The figure, with the heatmap and its colorbar.
 
     Raises:
         ValueError: if ``X`` is not a 2-D float array or ``neurons`` selects nothing valid.

@@ -79,7 +79,7 @@ class ReproduceConfig:
 
     @property
     def steps(self) -> int:
-        """Training steps per toy model (the TMS recipe: 10,000)."""
+        """Training steps per toy model, 10,000 as in the TMS recipe (5,000 with ``quick``)."""
         return 5_000 if self.quick else 10_000
 
 
@@ -342,7 +342,7 @@ def analyse(acts: Activations, *, center: bool, pad_token: str | None = None) ->
         pad_token: the tokenizer's pad token, to count pad rows.
 
     Returns:
-        A JSON-friendly dict: token counts, the distribution of pairwise cosine distances
+        A JSON-friendly dict of token counts, the distribution of pairwise cosine distances
         (Figures 4–5), neuron activity per token (Figure 6), and the shape of per-neuron
         activation sums (Figure 7).
     """

@@ -21,9 +21,6 @@ __all__ = ["ARCHITECTURES", "LayerSpec", "MLPSite", "locate_mlp", "n_layers"]
 LayerSpec = int | Sequence[int] | Literal["all"]
 """A layer index (negative counts from the end), several, or ``"all"``."""
 
-# model_type -> (path of the ModuleList of blocks, path of the MLP output projection in a block).
-# Block paths are matched as a suffix of the module name, so task heads (BertForMaskedLM's
-# ``bert.encoder.layer``) and bare models (``encoder.layer``) both resolve.
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "bert": ("encoder.layer", "output.dense"),
     "roberta": ("encoder.layer", "output.dense"),
@@ -54,6 +51,13 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "t5": ("encoder.block", "layer.1.DenseReluDense.wo"),
     "mt5": ("encoder.block", "layer.1.DenseReluDense.wo"),
 }
+"""``model_type`` -> (path of the ``ModuleList`` of blocks, path of the MLP output projection
+in a block).
+
+Block paths are matched as a suffix of the module name, so task heads (BertForMaskedLM's
+``bert.encoder.layer``) and bare models (``encoder.layer``) both resolve. Other architectures
+go through the structural fallback of :func:`locate_mlp`.
+"""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Any
 __all__ = ["DEFAULT_MODEL", "load_model"]
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-"""The model :func:`load_model` returns when no name is given (shipped, never downloaded)."""
+"""The model :func:`~superposition.load_model` returns when no name is given (shipped, never
+downloaded)."""
 
 
 def default_model_path() -> str:

@@ -6,7 +6,7 @@ memory traffic of batch-sized temporaries, not on arithmetic. This loop does the
 mathematics with far less of both:
 
 * **Sampling** writes into a preallocated buffer with one uniform draw per feature
-  (:meth:`SparseFeatureDataset.fill_`).
+  (:meth:`~superposition.SparseFeatureDataset.fill_`).
 * **Gradients in closed form.** With ``h = Wx`` (``ReLU`` for the hidden-ReLU variants),
   ``o = W_outᵀh + b`` and the per-instance loss ``mean_{batch,features} I_f (y - target)^2``,
   ``y = o`` or ``ReLU(o)``::
@@ -52,7 +52,7 @@ _SINGLE_THREAD_BELOW = 1 << 20  # batch elements (instances x batch x features)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Validated optimisation settings of :meth:`ToyModel.fit` (the TMS notebook's defaults).
+    """Validated settings of :meth:`~superposition.ToyModel.fit` (the TMS notebook's defaults).
 
     Examples:
         >>> TrainConfig(steps=100)
@@ -130,7 +130,7 @@ def lr_multiplier(schedule: Schedule, step: int, steps: int, warmup_steps: int =
 
 @dataclass
 class TrainHistory:
-    """Per-instance training losses recorded by :meth:`ToyModel.fit`.
+    """Per-instance training losses recorded by :meth:`~superposition.ToyModel.fit`.
 
     Attributes:
         steps: the (0-based) steps at which losses were recorded; always includes the last.
@@ -248,7 +248,7 @@ def train(
     generator: torch.Generator,
     progress: bool = True,
 ) -> TrainHistory:
-    """Train ``model`` in place on ``data``; the engine of :meth:`ToyModel.fit`.
+    """Train ``model`` in place on ``data``; the engine of :meth:`~superposition.ToyModel.fit`.
 
     Args:
         model: the model; its packed ``params`` are updated in place.
