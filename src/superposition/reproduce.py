@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from superposition.probe import Activations
 
-__all__ = ["ReproduceConfig", "reproduce"]
+__all__ = ["ReproduceConfig", "analyse", "phase_losses", "reproduce", "summary"]
 
 SWEEP_PROBABILITY = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 """Feature probabilities 1 - S of the section-3 sweep, S in {0, .7, .9, .97, .99, .997, .999}."""
