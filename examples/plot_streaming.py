@@ -97,18 +97,15 @@ print(merged)
 # %%
 # The centred cosine-distance histogram (Figure 5) of the whole stream
 # --------------------------------------------------------------------
-# Figures that need per-token values (Figures 4–7) take activations; the distance
-# distribution needs only the matrix, so we draw it directly from the streamed result.
-from matplotlib.figure import Figure
+# Figures 6 and 7 need per-token values; Figures 4 and 5 need only the neuron × neuron
+# distances, which the stream computed exactly: draw them from the matrix.
+from superposition import plot
 
 distance = streamed.cosine_distance(center=True)
-i, j = torch.triu_indices(n, n, offset=1)
-fig = Figure(figsize=(6, 4), layout="constrained")
-ax = fig.add_subplot()
-ax.hist(distance[i, j].numpy(), bins=100, range=(0, 2))
-ax.set_xlabel("centred cosine distance (1 - Pearson)")
-ax.set_ylabel(f"neuron pairs (of {len(i):,})")
-fig
+plot.distance_histogram(distance, label="centred cosine distance (1 - Pearson)")
+
+# %%
+plot.distance_heatmap(distance, label="centred cosine distance")
 
 # %%
 folder.cleanup()

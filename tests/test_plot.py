@@ -505,3 +505,18 @@ def test_no_matplotlib_on_import_and_no_pyplot_ever() -> None:
 def test_all_names_exist() -> None:
     for name in plot.__all__:
         assert hasattr(plot, name)
+
+
+def test_distance_figures_from_a_precomputed_matrix_match_the_activation_figures() -> None:
+    """distance_heatmap/histogram draw exactly what cosine_heatmap/histogram draw from X."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.rand(40, 10, generator=g)
+    D = 1 - np.corrcoef(X.numpy(), rowvar=False)  # independent: numpy's Pearson
+    img_x = plot.cosine_heatmap(X, center=True, neurons="all").axes[0].images[0].get_array()
+    img_d = plot.distance_heatmap(D, neurons="all").axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(img_d), np.asarray(img_x), atol=1e-5)
+    hx = [p.get_height() for p in plot.cosine_histogram(X, center=True, bins=16).axes[0].patches]
+    hd = [p.get_height() for p in plot.distance_histogram(D, bins=16).axes[0].patches]
+    assert hx == hd
+    with pytest.raises(ValueError, match=r"D must be square \[neurons, neurons\], got shape"):
+        plot.distance_heatmap(torch.ones(3, 4))

@@ -47,6 +47,8 @@ __all__ = [
     "classify_phase",
     "cosine_heatmap",
     "cosine_histogram",
+    "distance_heatmap",
+    "distance_histogram",
     "feature_directions",
     "feature_geometry",
     "neuron_traces",
@@ -602,10 +604,68 @@ def cosine_heatmap(
     """
     X = _activations(X)
     index = _neuron_indices(X.shape[1], neurons)
-    distance = metrics.cosine_distance(X[:, index], center=center).numpy()
+    distance = metrics.cosine_distance(X[:, index], center=center)
+    kind = "centred " if center else ""
+    return _heatmap(distance, index, neurons, f"{kind}cosine distance", X.shape[1], ax)
+
+
+def distance_heatmap(
+    D: Tensor | NDArray[np.floating],
+    *,
+    neurons: Literal["half", "all"] | int | Sequence[int] = "half",
+    label: str = "cosine distance",
+    ax: Axes | None = None,
+) -> Figure:
+    """Figure 4 from a precomputed ``[neurons, neurons]`` distance matrix.
+
+    For distances that were never a ``[tokens, neurons]`` matrix in memory, such as
+    ``StreamingStatistics.cosine_distance()`` over a corpus; same drawing as
+    :func:`cosine_heatmap`.
+
+    Args:
+        D: ``[neurons, neurons]`` distances in ``[0, 2]``.
+        neurons: ``"half"``, ``"all"``, a count of leading neurons, or indices.
+        label: what the distances are, for the title and colorbar.
+        ax: draw into this axes (a colorbar is added beside it).
+
+    Returns:
+        The figure, with the heatmap and its colorbar.
+
+    Examples:
+        >>> import torch
+        >>> from superposition import metrics
+        >>> D = metrics.cosine_distance(torch.rand(30, 6))
+        >>> distance_heatmap(D, neurons="all").axes[0].images[0].get_array().shape
+        (6, 6)
+    """
+    D = _square(D, "D")
+    index = _neuron_indices(D.shape[0], neurons)
+    return _heatmap(D[index][:, index], index, neurons, label, D.shape[0], ax)
+
+
+def _square(D: object, name: str) -> Tensor:
+    D = _float_tensor(D, name, 2, "[neurons, neurons]")
+    if D.shape[0] != D.shape[1]:
+        raise ValueError(f"{name} must be square [neurons, neurons], got shape {(*D.shape,)}")
+    return D
+
+
+def _heatmap(
+    distance: Tensor,
+    index: Tensor,
+    neurons: Literal["half", "all"] | int | Sequence[int],
+    label: str,
+    n_total: int,
+    ax: Axes | None,
+) -> Figure:
     fig, ax = _panel(ax, 6.0, 5.0)
     image = ax.imshow(
-        distance, cmap="RdBu_r", vmin=0.0, vmax=2.0, interpolation="nearest", rasterized=True
+        distance.numpy(),
+        cmap="RdBu_r",
+        vmin=0.0,
+        vmax=2.0,
+        interpolation="nearest",
+        rasterized=True,
     )
     if not isinstance(neurons, (str, int, np.integer)) and len(index) <= 40:
         ticks = np.arange(len(index))
@@ -613,9 +673,8 @@ def cosine_heatmap(
         ax.set_yticks(ticks, [str(i) for i in index.tolist()], fontsize="small")
     ax.set_xlabel("neuron")
     ax.set_ylabel("neuron")
-    kind = "centred " if center else ""
-    ax.set_title(f"{kind}cosine distance, {len(index)} of {X.shape[1]} neurons")
-    fig.colorbar(image, ax=ax, label="cosine distance")
+    ax.set_title(f"{label}, {len(index)} of {n_total} neurons")
+    fig.colorbar(image, ax=ax, label=label)
     return fig
 
 
@@ -655,13 +714,51 @@ def cosine_histogram(
     if n < 2:
         raise ValueError(f"X must have at least 2 neurons to form a pair, got shape {(*X.shape,)}")
     distance = metrics.cosine_distance(X, center=center)
+    return _histogram(distance, bins, ("centred " if center else "") + "cosine distance", ax)
+
+
+def distance_histogram(
+    D: Tensor | NDArray[np.floating],
+    *,
+    bins: int = 100,
+    label: str = "cosine distance",
+    ax: Axes | None = None,
+) -> Figure:
+    """Figure 5 from a precomputed ``[neurons, neurons]`` distance matrix.
+
+    Same drawing as :func:`cosine_histogram`, for distances from a streaming accumulator.
+
+    Args:
+        D: ``[neurons, neurons]`` distances in ``[0, 2]``, at least two neurons.
+        bins: number of equal bins over ``[0, 2]``.
+        label: what the distances are, for the axis label.
+        ax: draw into this axes.
+
+    Returns:
+        The figure.
+
+    Examples:
+        >>> import torch
+        >>> from superposition import metrics
+        >>> D = metrics.cosine_distance(torch.rand(30, 6))
+        >>> len(distance_histogram(D, bins=10).axes[0].patches)
+        10
+    """
+    D = _square(D, "D")
+    if D.shape[0] < 2:
+        raise ValueError(f"D must have at least 2 neurons to form a pair, got shape {(*D.shape,)}")
+    return _histogram(D, _positive_int(bins, "bins"), label, ax)
+
+
+def _histogram(distance: Tensor, bins: int, label: str, ax: Axes | None) -> Figure:
+    n = distance.shape[0]
     i, j = torch.triu_indices(n, n, offset=1)
     pairs = distance[i, j].numpy()
     fig, ax = _panel(ax)
     ax.hist(pairs, bins=bins, range=(0.0, 2.0), color="tab:blue")
     ax.axvline(1.0, color="0.3", ls=":", lw=1)
     ax.set_xlim(0.0, 2.0)
-    ax.set_xlabel(("centred " if center else "") + "cosine distance")
+    ax.set_xlabel(label)
     ax.set_ylabel(f"neuron pairs (of {len(pairs):,})")
     return fig
 
