@@ -144,3 +144,18 @@ def test_probe_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert acts.values.shape[0] == len(acts.tokens)
     assert {f"fig{i}" for i in range(4, 8)} <= {p.name[:4] for p in out.glob("*.png")}
     assert "1536 neurons" in stdout
+
+
+def test_reproduce_checks_model_and_layer_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    code, _, err = run(["reproduce", "--layer", "-7", "--out", str(out)], capsys)
+    assert code == 2
+    assert "layer -7 is out of range" in _error_line(err)
+    code, _, err = run(
+        ["reproduce", "--model", str(tmp_path / "missing"), "--out", str(out)], capsys
+    )
+    assert code == 2
+    assert "missing" in _error_line(err)
+    assert not out.exists(), "a rejected run writes nothing"

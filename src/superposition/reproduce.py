@@ -375,9 +375,11 @@ def analyse(acts: Activations, *, center: bool, pad_token: str | None = None) ->
 
 
 def _load(cfg: ReproduceConfig) -> tuple[Any, Any, str]:
-    from superposition.probe import load_model
+    """The model, its tokenizer and a display name; the layer is checked here, before any work."""
+    from superposition.probe import load_model, locate_mlp
 
     model, tokenizer = load_model(cfg.model)
+    locate_mlp(model, cfg.layer)  # IndexError naming the valid range, before minutes of training
     name = cfg.model or "all-MiniLM-L6-v2 (shipped)"
     return model, tokenizer, name
 
@@ -391,12 +393,12 @@ def _random_like(model: Any, seed: int) -> Any:
     return baseline.eval()
 
 
-def _section5(cfg: ReproduceConfig, rep: _Report) -> None:
+def _section5(cfg: ReproduceConfig, rep: _Report, loaded: tuple[Any, Any, str]) -> None:
     from superposition import plot
     from superposition.probe import PAPER_TEXTS, ActivationProbe
 
-    with rep.timed("real.load"):
-        model, tokenizer, name = _load(cfg)
+    model, tokenizer, name = loaded
+    with rep.timed("real.baseline"):
         fork = torch.random.fork_rng()
         with fork:
             baseline = _random_like(model, cfg.seed)
@@ -602,13 +604,15 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
         5000
     """
     cfg = config if config is not None else ReproduceConfig(**kwargs)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     rep = _Report()
+    with rep.timed("load_model"):
+        loaded = _load(cfg)  # bad --model / --layer fail here, before anything is written
+    cfg.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     with rep.timed("section3"):
         _section3(cfg, rep)
     with rep.timed("section5"):
-        _section5(cfg, rep)
+        _section5(cfg, rep, loaded)
     rep.metrics["config"] = {
         **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "versions": _versions(),
