@@ -32,6 +32,11 @@ __all__ = ["Activations", "StreamingStatistics"]
 
 _FORMAT = "superposition.Activations/1"
 _STATS_FORMAT = "superposition.StreamingStatistics/1"
+# StreamingStatistics.update works through a batch this many rows at a time, so its float64
+# temporaries (x, x^2, x^3, x^4: ~4 x rows x neurons x 8 bytes) stay small and the same size
+# whatever the batch: a long batch no longer raises the peak, and equal-sized blocks are reused
+# by the allocator instead of fragmenting the heap.
+_UPDATE_ROWS = 256
 
 
 def _sidecar(path: Path) -> Path:
@@ -359,13 +364,14 @@ class StreamingStatistics:
             raise ValueError(
                 f"X must be finite, got NaN or inf in a batch of shape {tuple(X.shape)}"
             )
-        self._sums += metrics.power_sums(X)
         self._active += (self.threshold < X).sum(0)
-        if self._gram is not None:
-            # float64 products: Pearson correlation centres this matrix afterwards
-            # (X^T X - n mu mu^T), which cancels catastrophically in float32.
-            Xd = X.double()
-            self._gram.addmm_(Xd.mT, Xd)
+        for block in torch.split(X, _UPDATE_ROWS):
+            Xd = block.double()
+            self._sums += metrics.power_sums(Xd)
+            if self._gram is not None:
+                # float64 products: Pearson correlation centres this matrix afterwards
+                # (X^T X - n mu mu^T), which cancels catastrophically in float32.
+                self._gram.addmm_(Xd.mT, Xd)
         self.count += int(X.shape[0])
         return self
 

@@ -47,6 +47,8 @@ _PROGRESS_MIN_BATCHES = 4
 # Streaming tokenizes and plans this many batches at a time, so memory stays bounded (fast
 # tokenizers keep ~1 KB of offsets and strings per token until a chunk is done).
 _STREAM_CHUNK_BATCHES = 8
+# Streaming hands the accumulator a batch's real tokens this many rows at a time.
+_STREAM_BLOCK_ROWS = 256
 
 
 class _StopForward(Exception):
@@ -64,7 +66,11 @@ class _Seq:
 
 @dataclass
 class _Batch:
-    """Model inputs for one batch and where its kept rows go."""
+    """Model inputs for one batch and where its kept rows go.
+
+    Row ``b`` keeps columns ``0..kept_per_row[b]-1``: without ``keep_padding`` rows are padded
+    on the right, with it whole rows are kept. So a row is captured with one slice copy.
+    """
 
     inputs: dict[str, Tensor]  # [B, S] each, on the CPU
     texts: list[int]  # original index of each row of the batch
@@ -215,31 +221,30 @@ class ActivationProbe(Generic[_R, _S]):
             offsets.append(offsets[-1] + k)
         n_rows = offsets[-1]
         token_ids = torch.empty(n_rows, dtype=torch.int64)
-        text_index = torch.empty(n_rows, dtype=torch.int64)
-        position = torch.empty(n_rows, dtype=torch.int64)
-        dests: list[Tensor] = []
+        starts = torch.tensor(offsets[:-1]).repeat_interleave(torch.tensor(kept))
+        text_index = torch.arange(len(seqs)).repeat_interleave(torch.tensor(kept))
+        position = torch.arange(n_rows) - starts  # every row's kept columns start at 0
+        # (batch row, rows kept, first output row) for every row of every batch: each row lands
+        # with one slice copy, straight from the model's tensor into the output.
+        copies: list[list[tuple[int, int, int]]] = []
         for batch in batches:
-            S = batch.inputs["input_ids"].shape[1]
-            dest = torch.cat(
-                [
-                    torch.arange(offsets[t], offsets[t] + k)
-                    for t, k in zip(batch.texts, batch.kept_per_row, strict=True)
-                ]
-            )
-            token_ids[dest] = batch.inputs["input_ids"].reshape(-1)[batch.src]
-            text_index[dest] = torch.tensor(batch.texts).repeat_interleave(
-                torch.tensor(batch.kept_per_row)
-            )
-            position[dest] = batch.src % S
-            dests.append(dest)
+            plan = [
+                (b, k, offsets[t])
+                for b, (t, k) in enumerate(zip(batch.texts, batch.kept_per_row, strict=True))
+            ]
+            ids = batch.inputs["input_ids"]
+            for b, k, d in plan:
+                token_ids[d : d + k] = ids[b, :k]
+            copies.append(plan)
 
         outs: list[Tensor | None] = [None] * len(self.sites)
 
-        def sink(slot: int, batch_no: int, rows: Tensor) -> None:
+        def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor) -> None:
             out = outs[slot]
             if out is None:
-                out = outs[slot] = torch.empty(n_rows, rows.shape[1], dtype=torch.float32)
-            out.index_copy_(0, dests[batch_no], rows.to("cpu", torch.float32))
+                out = outs[slot] = torch.empty(n_rows, x.shape[-1], dtype=torch.float32)
+            for b, k, d in copies[batch_no]:
+                out[d : d + k].copy_(x[b, :k])
 
         self._forward_all(batches, sink)
         tokens = self._token_strings(token_ids)
@@ -295,8 +300,12 @@ class ActivationProbe(Generic[_R, _S]):
             for s in self.sites
         ]
 
-        def sink(slot: int, batch_no: int, rows: Tensor) -> None:
-            accs[slot].update(rows.to("cpu", torch.float32))
+        def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor) -> None:
+            flat = x.reshape(-1, x.shape[-1])
+            # A few hundred rows at a time: the copy that drops the padding stays small and the
+            # same size for every batch, so peak memory does not follow the longest batch.
+            for src in torch.split(batch.src.to(flat.device), _STREAM_BLOCK_ROWS):
+                accs[slot].update(flat.index_select(0, src).to("cpu", torch.float32))
 
         if isinstance(texts, Mapping):
             self._forward_all(self._plan(self._encode(texts)), sink)
@@ -464,10 +473,13 @@ class ActivationProbe(Generic[_R, _S]):
 
     def _token_strings(self, token_ids: Tensor) -> list[str]:
         tokenizer = self._get_tokenizer(required=False)
-        ids = token_ids.tolist()
+        # Each distinct id is looked up once (a corpus repeats its vocabulary many times over).
+        uniq, inverse = torch.unique(token_ids, return_inverse=True)
         if tokenizer is None:
-            return [str(i) for i in ids]
-        return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+            names = [str(i) for i in uniq.tolist()]
+        else:
+            names = [str(t) for t in tokenizer.convert_ids_to_tokens(uniq.tolist())]
+        return [names[i] for i in inverse.tolist()]
 
     # ------------------------------------------------------------------ batching
 
@@ -494,33 +506,36 @@ class ActivationProbe(Generic[_R, _S]):
         batches = []
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            S = max(len(seqs[i].ids) for i in rows)
+            lengths = [len(seqs[i].ids) for i in rows]
+            S = max(lengths)
             B = len(rows)
+            # One scatter per tensor instead of a tensor per row: the rows' tokens, flattened,
+            # go to the positions where ``placed`` is True.
+            n = torch.tensor(lengths)
+            cols = torch.arange(S).expand(B, S)
+            placed = cols >= (S - n)[:, None] if side == "left" else cols < n[:, None]
             ids = torch.full((B, S), pad_id, dtype=torch.int64)
+            ids[placed] = torch.tensor([t for i in rows for t in seqs[i].ids], dtype=torch.int64)
             mask = torch.zeros(B, S, dtype=torch.int64)
-            types = torch.zeros(B, S, dtype=torch.int64) if with_types else None
-            keep = torch.zeros(B, S, dtype=torch.bool)
-            for b, i in enumerate(rows):
-                seq = seqs[i]
-                n = len(seq.ids)
-                cols = slice(S - n, S) if side == "left" else slice(0, n)
-                ids[b, cols] = torch.tensor(seq.ids, dtype=torch.int64)
-                mask[b, cols] = torch.tensor(seq.mask, dtype=torch.int64)
-                if types is not None and seq.type_ids is not None:
-                    types[b, cols] = torch.tensor(seq.type_ids, dtype=torch.int64)
-                if self.keep_padding:
-                    keep[b] = True
-                else:
-                    keep[b, cols] = torch.tensor(seq.mask, dtype=torch.bool)
+            mask[placed] = torch.tensor([m for i in rows for m in seqs[i].mask], dtype=torch.int64)
             inputs = {"input_ids": ids, "attention_mask": mask}
-            if types is not None:
+            if with_types:
+                types = torch.zeros(B, S, dtype=torch.int64)
+                flat_types: list[int] = []
+                for i, n_i in zip(rows, lengths, strict=True):
+                    flat_types += seqs[i].type_ids or [0] * n_i
+                types[placed] = torch.tensor(flat_types, dtype=torch.int64)
                 inputs["token_type_ids"] = types
+            # keep_padding keeps whole rows; otherwise rows are right-padded and their mask is
+            # all ones (_encode* drop masked positions), so row b keeps columns 0..n_b-1.
+            # The run's copies rely on this.
+            keep = torch.ones(B, S, dtype=torch.bool) if self.keep_padding else placed
             batches.append(
                 _Batch(
                     inputs=inputs,
                     texts=rows,
                     src=keep.reshape(-1).nonzero().squeeze(1),
-                    kept_per_row=keep.sum(1).tolist(),
+                    kept_per_row=[S] * B if self.keep_padding else lengths,
                 )
             )
         return batches
@@ -567,7 +582,7 @@ class ActivationProbe(Generic[_R, _S]):
                         f"{tuple(x.shape)}, expected {B * S} token rows for a batch of "
                         f"{B} x {S} tokens; pass module= naming the MLP output projection"
                     )
-                sink(slot, flat.index_select(0, state["src"]))
+                sink(slot, flat.reshape(B, S, flat.shape[1]))
                 state["captured"] += 1
                 if self._stop_early and state["captured"] == n_targets:
                     raise _StopForward
@@ -586,7 +601,10 @@ class ActivationProbe(Generic[_R, _S]):
             for m, mode in training.items():
                 m.training = mode
 
-    def _forward_all(self, batches: list[_Batch], sink: Callable[[int, int, Tensor], None]) -> None:
+    def _forward_all(
+        self, batches: list[_Batch], sink: Callable[[int, int, _Batch, Tensor], None]
+    ) -> None:
+        """Run every batch; ``sink(slot, batch_no, batch, x)`` gets each hooked ``x: [B, S, H]``."""
         forward = self._forward_fn()
         target: Callable[..., Any] = forward.forward if isinstance(forward, nn.Module) else forward
         params = inspect.signature(target)
@@ -599,10 +617,9 @@ class ActivationProbe(Generic[_R, _S]):
         except StopIteration:
             device = torch.device("cpu")
         state: dict[str, Any] = {}
-        batch_no = 0
 
-        def to_sink(slot: int, rows: Tensor) -> None:
-            sink(slot, batch_no, rows)
+        def to_sink(slot: int, x: Tensor) -> None:
+            sink(slot, state["batch_no"], state["batch"], x)
 
         show = self.progress
         if show is None:
@@ -613,9 +630,9 @@ class ActivationProbe(Generic[_R, _S]):
 
             iterator = tqdm(iterator, total=len(batches), desc="probe", unit="batch")
         with self._hooked(to_sink, state), torch.inference_mode():
-            for batch_no, batch in iterator:  # noqa: B007 - read by to_sink's closure
+            for batch_no, batch in iterator:
                 B, S = batch.inputs["input_ids"].shape
-                state.update(calls={}, captured=0, shape=(B, S), src=batch.src.to(device))
+                state.update(calls={}, captured=0, shape=(B, S), batch_no=batch_no, batch=batch)
                 inputs = {
                     k: v.to(device)
                     for k, v in batch.inputs.items()
