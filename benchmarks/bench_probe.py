@@ -69,6 +69,50 @@ def plain_forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int 
             model(**enc)
 
 
+def _envoy(wrapped: Any, path: str) -> Any:
+    """nnsight's proxy for ``path``; children named like its own ``input``/``output`` mounts
+    (BERT's ``output``) are renamed ``E_output`` by nnsight 0.8."""
+    env = wrapped
+    for part in path.split("."):
+        if part.isdigit():
+            env = env[int(part)]
+        elif part in ("input", "output", "inputs"):
+            env = getattr(env, f"E_{part}")
+        else:
+            env = getattr(env, part)
+    return env
+
+
+def nnsight_layer0(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32) -> None:
+    """What a user of nnsight writes: trace each batch, save the MLP input, stop there."""
+    from nnsight import NNsight
+
+    from superposition.probe import locate_mlp
+
+    wrapped = NNsight(model)
+    site = _envoy(wrapped, locate_mlp(model, 0)[0].module_name)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            )
+            with wrapped.trace(**enc) as tracer:
+                saved = site.input.save()
+                tracer.stop()
+            _ = saved[enc["attention_mask"].bool()].float()  # real tokens only, as the probe
+
+
+def _has_nnsight() -> bool:
+    try:
+        import nnsight  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _compare(
     label: str, model: Any, tokenizer: Any, texts: list[str], repeat: int, layer0_bar: bool = True
 ) -> tuple[list[Row], float]:
@@ -83,6 +127,8 @@ def _compare(
             texts
         ),
     }
+    if _has_nnsight():  # optional comparison: pip install "superposition[bench]"
+        fns["nnsight"] = lambda: nnsight_layer0(model, tokenizer, texts)
     t = side_by_side(fns, repeat=repeat, warmup=0 if repeat == 1 else 1)
     n = f"{label}, {len(texts)} sentences"
     rows = [
@@ -104,6 +150,14 @@ def _compare(
         ),
         row(f"probe {n}: stream layer 0 (with Gram) vs plain", t["stream0"] / t["plain"], "x"),
     ]
+    if "nnsight" in t:
+        rows.append(
+            row(
+                f"probe {n}: nnsight layer 0 (stop after capture) vs plain",
+                t["nnsight"] / t["plain"],
+                "x",
+            )
+        )
     return rows, t["plain"]
 
 
@@ -207,8 +261,6 @@ def _stream_memory(model: Any, tokenizer: Any, small: int, large: int) -> list[R
             "<= 1e-4",
             err <= 1e-4,
         ),
-        # The float32 materialised path declares a neuron dead when its norm is below
-        # eps * 16 * the *largest* neuron's; the float64 accumulator keeps such small neurons.
         row(
             f"stream MiniLM layer 0: max |stream - materialised| cosine ({k_small} tokens)",
             cos_err,
