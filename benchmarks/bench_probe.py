@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import random
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ def nnsight_layer0(model: Any, tokenizer: Any, texts: list[str], batch_size: int
 
     from superposition.probe import locate_mlp
 
-    wrapped = NNsight(model)
+    with warnings.catch_warnings():  # it warns once per BERT layer about the name clash above
+        warnings.simplefilter("ignore", UserWarning)
+        wrapped = NNsight(model)
     site = _envoy(wrapped, locate_mlp(model, 0)[0].module_name)
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
