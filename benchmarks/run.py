@@ -53,12 +53,12 @@ def _plot(rows: list[Row], path: Path) -> None:
         return
     fig = Figure(figsize=(9, 0.35 * len(ratios) + 1.2), layout="constrained")
     ax = fig.add_subplot()
-    colours = ["tab:green" if r["met"] or not r["bar"] else "tab:red" for r in ratios]
+    colours = [("tab:green" if r["met"] else "tab:red") if r["bar"] else "0.6" for r in ratios]
     ax.barh([r["name"] for r in ratios], [r["value"] for r in ratios], color=colours)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.invert_yaxis()
-    ax.set_xlabel("ratio (green: bar met, red: not met)")
+    ax.set_xlabel("ratio (green: bar met, red: not met, grey: information)")
     ax.tick_params(axis="y", labelsize=7)
     fig.savefig(path, dpi=120)
 
