@@ -411,10 +411,19 @@ def _section5(cfg: ReproduceConfig, rep: _Report, loaded: tuple[Any, Any, str]) 
         "baseline": (baseline, False, True),
     }
     figure_kw: dict[str, Any] = {}
-    with rep.timed("real.probe"):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(PAPER_TEXTS) * len(analyses),
+        desc="section 5",
+        disable=not cfg.progress,
+        leave=False,
+    )
+    with rep.timed("real.probe"), bar:
         for category, texts in PAPER_TEXTS.items():
             results: dict[str, Any] = {}
             for key, (net, keep_padding, center) in analyses.items():
+                bar.update()
                 acts = ActivationProbe(
                     net,
                     layer=cfg.layer,
