@@ -39,6 +39,15 @@ def _fail(prog: str, err: BaseException) -> int:
     return 2
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face model name or local path (default: the shipped MiniLM)",
+    )
+    parser.add_argument("--layer", type=int, default=0, help="MLP layer to probe (default: 0)")
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
@@ -59,12 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES["reproduce"],
         formatter_class=fmt,
     )
-    rep.add_argument(
-        "--model",
-        default=None,
-        help="Hugging Face model name or local path (default: the shipped MiniLM)",
-    )
-    rep.add_argument("--layer", type=int, default=0, help="MLP layer to probe (default: 0)")
+    _model_arguments(rep)
     rep.add_argument(
         "--out",
         type=Path,
@@ -112,12 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES["probe"],
         formatter_class=fmt,
     )
-    probe.add_argument(
-        "--model",
-        default=None,
-        help="Hugging Face model name or local path (default: the shipped MiniLM)",
-    )
-    probe.add_argument("--layer", type=int, default=0, help="MLP layer (default: 0)")
+    _model_arguments(probe)
     probe.add_argument("--texts", type=Path, required=True, help="text file, one text per line")
     probe.add_argument("--out", type=Path, default=Path("probe-out"), help="output folder")
     probe.add_argument("--keep-padding", action="store_true", help="keep pad tokens (as the paper)")

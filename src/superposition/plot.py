@@ -869,6 +869,13 @@ def activation_sums(
 # --------------------------------------------------------------------------- fluent accessors
 
 
+def _require(obj: object, accessor: str, what: str, names: tuple[str, ...]) -> None:
+    """The duck-typing check of the plot accessors, with an error that says what is missing."""
+    for name in names:
+        if not hasattr(obj, name):
+            raise TypeError(f"{accessor} needs {what}, {type(obj).__name__} has no .{name}")
+
+
 class ToyModelPlots:
     """Figures of one toy model, reached as ``model.plot``.
 
@@ -885,12 +892,7 @@ class ToyModelPlots:
     """
 
     def __init__(self, model: ToyModelLike) -> None:
-        for name in ("W", "b"):
-            if not hasattr(model, name):
-                raise TypeError(
-                    f"ToyModelPlots needs a model with .W and .b tensors, "
-                    f"{type(model).__name__} has no .{name}"
-                )
+        _require(model, "ToyModelPlots", "a model with .W and .b tensors", ("W", "b"))
         self._model = model
 
     def __repr__(self) -> str:
@@ -933,12 +935,9 @@ class ActivationPlots:
     """
 
     def __init__(self, acts: ActivationsLike) -> None:
-        for name in ("values", "tokens"):
-            if not hasattr(acts, name):
-                raise TypeError(
-                    f"ActivationPlots needs activations with .values and .tokens, "
-                    f"{type(acts).__name__} has no .{name}"
-                )
+        _require(
+            acts, "ActivationPlots", "activations with .values and .tokens", ("values", "tokens")
+        )
         self._acts = acts
 
     def __repr__(self) -> str:
