@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,34 +37,34 @@ def orthonormal(draw: st.DrawFn, n: int) -> torch.Tensor:
     return Q * torch.sign(torch.diagonal(R))
 
 
-def naive_interference(W: torch.Tensor) -> torch.Tensor:
-    """The definition, written as loops: sum_{j != i} (W_i/||W_i|| . W_j)^2."""
+def naive_per_feature(W: torch.Tensor, formula: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """``formula(i, W_i_hat, ||W_i||, w)`` for every non-zero column of every instance, as loops
+    (0 for a zero column)."""
     *lead, _h, f = W.shape
     flat = W.reshape(-1, *W.shape[-2:])
     out = torch.zeros(flat.shape[0], f, dtype=W.dtype)
     for k, w in enumerate(flat):
         for i in range(f):
-            wi = w[:, i]
-            n = wi.norm()
-            if n == 0:
-                continue
-            out[k, i] = sum(((wi / n) @ w[:, j]) ** 2 for j in range(f) if j != i)
+            n = w[:, i].norm()
+            if n != 0:
+                out[k, i] = formula(i, w[:, i] / n, n, w)
     return out.reshape(*lead, f)
+
+
+def naive_interference(W: torch.Tensor) -> torch.Tensor:
+    """The definition: sum_{j != i} (W_i/||W_i|| . W_j)^2."""
+    f = W.shape[-1]
+    return naive_per_feature(
+        W, lambda i, wi, n, w: sum((wi @ w[:, j]) ** 2 for j in range(f) if j != i)
+    )
 
 
 def naive_dimensionality(W: torch.Tensor) -> torch.Tensor:
-    """D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2, written as loops."""
-    *lead, _h, f = W.shape
-    flat = W.reshape(-1, *W.shape[-2:])
-    out = torch.zeros(flat.shape[0], f, dtype=W.dtype)
-    for k, w in enumerate(flat):
-        for i in range(f):
-            wi = w[:, i]
-            n = wi.norm()
-            if n == 0:
-                continue
-            out[k, i] = n**2 / sum(((wi / n) @ w[:, j]) ** 2 for j in range(f))
-    return out.reshape(*lead, f)
+    """The definition: D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2."""
+    f = W.shape[-1]
+    return naive_per_feature(
+        W, lambda i, wi, n, w: n**2 / sum((wi @ w[:, j]) ** 2 for j in range(f))
+    )
 
 
 @given(weights())
