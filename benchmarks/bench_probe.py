@@ -174,22 +174,15 @@ def _compare(
         ),
         row(f"probe {n}: stream layer 0 (with Gram) vs plain", t["stream0"] / t["plain"], "x"),
     ]
-    if "minimum0" in t:
-        rows.append(
-            row(
-                f"probe {n}: layer 0, unskippable work alone (no capture) vs plain",
-                t["minimum0"] / t["plain"],
-                "x",
-            )
-        )
-    if "nnsight" in t:
-        rows.append(
-            row(
-                f"probe {n}: nnsight layer 0 (stop after capture) vs plain",
-                t["nnsight"] / t["plain"],
-                "x",
-            )
-        )
+    info = {
+        "minimum0": "layer 0, unskippable work alone (no capture)",
+        "nnsight": "nnsight layer 0 (stop after capture)",
+    }
+    rows += [
+        row(f"probe {n}: {what} vs plain", t[k] / t["plain"], "x")
+        for k, what in info.items()
+        if k in t
+    ]
     return rows, t["plain"]
 
 

@@ -333,13 +333,20 @@ def _summary(v: Tensor) -> metrics.NeuronStatistics:
     return metrics.neuron_statistics(v.double()[:, None])
 
 
-def analyse(acts: Activations, *, center: bool, pad_token: str | None = None) -> dict[str, Any]:
+def analyse(
+    acts: Activations,
+    *,
+    center: bool,
+    pad_token: str | None = None,
+    distance: Tensor | None = None,
+) -> dict[str, Any]:
     """The seed paper's numbers for one set of activations.
 
     Args:
         acts: activations of one layer over some texts.
         center: mean-centre neurons before the cosine (the corrected analysis).
         pad_token: the tokenizer's pad token, to count pad rows.
+        distance: ``metrics.cosine_distance(acts.values, center=center)`` if already computed.
 
     Returns:
         A JSON-friendly dict of token counts, the distribution of pairwise cosine distances
@@ -347,7 +354,7 @@ def analyse(acts: Activations, *, center: bool, pad_token: str | None = None) ->
         activation sums (Figure 7).
     """
     X = acts.values
-    D = metrics.cosine_distance(X, center=center)
+    D = metrics.cosine_distance(X, center=center) if distance is None else distance
     d = _upper(D)
     ds = _summary(d)
     per_neuron = (D.sum(1) - D.diagonal()) / max(D.shape[0] - 1, 1)
@@ -410,7 +417,6 @@ def _section5(cfg: ReproduceConfig, rep: _Report, loaded: tuple[Any, Any, str]) 
         "baseline_paper": (baseline, True, False),
         "baseline": (baseline, False, True),
     }
-    figure_kw: dict[str, Any] = {}
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -431,13 +437,14 @@ def _section5(cfg: ReproduceConfig, rep: _Report, loaded: tuple[Any, Any, str]) 
                     keep_padding=keep_padding,
                     progress=False,
                 ).run(list(texts))
-                results[key] = analyse(acts, center=center, pad_token=pad)
+                # One [N, N] distance matrix per run feeds the numbers and Figures 4–5.
+                D = metrics.cosine_distance(acts.values, center=center)
+                results[key] = analyse(acts, center=center, pad_token=pad, distance=D)
                 if key in ("paper", "corrected", "baseline"):
                     stem = f"{category}_{key}"
-                    rep.figures[f"{stem}_fig4"] = plot.cosine_heatmap(
-                        acts.values, center=center, **figure_kw
-                    )
-                    rep.figures[f"{stem}_fig5"] = plot.cosine_histogram(acts.values, center=center)
+                    label = ("centred " if center else "") + "cosine distance"
+                    rep.figures[f"{stem}_fig4"] = plot.distance_heatmap(D, label=label)
+                    rep.figures[f"{stem}_fig5"] = plot.distance_histogram(D, label=label)
                     rep.figures[f"{stem}_fig6"] = plot.neuron_traces(
                         acts.values, acts.tokens, n=50, seed=cfg.seed
                     )
