@@ -66,11 +66,11 @@ print(labels)
 
 # %%
 # Elhage et al. give the expected loss of each configuration in closed form
-# (:func:`superposition.reproduce.phase_losses`); the lowest one is the theoretical phase.
+# (:func:`superposition.report.phase_losses`); the lowest one is the theoretical phase.
 # Dense inputs keep the more important feature; sparse inputs store both, antipodally.
 from matplotlib.figure import Figure
 
-from superposition.reproduce import phase_losses
+from superposition.report import phase_losses
 
 optimum = torch.tensor(
     [min(range(3), key=lambda code: phase_losses(p, r)[code]) for r, p in cells]

@@ -62,7 +62,7 @@ def test_metrics_are_those_of_the_values() -> None:
 def test_save_and_load_round_trip_exactly(tmp_path: Path) -> None:
     acts = make()
     path = acts.save(tmp_path / "acts.safetensors")
-    assert (tmp_path / "acts.safetensors.json").is_file()
+    assert (tmp_path / "acts.json").is_file()
     back = Activations.load(path)
     assert torch.equal(back.values, acts.values)
     for name in ("token_ids", "text_index", "position"):
@@ -74,7 +74,7 @@ def test_save_and_load_round_trip_exactly(tmp_path: Path) -> None:
 
 def test_load_never_unpickles(tmp_path: Path) -> None:
     torch.save({"values": torch.ones(1, 1)}, tmp_path / "acts.safetensors")
-    (tmp_path / "acts.safetensors.json").write_text("{}")
+    (tmp_path / "acts.json").write_text("{}")
     with pytest.raises(Exception, match=r"(?i)header|safetensor|invalid|deserializ"):
         Activations.load(tmp_path / "acts.safetensors")
 
@@ -83,9 +83,9 @@ def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"written by Activations.save"):
         Activations.load(tmp_path / "missing.safetensors")
     path = make().save(tmp_path / "a.safetensors")
-    meta = json.loads((tmp_path / "a.safetensors.json").read_text())
+    meta = json.loads((tmp_path / "a.json").read_text())
     meta["format"] = "something else"
-    (tmp_path / "a.safetensors.json").write_text(json.dumps(meta))
+    (tmp_path / "a.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="is not a saved Activations"):
         Activations.load(path)
 

@@ -4,6 +4,8 @@ figure."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from superposition.reproduce import ReproduceConfig, phase_losses, reproduce
+from superposition.report import ReproduceConfig, phase_losses, reproduce
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,13 @@ def test_phase_losses_match_monte_carlo(s: float, r: float) -> None:
     antipodal = ((x - out) ** 2 * imp).sum(1).mean()
     closed = phase_losses(s, r)
     np.testing.assert_allclose(closed, (drop2, drop1, antipodal), rtol=0.05, atol=1e-4)
+
+
+def test_every_output_is_readable_as_the_umask_allows(quick_runs: tuple[Path, Path]) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    files = sorted(quick_runs[0].iterdir())
+    assert {"report.html", "metrics.json"} <= {p.name for p in files}
+    wrong = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    wrong = {k: v for k, v in wrong.items() if v != oct(0o666 & ~mask)}
+    assert not wrong, f"files not {oct(0o666 & ~mask)} under umask {oct(mask)}: {wrong}"

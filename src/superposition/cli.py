@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from superposition._io import atomic_write
+
 __all__ = ["main"]
 
 _EXAMPLES = {
@@ -137,7 +139,7 @@ def _read_texts(path: Path) -> list[str]:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from superposition.reproduce import ReproduceConfig, reproduce, summary
+    from superposition.report import ReproduceConfig, reproduce, summary
 
     cfg = ReproduceConfig(
         out=args.out,
@@ -217,7 +219,7 @@ def _probe(args: argparse.Namespace) -> int:
             for k in ("mean", "variance", "frequency", "skewness", "kurtosis")
         },
     }
-    (args.out / "stats.json").write_text(json.dumps(summary))
+    atomic_write(args.out / "stats.json", json.dumps(summary))
     X = acts.values
     for name, fig in {
         "fig4_cosine_heatmap": plot.cosine_heatmap(X, center=not args.keep_padding),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
+from superposition._io import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -120,8 +120,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 150) 
     """Write ``fig`` to ``path`` atomically: a failed save leaves no half-written file.
 
     The figure is written to a hidden temporary file in the same folder and moved into place
-    with :func:`os.replace`, so readers see either the old file or the complete new one. The
-    format follows the suffix (``.png``, ``.svg``, ``.pdf``, ...).
+    with :func:`os.replace`, so readers see either the old file or the complete new one; its
+    permissions follow the umask. The format follows the suffix (``.png``, ``.svg``, ``.pdf``, ...).
 
     Args:
         fig: the figure.
@@ -141,16 +141,10 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 150) 
         True
     """
     target = Path(path)
-    # Same folder, so os.replace is a rename on one filesystem; same suffix keeps the format.
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp{target.suffix}")
     # Explicit format: without a suffix matplotlib would append ".png" to the temporary name.
     fmt = target.suffix[1:].lower() or "png"
-    try:
+    with atomic_path(target) as temp:
         fig.savefig(temp, dpi=dpi, format=fmt)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return target
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
+from superposition._io import atomic_path, atomic_write, saved_paths
 from superposition.metrics import NeuronStatistics
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ _STATS_FORMAT = "superposition.StreamingStatistics/1"
 # whatever the batch: a long batch no longer raises the peak, and equal-sized blocks are reused
 # by the allocator instead of fragmenting the heap.
 _UPDATE_ROWS = 256
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +188,10 @@ class Activations:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``path`` (safetensors tensors) and ``path + ".json"`` (strings); no pickle.
+        """Write ``path.safetensors`` (the tensors) and ``path.json`` (the strings); no pickle.
+
+        ``path`` may be given with or without its ``.safetensors`` suffix. Both files are
+        written atomically with the umask's permissions.
 
         Returns:
             The path of the tensor file.
@@ -206,14 +206,15 @@ class Activations:
         """
         from safetensors.torch import save_file
 
-        path = Path(path)
+        path, side = saved_paths(path)
         tensors = {
             "values": self.values.detach().to("cpu", torch.float32).contiguous(),
             "token_ids": self.token_ids.to("cpu", torch.int64).contiguous(),
             "text_index": self.text_index.to("cpu", torch.int64).contiguous(),
             "position": self.position.to("cpu", torch.int64).contiguous(),
         }
-        save_file(tensors, str(path), metadata={"format": _FORMAT})
+        with atomic_path(path) as temp:
+            save_file(tensors, str(temp), metadata={"format": _FORMAT})
         sidecar = {
             "format": _FORMAT,
             "layer": self.layer,
@@ -221,7 +222,7 @@ class Activations:
             "model_name": self.model_name,
             "tokens": list(self.tokens),
         }
-        _sidecar(path).write_text(json.dumps(sidecar, ensure_ascii=False), encoding="utf-8")
+        atomic_write(side, json.dumps(sidecar, ensure_ascii=False))
         return path
 
     @classmethod
@@ -235,8 +236,9 @@ class Activations:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        path = Path(path)
-        side = _sidecar(path)
+        path, side = saved_paths(path)
+        if not side.is_file() and path.with_name(path.name + ".json").is_file():
+            side = path.with_name(path.name + ".json")  # written by 0.1.0.dev0's naming
         for p in (path, side):
             if not p.is_file():
                 raise FileNotFoundError(
@@ -468,7 +470,10 @@ class StreamingStatistics:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the running sums to a safetensors file (to merge shards from other machines)."""
+        """Write the running sums to ``path.safetensors`` (to merge shards from other machines).
+
+        ``path`` may be given with or without the suffix; the file is written atomically.
+        """
         from safetensors.torch import save_file
 
         sums, active = self._require()
@@ -483,8 +488,10 @@ class StreamingStatistics:
             "module_name": self.module_name,
             "model_name": self.model_name,
         }
-        save_file(tensors, str(path), metadata=meta)
-        return Path(path)
+        target = saved_paths(path)[0]
+        with atomic_path(target) as temp:
+            save_file(tensors, str(temp), metadata=meta)
+        return target
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> StreamingStatistics:
@@ -499,6 +506,11 @@ class StreamingStatistics:
         """
         from safetensors import safe_open
 
+        path = saved_paths(path)[0]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"expected {path} (written by StreamingStatistics.save), but it does not exist"
+            )
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             if meta.get("format") != _STATS_FORMAT:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import metrics
+from superposition._io import atomic_path, atomic_write, saved_paths
 from superposition.toy.data import SparseFeatureDataset
 from superposition.toy.train import Schedule, TrainConfig, TrainHistory, train
 
@@ -380,9 +381,11 @@ class ToyModel(nn.Module):
         }
 
     def save(self, path: str | Path) -> Path:
-        """Save to ``path`` (a ``.safetensors`` file of weights plus a ``.json`` config beside it).
+        """Save to ``path.safetensors`` (the weights) and ``path.json`` (the config).
 
-        Nothing is pickled. Returns the weights' path.
+        ``path`` may be given with or without its ``.safetensors`` suffix. Nothing is pickled;
+        both files are written atomically with the umask's permissions. Returns the weights'
+        path.
 
         Examples:
             >>> import tempfile, pathlib
@@ -394,13 +397,14 @@ class ToyModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        weights = Path(path).with_suffix(".safetensors")
+        weights, config = saved_paths(path)
         tensors = {"W": self.W, "b": self.b}
         if self.activation == "abs":
             tensors["W_out"] = self.W_out
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
+        with atomic_path(weights) as temp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
         meta = {"format_version": _FORMAT_VERSION, "config": self.config()}
-        weights.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write(config, json.dumps(meta, indent=2) + "\n")
         return weights
 
     @classmethod
@@ -414,8 +418,7 @@ class ToyModel(nn.Module):
         """
         from safetensors.torch import load_file
 
-        weights = Path(path).with_suffix(".safetensors")
-        cfg_path = weights.with_suffix(".json")
+        weights, cfg_path = saved_paths(path)
         for p in (weights, cfg_path):
             if not p.exists():
                 raise FileNotFoundError(

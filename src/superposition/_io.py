@@ -1,0 +1,100 @@
+"""Writing files safely: atomic replacement that respects the umask, and one naming convention.
+
+Every file the library writes (figures, reports, JSON, safetensors) goes through
+:func:`atomic_path`: the data is written to a hidden temporary file in the destination's folder
+and moved into place with :func:`os.replace`, so a reader sees either the old file or the whole
+new one, and a failure leaves nothing behind. The temporary file is created with mode ``0o666``
+filtered by the process umask, exactly like :func:`open`, so results are readable by whoever
+could read a file the user wrote by hand (``tempfile`` would make them ``0o600``).
+
+Saved objects follow one convention: ``save("run/acts")`` writes ``run/acts.safetensors`` (the
+tensors) and ``run/acts.json`` (everything else); passing ``"run/acts.safetensors"`` means the
+same thing, and ``load`` takes either spelling.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write", "saved_paths"]
+
+TENSOR_SUFFIX = ".safetensors"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it onto ``path``.
+
+    Whatever the body writes to the yielded path replaces ``path`` atomically when the block
+    ends without an error; on an error the temporary file is removed and ``path`` is untouched.
+    The file's permissions follow the umask (``0o644`` under the usual ``022``).
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with atomic_path(f"{d}/out.txt") as tmp:
+        ...         _ = tmp.write_text("hello")
+        ...     sorted(p.name for p in Path(d).iterdir())
+        ['out.txt']
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {str(target)!r}: its folder {str(target.parent)!r} does not exist; "
+            "create it first"
+        )
+    # Same folder, so os.replace is a rename within one filesystem; the suffix is kept because
+    # some writers (matplotlib) choose the format from it.
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp{target.suffix}")
+    # os.open applies the umask to 0o666, as open() does (tempfile would force 0o600). Some
+    # writers (safetensors) replace the file with one of their own 0o600 files, so the mode
+    # read here, which is the umask's without touching the process-wide umask, is set again
+    # after the body has written.
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        mode = stat.S_IMODE(temp.stat().st_mode)
+        yield temp
+        os.chmod(temp, mode)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically; returns ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     atomic_write(f"{d}/x.json", "{}").read_text()
+        '{}'
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(path) as temp:
+        temp.write_bytes(payload)
+    return Path(path)
+
+
+def saved_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(tensors, sidecar)`` for a save/load path: ``x`` and ``x.safetensors`` both give
+    ``(x.safetensors, x.json)``.
+
+    Examples:
+        >>> [p.name for p in saved_paths("run/acts")]
+        ['acts.safetensors', 'acts.json']
+        >>> [p.name for p in saved_paths("run/acts.safetensors")]
+        ['acts.safetensors', 'acts.json']
+        >>> [p.name for p in saved_paths("run/v1.2")]
+        ['v1.2.safetensors', 'v1.2.json']
+    """
+    p = Path(path)
+    base = p.with_name(p.name[: -len(TENSOR_SUFFIX)]) if p.name.endswith(TENSOR_SUFFIX) else p
+    if not base.name:
+        raise ValueError(f"expected a file name such as 'run/acts', got {str(path)!r}")
+    return base.with_name(base.name + TENSOR_SUFFIX), base.with_name(base.name + ".json")
