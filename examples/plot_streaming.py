@@ -61,7 +61,7 @@ streamed
 # --------------------------------------
 # The accumulator's largest part is the ``[neurons, neurons]`` float64 Gram matrix. Streaming
 # a quarter of the corpus allocates exactly the same.
-quarter = probe.stream(sentences[:500])
+quarter = probe.stream(sentences[:512])
 n = streamed.n_neurons
 print(f"Gram matrix: {streamed.gram.nbytes / 2**20:.1f} MiB for {streamed.count:,} tokens")
 print(f"Gram matrix: {quarter.gram.nbytes / 2**20:.1f} MiB for {quarter.count:,} tokens")
@@ -89,7 +89,11 @@ torch.testing.assert_close(streamed.finalise().mean, acts.stats().mean, atol=1e-
 # --------------------
 # Accumulators over disjoint parts of a corpus (other processes, other machines: see
 # :meth:`superposition.StreamingStatistics.save`) merge into the accumulator of one pass.
-rest = probe.stream(sentences[500:])  # `quarter` above holds sentences[:500]
+# The split is at 512 texts because the probe sorts each chunk of 8 batches (8 x 64 texts) by
+# length: split there, both sides see the same batches. Split elsewhere, some texts land in
+# batches padded to another length, and the float32 forward pass rounds them differently
+# (about 1e-6 relative): a difference in the activations, not in the merge.
+rest = probe.stream(sentences[512:])  # `quarter` above holds sentences[:512]
 merged = quarter.merge(rest)
 torch.testing.assert_close(merged.gram, streamed.gram)
 print(merged)
