@@ -42,6 +42,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 served from _static/mathjax instead of a CDN, so formulas render offline
+    # (docs/check_math.py fails the build if a page points at a CDN or the bundle is missing).
+    "sphinx-mathjax-offline",
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "sphinx_autodoc_typehints",
