@@ -182,12 +182,94 @@ def test_stopping_early_skips_the_later_layers(tokenizer: Any) -> None:
 def test_keep_padding_keeps_pad_rows(tokenizer: Any) -> None:
     model, _ = tiny_model("bert")
     acts = ActivationProbe(model, tokenizer=tokenizer, keep_padding=True, batch_size=8).run(TEXTS)
-    longest = max(len(x) for x in tokenizer(TEXTS)["input_ids"])
+    lengths = [len(x) for x in tokenizer(TEXTS)["input_ids"]]
+    longest = max(lengths)
     assert acts.n_tokens == longest * len(TEXTS)
-    assert "[PAD]" in acts.tokens
+    # Right padding: text i's rows are its tokens, then longest - len(i) pad rows.
+    expected = [p >= n for n in lengths for p in range(longest)]
+    assert acts.is_pad.tolist() == expected
+    assert [t == "[PAD]" for t in acts.tokens] == expected  # BERT's own pad token labels them
     dropped = ActivationProbe(model, tokenizer=tokenizer).run(TEXTS)
-    real = torch.tensor([t != "[PAD]" for t in acts.tokens])
-    torch.testing.assert_close(acts.values[real], dropped.values, atol=2e-5, rtol=1e-4)
+    assert not bool(dropped.is_pad.any())
+    torch.testing.assert_close(acts.values[~acts.is_pad], dropped.values, atol=2e-5, rtol=1e-4)
+    assert acts.for_text(3).is_pad.tolist() == expected[3 * longest : 4 * longest]
+
+
+def _tokenizer_without_pad(pad_token: str | None = None) -> Any:
+    """A word-level tokenizer shaped like GPT-2's: no pad token, and id 0 is a real token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["!", "the", "cat", "sat", "on", "mat", "a", "dog", "<unk>", "<|endoftext|>"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>"
+    )
+    if pad_token is not None:
+        tok.pad_token = pad_token
+    return tok
+
+
+@pytest.mark.parametrize("pad_token", [None, "<|endoftext|>"])
+def test_pad_rows_are_never_labelled_as_a_real_token(pad_token: str | None) -> None:
+    # GPT-2 and LLaMA tokenizers have no pad token (or borrow end-of-text as one): their pad
+    # rows used to be labelled as the token with id 0 ("!" in GPT-2) or as that borrowed token.
+    tok = _tokenizer_without_pad(pad_token)
+    texts = ["the cat sat on the mat !", "a dog"]
+    model, _ = tiny_model("gpt2")
+    acts = ActivationProbe(model, tokenizer=tok, keep_padding=True).run(texts)
+    assert acts.is_pad.tolist() == [False] * 7 + [False] * 2 + [True] * 5
+    assert acts.tokens == ["the", "cat", "sat", "on", "the", "mat", "!", "a", "dog"] + ["<pad>"] * 5
+    fed = 0 if pad_token is None else tok.pad_token_id
+    assert acts.token_ids[acts.is_pad].tolist() == [fed] * 5
+    dropped = ActivationProbe(model, tokenizer=tok).run(texts)
+    torch.testing.assert_close(acts.values[~acts.is_pad], dropped.values, atol=2e-5, rtol=1e-4)
+
+
+def test_pad_rows_of_pre_tokenized_input(tokenizer: Any) -> None:
+    model, _ = tiny_model("llama")
+    enc = tokenizer(TEXTS, padding=True, padding_side="left", return_tensors="pt")
+    acts = ActivationProbe(model, tokenizer=tokenizer, keep_padding=True).run(enc)
+    assert acts.is_pad.tolist() == (enc["attention_mask"] == 0).reshape(-1).tolist()
+    no_tokenizer = ActivationProbe(model, keep_padding=True).run(
+        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    )
+    assert [t for t, p in zip(no_tokenizer.tokens, no_tokenizer.is_pad, strict=True) if p] == [
+        "<pad>"
+    ] * int((enc["attention_mask"] == 0).sum())
+
+
+def test_is_pad_survives_save_and_load_and_old_files_load(tmp_path: Any, tokenizer: Any) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model, _ = tiny_model("bert")
+    acts = ActivationProbe(model, tokenizer=tokenizer, keep_padding=True).run(TEXTS)
+    assert bool(acts.is_pad.any())
+    path = acts.save(tmp_path / "acts.safetensors")
+    assert torch.equal(Activations.load(path).is_pad, acts.is_pad)
+    # A file written before is_pad existed: the same tensors without it.
+    tensors = load_file(path)
+    del tensors["is_pad"]
+    save_file(tensors, path, metadata={"format": "superposition.Activations/1"})
+    old = Activations.load(path)
+    assert old.is_pad.dtype == torch.bool
+    assert old.is_pad.tolist() == [False] * acts.n_tokens
+    assert torch.equal(old.values, acts.values)
+
+
+def test_is_pad_must_match_the_rows() -> None:
+    fields: dict[str, Any] = {
+        "tokens": ["a", "b"],
+        "token_ids": torch.tensor([1, 2]),
+        "text_index": torch.tensor([0, 0]),
+        "position": torch.tensor([0, 1]),
+    }
+    assert Activations(torch.ones(2, 3), **fields).is_pad.tolist() == [False, False]
+    with pytest.raises(ValueError, match=r"is_pad must be a \[2\] bool tensor .* got shape \(3,\)"):
+        Activations(torch.ones(2, 3), **fields, is_pad=torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"is_pad must be a \[2\] bool tensor .* torch.int64"):
+        Activations(torch.ones(2, 3), **fields, is_pad=torch.zeros(2, dtype=torch.int64))
 
 
 # --------------------------------------------------------------------------- hooks and state
@@ -282,6 +364,27 @@ def test_progress_bar_for_many_batches(tokenizer: Any, capsys: pytest.CaptureFix
     assert "probe" in capsys.readouterr().err
     ActivationProbe(model, tokenizer=tokenizer, batch_size=1, progress=False).run(TEXTS)
     assert capsys.readouterr().err == ""
+
+
+def test_one_progress_bar_over_a_whole_stream(
+    tokenizer: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Streaming works a chunk of 8 batches at a time; the bar used to restart for each chunk.
+    model, _ = tiny_model("bert")
+    texts = (TEXTS * 4)[:19]  # 19 texts: chunks of 8, 8 and 3 with batch_size=1
+    n_tokens = sum(len(x) for x in tokenizer(texts)["input_ids"])
+    probe = ActivationProbe(model, tokenizer=tokenizer, batch_size=1, progress=True)
+    probe.stream(texts)
+    err = capsys.readouterr().err
+    assert "19/19" in err
+    assert "/8" not in err
+    assert "/3" not in err
+    probe.stream(iter(texts))  # length unknown: texts and tokens seen
+    err = capsys.readouterr().err
+    assert "/8" not in err
+    assert "/3" not in err
+    assert "19text" in err
+    assert f"tokens={n_tokens}" in err
 
 
 def test_a_plain_module_with_an_explicit_module_path() -> None:

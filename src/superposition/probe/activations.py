@@ -53,6 +53,9 @@ class Activations:
         layer: the layer index (from 0).
         module_name: the hooked module (the MLP output projection).
         model_name: the model's ``name_or_path`` (or class name).
+        is_pad: ``[n_tokens]`` bool, True for a pad row (kept with ``keep_padding=True``);
+            all False when not given. Pad rows are labelled with the tokenizer's pad token,
+            or ``"<pad>"`` when it has none, and ``token_ids`` holds the id fed to the model.
 
     Examples:
         >>> import torch
@@ -75,6 +78,8 @@ class Activations:
     layer: int = 0
     module_name: str = ""
     model_name: str = ""
+    # The empty default stands for "no pad rows" and becomes [n_tokens] False in __post_init__.
+    is_pad: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
     _text_starts: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +95,19 @@ class Activations:
             if not isinstance(t, Tensor) or tuple(t.shape) != (n,):
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise ValueError(f"{name} must be a [{n}] tensor to match values, got {got}")
+        if n and isinstance(self.is_pad, Tensor) and tuple(self.is_pad.shape) == (0,):
+            object.__setattr__(self, "is_pad", torch.zeros(n, dtype=torch.bool))
+        if (
+            not isinstance(self.is_pad, Tensor)
+            or tuple(self.is_pad.shape) != (n,)
+            or self.is_pad.dtype != torch.bool
+        ):
+            got = (
+                f"shape {tuple(self.is_pad.shape)}, dtype {self.is_pad.dtype}"
+                if isinstance(self.is_pad, Tensor)
+                else type(self.is_pad).__name__
+            )
+            raise ValueError(f"is_pad must be a [{n}] bool tensor to match values, got {got}")
         if len(self.tokens) != n:
             raise ValueError(
                 f"tokens must have {n} entries to match values, got {len(self.tokens)}"
@@ -149,6 +167,7 @@ class Activations:
             layer=self.layer,
             module_name=self.module_name,
             model_name=self.model_name,
+            is_pad=self.is_pad[a:b],
         )
 
     def to_numpy(self) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -212,6 +231,7 @@ class Activations:
             "token_ids": self.token_ids.to("cpu", torch.int64).contiguous(),
             "text_index": self.text_index.to("cpu", torch.int64).contiguous(),
             "position": self.position.to("cpu", torch.int64).contiguous(),
+            "is_pad": self.is_pad.to("cpu").contiguous(),
         }
         with atomic_path(path) as temp:
             save_file(tensors, str(temp), metadata={"format": _FORMAT})
@@ -263,6 +283,8 @@ class Activations:
             layer=int(meta["layer"]),
             module_name=str(meta["module_name"]),
             model_name=str(meta["model_name"]),
+            # Files saved before is_pad existed have none: no pad rows are known.
+            is_pad=t.get("is_pad", torch.zeros(0, dtype=torch.bool)),
         )
 
 

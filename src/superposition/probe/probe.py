@@ -18,8 +18,9 @@ How a run goes:
 from __future__ import annotations
 
 import inspect
+import itertools
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
@@ -76,6 +77,41 @@ class _Batch:
     texts: list[int]  # original index of each row of the batch
     src: Tensor  # [kept] flat indices into the batch's B*S positions
     kept_per_row: list[int]
+
+
+class _Bar:
+    """A tqdm bar over texts that also counts the tokens seen (shown when the total is unknown)."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.tokens = 0
+
+    def advance(self, texts: int, tokens: int) -> None:
+        self.tokens += tokens
+        if self.bar.total is None:
+            self.bar.set_postfix(tokens=self.tokens, refresh=False)
+        self.bar.update(texts)
+
+
+def _destinations(starts: list[int], kept: list[int]) -> Tensor:
+    """Output rows of a batch's kept positions in row-major order: row ``b`` keeps ``kept[b]``
+    positions, which land at ``starts[b], starts[b] + 1, ...``."""
+    k = torch.tensor(kept)
+    first = torch.tensor(starts) - (torch.cumsum(k, 0) - k)
+    return torch.arange(int(k.sum())) + first.repeat_interleave(k)
+
+
+def _pad_label(tokenizer: Any) -> str:
+    """How pad rows are labelled: the tokenizer's own pad token, or ``"<pad>"``.
+
+    A pad token that doubles as another special token (GPT-2's pad set to its end-of-text token,
+    LLaMA's to ``<unk>``) would disguise pad rows as that token, so those get ``"<pad>"`` too.
+    """
+    pad = getattr(tokenizer, "pad_token", None)
+    if not isinstance(pad, str) or not isinstance(getattr(tokenizer, "pad_token_id", None), int):
+        return "<pad>"
+    others = {getattr(tokenizer, f"{k}_token", None) for k in ("eos", "bos", "unk", "sep", "cls")}
+    return "<pad>" if pad in others else pad
 
 
 def _model_name(model: nn.Module) -> str:
@@ -212,30 +248,29 @@ class ActivationProbe(Generic[_R, _S]):
         """
         seqs = self._encode(texts)
         batches = self._plan(seqs)
-        kept = [0] * len(seqs)
+        n_texts = len(seqs)
+        kept = torch.zeros(n_texts, dtype=torch.int64)
         for batch in batches:
-            for t, k in zip(batch.texts, batch.kept_per_row, strict=True):
-                kept[t] = k
-        offsets = [0]
-        for k in kept:
-            offsets.append(offsets[-1] + k)
-        n_rows = offsets[-1]
+            kept[batch.texts] = torch.tensor(batch.kept_per_row)
+        offsets = torch.zeros(n_texts + 1, dtype=torch.int64)
+        torch.cumsum(kept, 0, out=offsets[1:])
+        n_rows = int(offsets[-1])
+        text_index = torch.arange(n_texts).repeat_interleave(kept)
+        position = torch.arange(n_rows) - offsets[:-1].repeat_interleave(kept)
         token_ids = torch.empty(n_rows, dtype=torch.int64)
-        starts = torch.tensor(offsets[:-1]).repeat_interleave(torch.tensor(kept))
-        text_index = torch.arange(len(seqs)).repeat_interleave(torch.tensor(kept))
-        position = torch.arange(n_rows) - starts  # every row's kept columns start at 0
+        is_pad = torch.zeros(n_rows, dtype=torch.bool)
         # (batch row, rows kept, first output row) for every row of every batch: each row lands
         # with one slice copy, straight from the model's tensor into the output.
         copies: list[list[tuple[int, int, int]]] = []
         for batch in batches:
-            plan = [
-                (b, k, offsets[t])
-                for b, (t, k) in enumerate(zip(batch.texts, batch.kept_per_row, strict=True))
-            ]
-            ids = batch.inputs["input_ids"]
-            for b, k, d in plan:
-                token_ids[d : d + k] = ids[b, :k]
+            starts = offsets[batch.texts].tolist()
+            plan = list(zip(range(len(starts)), batch.kept_per_row, starts, strict=True))
             copies.append(plan)
+            # The metadata of the whole batch in one scatter: where each kept position lands.
+            dst = _destinations(starts, batch.kept_per_row)
+            token_ids[dst] = batch.inputs["input_ids"].reshape(-1)[batch.src]
+            if self.keep_padding:
+                is_pad[dst] = batch.inputs["attention_mask"].reshape(-1)[batch.src] == 0
 
         outs: list[Tensor | None] = [None] * len(self.sites)
 
@@ -246,8 +281,9 @@ class ActivationProbe(Generic[_R, _S]):
             for b, k, d in copies[batch_no]:
                 out[d : d + k].copy_(x[b, :k])
 
-        self._forward_all(batches, sink)
-        tokens = self._token_strings(token_ids)
+        with self._progress(n_texts) as bar:
+            self._forward_all(batches, sink, bar)
+        tokens = self._token_strings(token_ids, is_pad)
         results = [
             Activations(
                 out if out is not None else torch.empty(n_rows, 0),
@@ -258,6 +294,7 @@ class ActivationProbe(Generic[_R, _S]):
                 layer=site.layer,
                 module_name=site.module_name,
                 model_name=_model_name(self.model),
+                is_pad=is_pad,
             )
             for site, out in zip(self.sites, outs, strict=True)
         ]
@@ -308,17 +345,25 @@ class ActivationProbe(Generic[_R, _S]):
                 accs[slot].update(flat.index_select(0, src).to("cpu", torch.float32))
 
         if isinstance(texts, Mapping):
-            self._forward_all(self._plan(self._encode(texts)), sink)
-        else:
-            chunk = self.batch_size * _STREAM_CHUNK_BATCHES
+            seqs = self._encode(texts)
+            with self._progress(len(seqs)) as bar:
+                self._forward_all(self._plan(seqs), sink, bar)
+            return accs[0] if self._single else accs  # type: ignore[return-value]
+        size = self.batch_size * _STREAM_CHUNK_BATCHES
+        parts = _chunks(texts, size)
+        first = next(parts, None)
+        if first is None:
+            raise ValueError("texts is empty; pass at least one string")
+        # One bar over the whole stream: its total is the number of texts when known (a list,
+        # or a stream that fits in one chunk), otherwise it counts texts and tokens seen.
+        total: int | None = len(texts) if isinstance(texts, Sized) else None
+        if total is None and len(first) < size:
+            total = len(first)
+        with self._progress(total) as bar:
             n_seen = 0
-            for part in _chunks(texts, chunk):
-                if isinstance(part, str):  # pragma: no cover - _chunks yields lists
-                    raise TypeError
-                self._forward_all(self._plan(self._encode(part, first=n_seen)), sink)
+            for part in itertools.chain([first], parts):
+                self._forward_all(self._plan(self._encode(part, first=n_seen)), sink, bar)
                 n_seen += len(part)
-            if n_seen == 0:
-                raise ValueError("texts is empty; pass at least one string")
         return accs[0] if self._single else accs  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ tokenization
@@ -340,7 +385,9 @@ class ActivationProbe(Generic[_R, _S]):
         try:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            from superposition.probe.models import shipped_path
+
+            self.tokenizer = AutoTokenizer.from_pretrained(shipped_path(str(source)) or source)
         except Exception as err:
             if not required:
                 return None
@@ -471,7 +518,7 @@ class ActivationProbe(Generic[_R, _S]):
             seqs.append(_Seq(row_ids, row_mask, row_types))
         return seqs
 
-    def _token_strings(self, token_ids: Tensor) -> list[str]:
+    def _token_strings(self, token_ids: Tensor, is_pad: Tensor) -> list[str]:
         tokenizer = self._get_tokenizer(required=False)
         # Each distinct id is looked up once (a corpus repeats its vocabulary many times over).
         uniq, inverse = torch.unique(token_ids, return_inverse=True)
@@ -479,7 +526,12 @@ class ActivationProbe(Generic[_R, _S]):
             names = [str(i) for i in uniq.tolist()]
         else:
             names = [str(t) for t in tokenizer.convert_ids_to_tokens(uniq.tolist())]
-        return [names[i] for i in inverse.tolist()]
+        tokens = [names[i] for i in inverse.tolist()]
+        if bool(is_pad.any()):
+            label = _pad_label(tokenizer)
+            for i in is_pad.nonzero().squeeze(1).tolist():
+                tokens[i] = label
+        return tokens
 
     # ------------------------------------------------------------------ batching
 
@@ -601,10 +653,31 @@ class ActivationProbe(Generic[_R, _S]):
             for m, mode in training.items():
                 m.training = mode
 
+    @contextmanager
+    def _progress(self, total: int | None) -> Iterator[_Bar | None]:
+        """One tqdm bar over ``total`` texts (``None``: unknown, count them), or ``None``."""
+        show = self.progress
+        if show is None:
+            show = total is None or -(-total // self.batch_size) > _PROGRESS_MIN_BATCHES
+        if not show:
+            yield None
+            return
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, desc="probe", unit="text") as bar:
+            yield _Bar(bar)
+
     def _forward_all(
-        self, batches: list[_Batch], sink: Callable[[int, int, _Batch, Tensor], None]
+        self,
+        batches: list[_Batch],
+        sink: Callable[[int, int, _Batch, Tensor], None],
+        bar: _Bar | None = None,
     ) -> None:
-        """Run every batch; ``sink(slot, batch_no, batch, x)`` gets each hooked ``x: [B, S, H]``."""
+        """Run every batch; ``sink(slot, batch_no, batch, x)`` gets each hooked ``x: [B, S, H]``.
+
+        ``bar``, a tqdm bar or ``None``, advances by the texts of each batch; when its total is
+        unknown it also shows the tokens seen.
+        """
         forward = self._forward_fn()
         target: Callable[..., Any] = forward.forward if isinstance(forward, nn.Module) else forward
         params = inspect.signature(target)
@@ -621,16 +694,8 @@ class ActivationProbe(Generic[_R, _S]):
         def to_sink(slot: int, x: Tensor) -> None:
             sink(slot, state["batch_no"], state["batch"], x)
 
-        show = self.progress
-        if show is None:
-            show = len(batches) > _PROGRESS_MIN_BATCHES
-        iterator: Iterable[tuple[int, _Batch]] = enumerate(batches)
-        if show:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, total=len(batches), desc="probe", unit="batch")
         with self._hooked(to_sink, state), torch.inference_mode():
-            for batch_no, batch in iterator:
+            for batch_no, batch in enumerate(batches):
                 B, S = batch.inputs["input_ids"].shape
                 state.update(calls={}, captured=0, shape=(B, S), batch_no=batch_no, batch=batch)
                 inputs = {
@@ -649,6 +714,8 @@ class ActivationProbe(Generic[_R, _S]):
                         f"{missing}; the module does not run on this input. Pass module= "
                         "naming a module that does"
                     )
+                if bar is not None:
+                    bar.advance(len(batch.texts), int(batch.src.numel()))
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
