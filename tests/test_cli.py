@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -144,6 +145,8 @@ def test_probe_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert acts.values.shape[0] == len(acts.tokens)
     assert {f"fig{i}" for i in range(4, 8)} <= {p.name[:4] for p in out.glob("*.png")}
     assert "1536 neurons" in stdout
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["model"] == acts.model_name == "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_reproduce_checks_model_and_layer_before_any_work(
@@ -159,3 +162,131 @@ def test_reproduce_checks_model_and_layer_before_any_work(
     assert code == 2
     assert "missing" in _error_line(err)
     assert not out.exists(), "a rejected run writes nothing"
+
+
+def test_no_arguments_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run([], capsys)
+    assert code == 2
+    assert err.startswith("usage: superposition")
+    for command in ("reproduce", "toy", "probe"):
+        assert command in err
+
+
+def test_toy_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["toy", "--help"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    for default in ("(default: 20)", "(default: 5)", "(default: relu)", "(default: 0.7)"):
+        assert default in flat
+    assert "(default: 10000)" in flat
+    assert "(default: 1 0.1 0.01)" in flat
+
+
+def test_quick_help_gives_two_different_durations(capsys: pytest.CaptureFixture[str]) -> None:
+    from superposition import cli
+
+    _, out, _ = run(["reproduce", "--help"], capsys)
+    flat = " ".join(out.split())
+    assert cli._QUICK_TIME != cli._FULL_TIME
+    assert f"{cli._QUICK_TIME} instead of {cli._FULL_TIME} for the full run" in flat
+    assert "about a minute" not in flat
+
+
+def _texts(tmp_path: Path) -> Path:
+    texts = tmp_path / "t.txt"
+    texts.write_text("hello world\n")
+    return texts
+
+
+@pytest.mark.parametrize("command", ["reproduce", "toy", "probe"])
+def test_out_is_an_existing_file(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    extra = ["--texts", str(_texts(tmp_path))] if command == "probe" else []
+    for out, why in ((taken, "a file of that name exists"), (taken / "sub", "is a file")):
+        code, _, err = run([command, *extra, "--out", str(out)], capsys)
+        assert code == 2
+        line = _error_line(err)
+        assert f"cannot create the output folder {str(out)!r}" in line
+        assert why in line
+        assert "Errno" not in line
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_out_where_no_folder_can_be_made(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["toy", "--out", "/proc/superposition-x"], capsys)
+    assert code == 2
+    line = _error_line(err)
+    assert "cannot create the output folder '/proc/superposition-x': making a folder in" in line
+    assert "Errno" not in line
+
+
+def test_an_unknown_model_name_fails_in_one_line_without_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("from_pretrained was called: the hub would be retried")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", refuse)
+    out = tmp_path / "o"
+    argv = ["probe", "--texts", str(_texts(tmp_path)), "--model", "no-such-org/no-such-model"]
+    code, _, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 2
+    line = _error_line(err)
+    assert "'no-such-org/no-such-model' is neither a local folder nor" in line
+    assert "HF_HUB_OFFLINE=1" in line
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT with the shipped tokenizer, saved like any local model."""
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_model
+    from superposition.probe.models import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tiny_model("bert")[0].save_pretrained(folder)
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(folder)
+    return folder
+
+
+def test_probe_all_layers(
+    tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("The cat sat on the mat.\nHi\n")
+    out = tmp_path / "probe"
+    argv = ["probe", "--texts", str(texts), "--model", str(tiny_bert_folder), "--layer", "all"]
+    code, stdout, err = run([*argv, "--out", str(out), "--keep-padding"], capsys)
+    assert code == 0, err
+    assert len(stdout.strip().splitlines()) == 2
+    from superposition import Activations
+
+    for layer in (0, 1):
+        acts = Activations.load(out / f"layer{layer}" / "activations.safetensors")
+        assert acts.layer == layer
+        assert acts.n_tokens == 2 * 9  # "The cat sat on the mat." is 9 tokens; "Hi" padded
+        stats = json.loads((out / f"layer{layer}" / "stats.json").read_text())
+        assert stats["n_pad_tokens"] == int(acts.is_pad.sum()) == 9 - 3
+        assert (out / f"layer{layer}" / "fig4_cosine_heatmap.png").is_file()
+
+
+def test_probe_progress_and_no_progress(
+    tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("".join(f"text number {i}\n" for i in range(6)))
+    argv = ["probe", "--texts", str(texts), "--model", str(tiny_bert_folder), "--batch-size", "1"]
+    code, _, err = run([*argv, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0
+    assert "6/6" in err  # six batches: the bar shows by default
+    code, _, err = run([*argv, "--out", str(tmp_path / "b"), "--no-progress"], capsys)
+    assert code == 0
+    assert err == ""

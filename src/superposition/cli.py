@@ -1,7 +1,8 @@
 """The command line: ``superposition reproduce | toy | probe``.
 
 Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
-usage errors; every check that can run before the work starts does.
+usage errors; every check that can run before the work starts does (the model name, the layer,
+whether ``--out`` can be created), and a rejected run writes nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,8 +25,14 @@ _EXAMPLES = {
     "toy": "example:\n  superposition toy --features 20 --hidden 5 --activation relu "
     "--probability 1 0.1 0.01 --importance 0.7 --out toy-out",
     "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
+    "  superposition probe --texts texts.txt --layer all --no-progress\n"
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
 }
+
+# Wall time of `superposition reproduce` (MiniLM, layer 0), measured on 2 CPU cores that other
+# jobs were also using (load ~7): --quick 106 s, the full run 238 s. A quiet machine is faster.
+_QUICK_TIME = "about 2 minutes"
+_FULL_TIME = "about 4"
 
 # Errors a library call raises for bad input; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)
@@ -41,13 +49,68 @@ def _fail(prog: str, err: BaseException) -> int:
     return 2
 
 
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
+def _layer_or_all(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a layer index (0, -1, ...) or 'all', got {value!r}"
+        ) from None
+
+
+def _model_arguments(parser: argparse.ArgumentParser, *, all_layers: bool = False) -> None:
     parser.add_argument(
         "--model",
         default=None,
         help="Hugging Face model name or local path (default: the shipped MiniLM)",
     )
-    parser.add_argument("--layer", type=int, default=0, help="MLP layer to probe (default: 0)")
+    if all_layers:
+        parser.add_argument(
+            "--layer",
+            type=_layer_or_all,
+            default=0,
+            help="MLP layer to probe (negative counts from the end), or 'all' (default: 0)",
+        )
+    else:
+        parser.add_argument("--layer", type=int, default=0, help="MLP layer to probe (default: 0)")
+
+
+def _check_out(path: Path) -> None:
+    """Fail before any work when ``path`` cannot become the output folder; creates nothing."""
+    where = str(path)
+    ancestor = path.absolute()
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"cannot create the output folder {where!r}: a file of that name exists; "
+                "pass --out naming a folder"
+            )
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise ValueError(
+                f"cannot create the output folder {where!r}: {str(ancestor)!r} is a file, "
+                "not a folder"
+            )
+        # The only sure test of "can a folder be made here": make one, and remove it at once.
+        Path(tempfile.mkdtemp(prefix=".superposition-check-", dir=ancestor)).rmdir()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ValueError(
+            f"cannot create the output folder {where!r}: making a folder in "
+            f"{str(ancestor)!r} fails ({reason})"
+        ) from err
+
+
+def _make_out(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(
+            f"cannot create the output folder {str(path)!r}: {err.strerror or err}"
+        ) from err
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     from superposition import __version__
 
     parser.add_argument("--version", action="version", version=f"superposition {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="{reproduce,toy,probe}"
+    )
 
     rep = sub.add_parser(
         "reproduce",
@@ -77,7 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("superposition-out"),
         help="output folder (default: superposition-out)",
     )
-    rep.add_argument("--quick", action="store_true", help="shorter training (about a minute)")
+    rep.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"shorter training: {_QUICK_TIME} instead of {_FULL_TIME} for the full run "
+        "on 2 CPU cores",
+    )
     rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -89,25 +159,38 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES["toy"],
         formatter_class=fmt,
     )
-    toy.add_argument("--features", type=int, default=20, help="number of features n")
-    toy.add_argument("--hidden", type=int, default=5, help="hidden dimensions m")
+    toy.add_argument(
+        "--features", type=int, default=20, help="number of features n (default: %(default)s)"
+    )
+    toy.add_argument(
+        "--hidden", type=int, default=5, help="hidden dimensions m (default: %(default)s)"
+    )
     toy.add_argument(
         "--activation",
         default="relu",
         choices=["linear", "relu", "relu_hidden", "abs"],
-        help="model variant",
+        help="model variant (default: %(default)s)",
     )
     toy.add_argument(
         "--probability",
         type=float,
         nargs="+",
         default=[1.0, 0.1, 0.01],
-        help="feature probabilities 1-S, one instance each",
+        help="feature probabilities 1-S, one instance each (default: 1 0.1 0.01)",
     )
-    toy.add_argument("--importance", type=float, default=0.7, help="importance decay r: I_i=r^i")
-    toy.add_argument("--steps", type=int, default=10_000, help="training steps")
-    toy.add_argument("--seed", type=int, default=0, help="random seed")
-    toy.add_argument("--out", type=Path, default=Path("toy-out"), help="output folder")
+    toy.add_argument(
+        "--importance",
+        type=float,
+        default=0.7,
+        help="importance decay r: I_i=r^i (default: %(default)s)",
+    )
+    toy.add_argument(
+        "--steps", type=int, default=10_000, help="training steps (default: %(default)s)"
+    )
+    toy.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    toy.add_argument(
+        "--out", type=Path, default=Path("toy-out"), help="output folder (default: %(default)s)"
+    )
     toy.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     probe = sub.add_parser(
@@ -118,12 +201,22 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES["probe"],
         formatter_class=fmt,
     )
-    _model_arguments(probe)
+    _model_arguments(probe, all_layers=True)
     probe.add_argument("--texts", type=Path, required=True, help="text file, one text per line")
-    probe.add_argument("--out", type=Path, default=Path("probe-out"), help="output folder")
+    probe.add_argument(
+        "--out",
+        type=Path,
+        default=Path("probe-out"),
+        help="output folder; with --layer all one subfolder per layer (default: probe-out)",
+    )
     probe.add_argument("--keep-padding", action="store_true", help="keep pad tokens (as the paper)")
-    probe.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    probe.add_argument("--seed", type=int, default=0, help="seed of the neuron sample (Figure 6)")
+    probe.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
+    )
+    probe.add_argument(
+        "--seed", type=int, default=0, help="seed of the neuron sample, Figure 6 (default: 0)"
+    )
+    probe.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -141,6 +234,7 @@ def _read_texts(path: Path) -> list[str]:
 def _reproduce(args: argparse.Namespace) -> int:
     from superposition.report import ReproduceConfig, reproduce, summary
 
+    _check_out(args.out)
     cfg = ReproduceConfig(
         out=args.out,
         model=args.model,
@@ -161,6 +255,7 @@ def _toy(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise ValueError(f"--steps must be a positive int, got {args.steps}")
+    _check_out(args.out)
     data = SparseFeatureDataset(
         args.features,
         feature_probability=args.probability,
@@ -175,7 +270,7 @@ def _toy(args: argparse.Namespace) -> int:
         activation=args.activation,
         seed=args.seed,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
+    _make_out(args.out)
     model.fit(data, steps=args.steps, progress=not args.no_progress)
     model.save(args.out / "model.safetensors")
     W, b = model.W.detach(), model.b.detach()
@@ -191,35 +286,53 @@ def _toy(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from superposition import plot
-    from superposition.probe import ActivationProbe, load_model
+    from superposition.probe import ActivationProbe, Activations, load_model
 
     texts = _read_texts(args.texts)  # before loading any model
+    _check_out(args.out)
     model, tokenizer = load_model(args.model)
     probe = ActivationProbe(
         model,
-        layer=args.layer,
+        layer=[args.layer] if isinstance(args.layer, int) else "all",
         tokenizer=tokenizer,
         keep_padding=args.keep_padding,
         batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
     )
-    acts = probe.run(texts)
-    args.out.mkdir(parents=True, exist_ok=True)
-    acts.save(args.out / "activations.safetensors")
+    _make_out(args.out)
+    results: list[Activations] = probe.run(texts)
+    several = len(results) > 1
+    for acts in results:
+        folder = args.out / f"layer{acts.layer}" if several else args.out
+        _make_out(folder)
+        _save_probe(acts, folder, n_texts=len(texts), args=args)
+        print(
+            f"{acts.n_tokens} tokens x {acts.n_neurons} neurons from "
+            f"{acts.module_name}; saved to {folder.resolve()}"
+        )
+    return 0
+
+
+def _save_probe(acts: Any, folder: Path, *, n_texts: int, args: argparse.Namespace) -> None:
+    """One layer's activations, statistics and Figures 4-7 in ``folder``."""
+    from superposition import plot
+
+    acts.save(folder / "activations.safetensors")
     stats = acts.stats()
     summary: dict[str, Any] = {
         "model": acts.model_name,
         "layer": acts.layer,
         "module": acts.module_name,
-        "n_texts": len(texts),
-        "n_tokens": acts.values.shape[0],
-        "n_neurons": acts.values.shape[1],
+        "n_texts": n_texts,
+        "n_tokens": acts.n_tokens,
+        "n_pad_tokens": int(acts.is_pad.sum()),
+        "n_neurons": acts.n_neurons,
         "per_neuron": {
             k: getattr(stats, k).tolist()
             for k in ("mean", "variance", "frequency", "skewness", "kurtosis")
         },
     }
-    atomic_write(args.out / "stats.json", json.dumps(summary))
+    atomic_write(folder / "stats.json", json.dumps(summary))
     X = acts.values
     for name, fig in {
         "fig4_cosine_heatmap": plot.cosine_heatmap(X, center=not args.keep_padding),
@@ -227,12 +340,7 @@ def _probe(args: argparse.Namespace) -> int:
         "fig6_neuron_traces": plot.neuron_traces(X, acts.tokens, n=50, seed=args.seed),
         "fig7_activation_sums": plot.activation_sums(X),
     }.items():
-        plot.save_figure(fig, args.out / f"{name}.png")
-    print(
-        f"{acts.values.shape[0]} tokens x {acts.values.shape[1]} neurons from "
-        f"{acts.module_name}; saved to {args.out.resolve()}"
-    )
-    return 0
+        plot.save_figure(fig, folder / f"{name}.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 2 for bad arguments.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):
+        # No command at all: show what there is to run, not just "arguments are required".
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     prog = f"superposition {args.command}"
     run = {"reproduce": _reproduce, "toy": _toy, "probe": _probe}[args.command]
     try:
