@@ -259,34 +259,40 @@ class ActivationProbe(Generic[_R, _S]):
         position = torch.arange(n_rows) - offsets[:-1].repeat_interleave(kept)
         token_ids = torch.empty(n_rows, dtype=torch.int64)
         is_pad = torch.zeros(n_rows, dtype=torch.bool)
-        # (batch row, rows kept, first output row) for every row of every batch: each row lands
-        # with one slice copy, straight from the model's tensor into the output.
-        copies: list[list[tuple[int, int, int]]] = []
+        # For every batch, the output row of each kept position (dst, in the order of batch.src)
+        # and of every position (dst_all: dropped pad positions go to a spare last row), so the
+        # batch lands with one index_copy_: one parallel operation per batch, not one per text.
+        dsts: list[Tensor] = []
+        dsts_all: list[Tensor] = []
         for batch in batches:
-            starts = offsets[batch.texts].tolist()
-            plan = list(zip(range(len(starts)), batch.kept_per_row, starts, strict=True))
-            copies.append(plan)
-            # The metadata of the whole batch in one scatter: where each kept position lands.
-            dst = _destinations(starts, batch.kept_per_row)
+            dst = _destinations(offsets[batch.texts].tolist(), batch.kept_per_row)
+            dst_all = torch.full((batch.inputs["input_ids"].numel(),), n_rows, dtype=torch.int64)
+            dst_all[batch.src] = dst
+            dsts.append(dst)
+            dsts_all.append(dst_all)
             token_ids[dst] = batch.inputs["input_ids"].reshape(-1)[batch.src]
             if self.keep_padding:
                 is_pad[dst] = batch.inputs["attention_mask"].reshape(-1)[batch.src] == 0
 
-        outs: list[Tensor | None] = [None] * len(self.sites)
+        outs: list[Tensor | None] = [None] * len(self.sites)  # [n_rows + 1, H]: a spare row
 
         def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor) -> None:
-            out = outs[slot]
-            if out is None:
-                out = outs[slot] = torch.empty(n_rows, x.shape[-1], dtype=torch.float32)
-            for b, k, d in copies[batch_no]:
-                out[d : d + k].copy_(x[b, :k])
+            store = outs[slot]
+            if store is None:
+                store = outs[slot] = torch.empty(n_rows + 1, x.shape[-1], dtype=torch.float32)
+            flat = x.reshape(-1, x.shape[-1])
+            if flat.device.type == "cpu" and flat.dtype == torch.float32:
+                store.index_copy_(0, dsts_all[batch_no], flat)
+            else:  # drop the padding where x lives, then convert only the real rows
+                kept = flat.index_select(0, batch.src.to(flat.device))
+                store.index_copy_(0, dsts[batch_no], kept.to("cpu", torch.float32))
 
         with self._progress(n_texts) as bar:
             self._forward_all(batches, sink, bar)
         tokens = self._token_strings(token_ids, is_pad)
         results = [
             Activations(
-                out if out is not None else torch.empty(n_rows, 0),
+                out[:n_rows] if out is not None else torch.empty(n_rows, 0),
                 tokens=tokens,
                 token_ids=token_ids,
                 text_index=text_index,
