@@ -8,9 +8,13 @@ How a run goes:
    unpadded and re-padded the same way).
 2. Texts are sorted by length into batches, so a batch pays for little padding; rows are written
    back in the original order into preallocated output buffers (no ``torch.cat`` copy).
-3. A forward pre-hook on each requested MLP output projection copies the real tokens' rows out;
-   after the deepest requested layer it raises an internal exception that ends the forward pass
-   early (probing layer 0 costs about one layer, not the whole model).
+3. A forward pre-hook on each requested MLP output projection copies the real tokens' rows out,
+   a whole batch with one ``index_copy_`` (one parallel operation per batch: one per text made a
+   thread barrier per text, which a busy machine turns into most of the cost); after the deepest
+   requested layer it raises an internal exception that ends the forward pass early (probing
+   layer 0 costs about one layer, not the whole model). Pad rows kept with ``keep_padding`` are
+   marked in ``Activations.is_pad`` and labelled as padding, never as the token whose id filled
+   them.
 4. Hooks live only inside a ``try/finally`` and are removed in reverse order; the model's
    train/eval mode is restored.
 """
@@ -284,8 +288,8 @@ class ActivationProbe(Generic[_R, _S]):
             if flat.device.type == "cpu" and flat.dtype == torch.float32:
                 store.index_copy_(0, dsts_all[batch_no], flat)
             else:  # drop the padding where x lives, then convert only the real rows
-                kept = flat.index_select(0, batch.src.to(flat.device))
-                store.index_copy_(0, dsts[batch_no], kept.to("cpu", torch.float32))
+                real = flat.index_select(0, batch.src.to(flat.device))
+                store.index_copy_(0, dsts[batch_no], real.to("cpu", torch.float32))
 
         with self._progress(n_texts) as bar:
             self._forward_all(batches, sink, bar)
