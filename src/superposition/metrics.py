@@ -35,6 +35,8 @@ __all__ = [
     "feature_dimensionality",
     "feature_norms",
     "interference",
+    "mean_correlation_coefficient",
+    "mean_max_cosine_similarity",
     "neuron_statistics",
     "power_sums",
     "statistics_from_sums",
@@ -487,3 +489,91 @@ def activation_kurtosis(X: Tensor) -> Tensor:
         tensor([-2.])
     """
     return neuron_statistics(X).kurtosis
+
+
+# --------------------------------------------------------------------------- ground-truth recovery
+
+_DIR_DOC = "[n, d]"
+
+
+def _abs_cosines(true: Tensor, learned: Tensor) -> Tensor:
+    """``|cos|`` between every true row and every learned row, ``[n_true, n_learned]`` float64.
+
+    A zero row has cosine 0 with everything (it points nowhere), not NaN.
+    """
+    true = _check(true, "true", 2, _DIR_DOC, exact=True)
+    learned = _check(learned, "learned", 2, _DIR_DOC, exact=True)
+    if true.shape[1] != learned.shape[1]:
+        raise ValueError(
+            f"true and learned must be directions in the same space [n, d], got true of shape "
+            f"{tuple(true.shape)} and learned of shape {tuple(learned.shape)} "
+            f"(d={true.shape[1]} vs d={learned.shape[1]})"
+        )
+    if true.shape[0] == 0 or learned.shape[0] == 0:
+        raise ValueError(
+            f"true and learned must each hold at least one direction, got true of shape "
+            f"{tuple(true.shape)} and learned of shape {tuple(learned.shape)}"
+        )
+
+    def unit(x: Tensor) -> Tensor:
+        x = x.detach().to("cpu", torch.float64)
+        sq = x.square().sum(1, keepdim=True)
+        return torch.where(sq > _TINY, x / sq.clamp_min(_TINY).sqrt(), torch.zeros_like(x))
+
+    return (unit(true) @ unit(learned).T).abs_()
+
+
+def mean_max_cosine_similarity(true: Tensor, learned: Tensor) -> float:
+    """Mean max cosine similarity (MMCS, Sharkey et al. 2022) of learned to true directions.
+
+    ``(1/n) Σ_i max_j |cos(true_i, learned_j)|``: how well each true direction is matched by
+    its best learned direction, several true directions may share one learned direction. Signs
+    are ignored (a direction and its negative are the same feature); a zero row has cosine 0.
+
+    Args:
+        true: ``[n_true, d]`` ground-truth directions (rows; any norms).
+        learned: ``[n_learned, d]`` learned directions, e.g. an SAE's ``W_dec``.
+
+    Returns:
+        A float in ``[0, 1]``; 1 when every true direction appears among the learned ones.
+
+    Examples:
+        >>> import torch
+        >>> mean_max_cosine_similarity(torch.eye(3), -2 * torch.eye(3)[[2, 0, 1]])
+        1.0
+        >>> round(mean_max_cosine_similarity(torch.eye(2), torch.tensor([[1.0, 1.0]])), 4)
+        0.7071
+    """
+    return float(_abs_cosines(true, learned).amax(1).mean())
+
+
+def mean_correlation_coefficient(true: Tensor, learned: Tensor) -> float:
+    """Mean correlation coefficient (MCC): the best one-to-one matching of learned to true.
+
+    Each true direction is paired with at most one learned direction and vice versa, so as to
+    maximise the total ``|cos|`` (the Hungarian algorithm,
+    :func:`scipy.optimize.linear_sum_assignment`); MCC is that total divided by ``n_true``.
+    With fewer learned than true directions the unmatched true directions count 0, so
+    ``MCC <= MMCS`` always, and MCC is 1 only when every true direction has its own learned
+    copy.
+
+    Args:
+        true: ``[n_true, d]`` ground-truth directions (rows; any norms).
+        learned: ``[n_learned, d]`` learned directions, e.g. an SAE's ``W_dec``.
+
+    Returns:
+        A float in ``[0, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> mean_correlation_coefficient(torch.eye(3), -torch.eye(3)[[2, 0, 1]])
+        1.0
+        >>> # one learned direction cannot stand for two true ones: MMCS 1, MCC 0.5
+        >>> mean_correlation_coefficient(torch.eye(2), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+        0.5
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cos = _abs_cosines(true, learned)
+    rows, cols = linear_sum_assignment(cos.numpy(), maximize=True)
+    return float(cos[torch.as_tensor(rows), torch.as_tensor(cols)].sum()) / cos.shape[0]
