@@ -134,3 +134,23 @@ def test_bad_input_is_rejected(true: object, learned: object, error: type, match
     for f in (MMCS, MCC):
         with pytest.raises(error, match=match):
             f(true, learned)  # type: ignore[arg-type]
+
+
+@given(pairs())
+def test_matching_is_one_to_one_and_its_diagonal_gives_mcc(
+    pair: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    true, learned = pair
+    match = metrics.match_directions(true, learned)
+    hit = match[match >= 0]
+    assert len(set(hit.tolist())) == len(hit) == min(true.shape[0], learned.shape[0])
+    cos = metrics.matched_cosines(true, learned)
+    assert cos.shape == (true.shape[0], learned.shape[0])
+    n = min(cos.shape)
+    if learned.shape[0] >= true.shape[0]:
+        assert float(cos.diagonal()[:n].mean()) == pytest.approx(MCC(true, learned), abs=1e-12)
+    # the reordering is a permutation of the columns of the plain |cos| matrix
+    t = true / true.norm(dim=1, keepdim=True)
+    lrn = learned / learned.norm(dim=1, keepdim=True)
+    plain = (t @ lrn.T).abs()
+    torch.testing.assert_close(cos.sum(0).sort().values, plain.sum(0).sort().values)
