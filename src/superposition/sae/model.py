@@ -445,7 +445,7 @@ class SparseAutoencoder(nn.Module):
                 raise ValueError("source must hold at least one sample, got shape (0, d_in)")
             stream = source
             first = source[torch.randperm(source.shape[0], generator=generator)[:batch_size]]
-        elif isinstance(source, Iterable):
+        elif isinstance(source, Iterable) and not isinstance(source, (str, bytes)):
             it = iter(source)
             try:
                 first = self._check_input(next(it), "source batch")
