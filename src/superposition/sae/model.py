@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -430,6 +430,13 @@ class SparseAutoencoder(nn.Module):
                 generator = torch.Generator()
                 generator.seed()
         stream: Tensor | Iterable[Tensor]
+        if isinstance(cast(object, source), (str, bytes)) or not isinstance(
+            source, (Tensor, SyntheticFeatures, Iterable)
+        ):
+            raise TypeError(
+                f"source must be a tensor [n, {self.d_in}], an iterable of [batch, {self.d_in}] "
+                f"tensors or a SyntheticFeatures, got {type(source).__name__}"
+            )
         if isinstance(source, SyntheticFeatures):
             if source.d != self.d_in:
                 raise ValueError(
@@ -445,18 +452,13 @@ class SparseAutoencoder(nn.Module):
                 raise ValueError("source must hold at least one sample, got shape (0, d_in)")
             stream = source
             first = source[torch.randperm(source.shape[0], generator=generator)[:batch_size]]
-        elif isinstance(source, Iterable) and not isinstance(source, (str, bytes)):
+        else:
             it = iter(source)
             try:
                 first = self._check_input(next(it), "source batch")
             except StopIteration:
                 raise ValueError("source is an empty iterable: it yielded no batch") from None
             stream = itertools.chain([first], it)
-        else:
-            raise TypeError(
-                f"source must be a tensor [n, {self.d_in}], an iterable of [batch, {self.d_in}] "
-                f"tensors or a SyntheticFeatures, got {type(source).__name__}"
-            )
         with torch.no_grad():
             if not self.fitted:
                 first = first.to(self.params.dtype)
