@@ -363,6 +363,7 @@ class SparseAutoencoder(nn.Module):
         aux_coef: float = 1.0,
         dead_after: int | None = None,
         bandwidth: float = 0.05,
+        penalty_warmup: float = 0.1,
         log_every: int = 50,
         progress: bool = False,
         generator: torch.Generator | None = None,
@@ -385,12 +386,14 @@ class SparseAutoencoder(nn.Module):
             warmup: fraction of steps of linear warm-up.
             decay: fraction of steps of the final decay.
             betas: Adam's ``(beta1, beta2)``.
-            aux_k: latents of the AuxK loss (TopK kinds); default ``d_in // 2``.
+            aux_k: latents of the AuxK loss (all kinds but ``"relu"``); default ``d_in // 2``.
             aux_coef: weight of the AuxK loss (as SAELens: 1, on the unnormalised squared
                 error); 0 turns it off.
             dead_after: a latent that has not fired for this many samples counts as dead;
                 default :func:`~superposition.sae.train.default_dead_after`.
             bandwidth: JumpReLU's straight-through kernel width (normalised units).
+            penalty_warmup: fraction of steps over which the L1 (``"relu"``) or L0
+                (``"jumprelu"``) coefficient ramps up linearly from 0.
             log_every: record batch statistics in ``self.history`` every this many steps.
             progress: show a tqdm progress bar.
             generator: randomness of shuffling / synthetic sampling; default: the synthetic
@@ -417,6 +420,7 @@ class SparseAutoencoder(nn.Module):
             aux_coef=aux_coef,
             dead_after=dead_after,
             bandwidth=bandwidth,
+            penalty_warmup=penalty_warmup,
             log_every=log_every,
         )
         if generator is not None and not isinstance(generator, torch.Generator):

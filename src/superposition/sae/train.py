@@ -4,7 +4,8 @@ Everything happens in the model's normalised space (inputs times ``input_scale``
 ``x_c = x - b_dec``, ``pre = x_c W_enc + b_enc``, latents ``z = σ(pre)`` and
 ``x̂ = z W_dec + b_dec``, the loss is ``(1/B) Σ_b ‖x̂_b - x_b‖²`` plus the kind's penalty:
 
-* ``"topk"`` / ``"batchtopk"``: no penalty; the AuxK loss of Gao et al. (2024) on dead latents:
+* ``"topk"`` / ``"batchtopk"``: no penalty; the AuxK loss of Gao et al. (2024) on dead latents
+  (also applied to ``"jumprelu"``, whose thresholds otherwise strand latents for good):
   the ``aux_k`` largest pre-activations among latents that have not fired for ``dead_after``
   samples reconstruct the (detached) residual ``x - x̂``, weight ``aux_coef · min(1, dead /
   aux_k)``.
@@ -92,6 +93,7 @@ class FitConfig:
     aux_coef: float = 1.0
     dead_after: int | None = None
     bandwidth: float = 0.05
+    penalty_warmup: float = 0.1
     log_every: int = 50
 
     def __post_init__(self) -> None:
@@ -113,7 +115,7 @@ class FitConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite float, got {v!r}")
-        for name in ("warmup", "decay"):
+        for name in ("warmup", "decay", "penalty_warmup"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 <= v <= 1):
                 raise ValueError(f"{name} must be a fraction of training in [0, 1], got {v!r}")
@@ -219,6 +221,7 @@ class _Step:
         self.bandwidth = config.bandwidth
         self.threshold = model.threshold.clone()  # BatchTopK's inference threshold
         self.fired_any = torch.zeros(self.d_sae, dtype=torch.bool)
+        self.penalty_scale = 1.0  # ramps the L1 / L0 coefficient up during penalty_warmup
 
     def _sparse_backward(
         self, rows: Tensor, cols: Tensor, vals: Tensor, Wc: Tensor, delta: Tensor, xc: Tensor
@@ -262,10 +265,24 @@ class _Step:
         if self.kind in ("topk", "batchtopk"):
             assert self.k is not None
             if self.kind == "topk":
-                vals, idx = pre.topk(self.k, dim=1, sorted=False)
-                cols = idx.reshape(-1)
-                rows = torch.arange(B).repeat_interleave(self.k)
-                vals = vals.reshape(-1).relu_()
+                # k latents in every row: batched [B, k] products instead of coordinates.
+                k = self.k
+                vals, idx = pre.topk(k, dim=1, sorted=False)
+                vals.relu_()
+                cols = idx.view(-1)
+                Wc = self.W_dec[cols].view(B, k, self.d_in)
+                xhat = torch.bmm(vals[:, None, :], Wc).squeeze(1).add_(self.b_dec)
+                err = xhat - xn
+                delta = err * (2.0 / B)
+                dpre = torch.bmm(Wc, delta[:, :, None]).squeeze(2).mul_(vals > 0)
+                self.G_dec.index_add_(
+                    0, cols, (vals[:, :, None] * delta[:, None, :]).view(-1, self.d_in)
+                )
+                self.G_encT.index_add_(
+                    0, cols, (dpre[:, :, None] * xc[:, None, :]).view(-1, self.d_in)
+                )
+                self.G_benc.index_add_(0, cols, dpre.view(-1))
+                active = (vals > 0).view(-1)
             else:
                 vals, flat = pre.view(-1).topk(self.k * B, sorted=False)
                 rows, cols = flat // self.d_sae, flat % self.d_sae
@@ -275,18 +292,14 @@ class _Step:
                     # Bussmann et al.: the inference threshold is the running average of the
                     # smallest activation the batch kept.
                     self.threshold.lerp_(pos.min(), 0.01)
-            Wc = self.W_dec[cols]
-            xhat = self.b_dec.expand(B, -1).clone().index_add_(0, rows, Wc * vals[:, None])
-            active = vals > 0
+                Wc = self.W_dec[cols]
+                xhat = self.b_dec.expand(B, -1).clone().index_add_(0, rows, Wc * vals[:, None])
+                err = xhat - xn
+                delta = err * (2.0 / B)
+                self._sparse_backward(rows, cols, vals, Wc, delta, xc)
+                active = vals > 0
             self.fired_any[cols[active]] = True
             l0 = float(active.sum()) / B
-            err = xhat - xn
-            delta = err * (2.0 / B)
-            self._sparse_backward(rows, cols, vals, Wc, delta, xc)
-            if dead is not None and self.aux_coef > 0:
-                n_dead = int(dead.sum())
-                if n_dead:
-                    self._auxk(pre, dead, err, xc, n_dead)
         else:
             if self.kind == "relu":
                 gate = pre > 0
@@ -304,11 +317,12 @@ class _Step:
             if self.kind == "relu":
                 assert self.l1 is not None
                 norms = self.W_dec.norm(dim=1)
-                dz.add_(norms * (self.l1 / B))
+                l1_now = self.l1 * self.penalty_scale
+                dz.add_(norms * (l1_now / B))
                 # d/dW_dec of l1 Σ z ‖W_dec,i‖ is parallel to the row (removed by the
                 # projection in the loop), but it is part of the gradient.
                 self.G_dec.addcmul_(
-                    self.W_dec, (z.sum(0) * (self.l1 / B) / norms.clamp_min(1e-12))[:, None]
+                    self.W_dec, (z.sum(0) * (l1_now / B) / norms.clamp_min(1e-12))[:, None]
                 )
             else:
                 assert self.l0 is not None
@@ -317,13 +331,18 @@ class _Step:
                 # the L0 term H, then times θ for the log parameterisation.
                 eps = self.bandwidth
                 kern = ((pre - theta).abs() < eps / 2) * (1.0 / eps)
-                dtheta = -(kern * (dz * theta + self.l0 / B)).sum(0)
+                l0_now = self.l0 * self.penalty_scale
+                dtheta = -(kern * (dz * theta + l0_now / B)).sum(0)
                 self.G_logt.copy_(dtheta * theta)
             dpre = dz * gate
             torch.mm(dpre.T, xc, out=self.G_encT)
             torch.sum(dpre, 0, out=self.G_benc)
             l0 = float(gate.sum()) / B
             self.fired_any |= gate.any(0)
+        if dead is not None and self.aux_coef > 0:
+            n_dead = int(dead.sum())
+            if n_dead:
+                self._auxk(pre, dead, err, xc, n_dead)
         self.G_bdec.add_(delta.sum(0)).sub_(self.G_benc @ self.encT)
         mse = float(err.square().sum()) / B
         centred = float((xn - xn.mean(0)).square().sum()) / B
@@ -345,7 +364,7 @@ def gradients(
     Args:
         model: the SAE.
         x: ``[batch, d_in]`` in the user's units.
-        dead: ``[d_sae]`` bool mask of latents treated as dead by AuxK (TopK kinds).
+        dead: ``[d_sae]`` bool mask of latents treated as dead by AuxK (not ``"relu"``).
         aux_k, aux_coef, bandwidth: as in :class:`FitConfig`.
 
     Examples:
@@ -418,7 +437,7 @@ def train(
     dead_after = config.dead_after or default_dead_after(model)
     history = FitHistory(config=config)
     scale = model.input_scale
-    topk_kind = model.kind in ("topk", "batchtopk")
+    aux_kind = model.kind in ("topk", "batchtopk", "jumprelu")
     seen = 0
     last_stats: tuple[int, int, float, float, float, int] | None = None
 
@@ -442,8 +461,10 @@ def train(
                 if step >= steps:
                     break
                 xn = check(batch).to(P.dtype) * scale
-                dead = since_fired >= dead_after if topk_kind else None
+                dead = since_fired >= dead_after if aux_kind else None
                 step_.fired_any.zero_()
+                ramp = round(config.penalty_warmup * steps)
+                step_.penalty_scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
                 mse, fvu, l0 = step_.gradients(xn, dead)
                 seen += xn.shape[0]
                 since_fired += xn.shape[0]
