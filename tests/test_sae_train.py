@@ -100,7 +100,7 @@ def test_gradients_match_autograd(kind: str, with_dead: bool) -> None:
     autograd_loss(sae, x, dead if with_dead else None, aux_k).backward()
     expected = sae.params.grad
     assert expected is not None
-    got = gradients(sae, x, dead=dead if with_dead else None, aux_k=aux_k)
+    got = gradients(sae, x, dead=dead if with_dead else None, aux_k=aux_k, bandwidth=0.05)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
     if kind == "jumprelu":
         # the straight-through part must have been exercised, not just the zero branch

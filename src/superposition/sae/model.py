@@ -45,8 +45,8 @@ __all__ = ["KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
 Kind = Literal["topk", "batchtopk", "jumprelu", "relu"]
 KINDS: tuple[Kind, ...] = ("topk", "batchtopk", "jumprelu", "relu")
 _FORMAT_VERSION = 1
-DEFAULT_L1 = 0.1
-DEFAULT_L0 = 0.1
+DEFAULT_L1 = 1.0
+DEFAULT_L0 = 1.0
 # JumpReLU thresholds start here (in the normalised space, where ‖x‖² averages d_in).
 _INIT_THRESHOLD = 0.5
 
@@ -362,7 +362,7 @@ class SparseAutoencoder(nn.Module):
         aux_k: int | None = None,
         aux_coef: float = 1.0,
         dead_after: int | None = None,
-        bandwidth: float = 0.05,
+        bandwidth: float = 0.5,
         penalty_warmup: float = 0.1,
         log_every: int = 50,
         progress: bool = False,

@@ -92,7 +92,7 @@ class FitConfig:
     aux_k: int | None = None
     aux_coef: float = 1.0
     dead_after: int | None = None
-    bandwidth: float = 0.05
+    bandwidth: float = 0.5
     penalty_warmup: float = 0.1
     log_every: int = 50
 
@@ -356,7 +356,7 @@ def gradients(
     dead: Tensor | None = None,
     aux_k: int | None = None,
     aux_coef: float = 1.0,
-    bandwidth: float = 0.05,
+    bandwidth: float = 0.5,
 ) -> Tensor:
     """The training loop's gradient of the loss on ``x`` w.r.t. ``model.params`` (before the
     decoder projection), exposed so that it can be checked against autograd.
