@@ -1,16 +1,14 @@
 """SparseAutoencoder: dictionary learning with four kinds of sparsity.
 
-==============  ==========================================================  ====================
-``kind``        latents ``z`` from pre-activations ``pre = (x - b_dec) W_enc + b_enc``  paper
-==============  ==========================================================  ====================
-``"topk"``      the ``k`` largest of each row, through ReLU; the rest 0       Gao et al. 2024
-``"batchtopk"`` training: the ``k·batch`` largest of the batch; inference:   Bussmann et al. 2024
-                ``pre`` where above a threshold learned during training
-``"jumprelu"``  ``pre`` where above a learned per-latent threshold ``θ_i``,   Rajamanoharan et al.
-                trained with an L0 penalty (``l0``)                           2024
-``"relu"``      ``ReLU(pre)``, trained with an L1 penalty (``l1``) scaled by  Anthropic 2023
-                the decoder norms
-==============  ==========================================================  ====================
+With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are:
+
+* ``"topk"``: the ``k`` largest of each row, through ReLU; the rest 0 (Gao et al. 2024).
+* ``"batchtopk"``: while training, the ``k·batch`` largest of the whole batch; at inference,
+  ``pre`` where above a threshold learned during training (Bussmann et al. 2024).
+* ``"jumprelu"``: ``pre`` where above a learned per-latent threshold ``θ_i``, trained with an
+  L0 penalty ``l0`` (Rajamanoharan et al. 2024).
+* ``"relu"``: ``ReLU(pre)``, trained with an L1 penalty ``l1`` scaled by the decoder norms
+  (Anthropic, *Towards Monosemanticity*, 2023).
 
 ``x̂ = z W_dec + b_dec``; the rows of ``W_dec`` are the learned feature directions and stay at
 unit norm. Inputs are scaled by ``input_scale`` (set on the first :meth:`~SparseAutoencoder.fit`
