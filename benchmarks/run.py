@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.common import Row, machine
 
-SUITES = ("toy", "probe", "metrics")
+SUITES = ("toy", "probe", "metrics", "sae")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

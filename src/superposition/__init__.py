@@ -8,6 +8,7 @@ from superposition.probe import (
     StreamingStatistics,
     load_model,
 )
+from superposition.sae import SAEMetrics, SparseAutoencoder, SyntheticFeatures
 from superposition.toy import SparseFeatureDataset, ToyModel
 
 __version__ = "0.1.0.dev0"
@@ -16,8 +17,11 @@ __all__ = [
     "PAPER_TEXTS",
     "ActivationProbe",
     "Activations",
+    "SAEMetrics",
+    "SparseAutoencoder",
     "SparseFeatureDataset",
     "StreamingStatistics",
+    "SyntheticFeatures",
     "ToyModel",
     "__version__",
     "load_model",

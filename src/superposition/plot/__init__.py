@@ -14,7 +14,8 @@ functions, so ``import superposition`` stays light.
 :class:`ActivationsLike`, so this package never imports the toy or probe code.
 
 Layout: :mod:`~superposition.plot.toy` (toy models), :mod:`~superposition.plot.neurons`
-(real-model neurons, the seed paper's Figures 4–7); everything is re-exported here.
+(real-model neurons, the seed paper's Figures 4–7), :mod:`~superposition.plot.sae`
+(dictionary learning); everything is re-exported here.
 """
 
 from superposition.plot._common import save_figure
@@ -27,6 +28,13 @@ from superposition.plot.neurons import (
     distance_heatmap,
     distance_histogram,
     neuron_traces,
+)
+from superposition.plot.sae import (
+    SAELike,
+    SAEPlots,
+    latent_density,
+    matched_cosines,
+    training_curves,
 )
 from superposition.plot.toy import (
     DIMENSION_FRACTIONS,
@@ -45,6 +53,8 @@ __all__ = [
     "PHASE_NAMES",
     "ActivationPlots",
     "ActivationsLike",
+    "SAELike",
+    "SAEPlots",
     "ToyModelLike",
     "ToyModelPlots",
     "activation_sums",
@@ -55,8 +65,11 @@ __all__ = [
     "distance_histogram",
     "feature_directions",
     "feature_geometry",
+    "latent_density",
+    "matched_cosines",
     "neuron_traces",
     "phase_diagram",
     "save_figure",
     "toy_weights",
+    "training_curves",
 ]

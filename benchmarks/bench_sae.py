@@ -1,0 +1,142 @@
+"""Benchmark: ``SparseAutoencoder.fit`` against SAELens 6.x on the same TopK SAE and data.
+
+Both trainers see the same batches (one :class:`~superposition.SyntheticFeatures` generator:
+512 features in 128 dimensions, firing probability 5/512, magnitude 1; a pool of batches drawn
+once and cycled, so sampling time is in neither measurement) with the same architecture
+(TopK, ``d_in=128, d_sae=512, k=5``), batch 1024, 2M samples, 2 CPU threads. SAELens runs
+its own ``SAETrainer`` with the settings of ``sae_lens.synthetic.train_toy_sae`` (lr 3e-4,
+constant, AuxK coefficient 1); ours runs its defaults. Rows: each trainer's throughput, the
+ratio (bar: at least 3x) and the MCC each reaches (bar for ours: at least 0.99). A second
+pair of rows times a realistic width, ``d_in=768, d_sae=16384, k=32``, for a few hundred steps.
+
+Run ``python benchmarks/bench_sae.py`` (``--quick`` for a short smoke run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import Row, row
+from superposition import SparseAutoencoder, SyntheticFeatures, metrics
+
+BATCH = 1024
+SPEEDUP_BAR = 3.0
+MCC_BAR = 0.99
+POOL = 256  # distinct batches, cycled
+
+
+def _pool(truth: SyntheticFeatures, n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [truth.sample(BATCH, g) for _ in range(n)]
+
+
+def _cycle(pool: list[torch.Tensor], steps: int) -> Iterator[torch.Tensor]:
+    return itertools.islice(itertools.cycle(pool), steps)
+
+
+def _saelens(
+    d_in: int, d_sae: int, k: int, pool: list[torch.Tensor], samples: int
+) -> tuple[float, torch.Tensor]:
+    """Train SAELens's TopK SAE with ``train_toy_sae``'s trainer settings; (seconds, W_dec)."""
+    from sae_lens import LoggingConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
+
+    torch.manual_seed(0)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device="cpu"))
+    cfg = SAETrainerConfig(
+        n_checkpoints=0,
+        checkpoint_path=None,
+        save_final_checkpoint=False,
+        total_training_samples=samples,
+        device="cpu",
+        autocast=False,
+        lr=3e-4,
+        lr_end=3e-4,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        lr_decay_steps=0,
+        n_restart_cycles=1,
+        train_batch_size_samples=BATCH,
+        dead_feature_window=1000,
+        feature_sampling_window=2000,
+        logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1),
+        n_batches_for_norm_estimate=1000,
+    )
+    data = itertools.cycle(pool)
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=data, save_checkpoint_fn=lambda p: None)
+    t0 = time.perf_counter()
+    trainer.fit()
+    return time.perf_counter() - t0, sae.W_dec.detach().clone()
+
+
+def _ours(
+    d_in: int, d_sae: int, k: int, pool: list[torch.Tensor], samples: int
+) -> tuple[float, torch.Tensor]:
+    sae = SparseAutoencoder(d_in, d_sae, kind="topk", k=k, seed=0)
+    t0 = time.perf_counter()
+    sae.fit(_cycle(pool, -(-samples // BATCH)), samples=samples, batch_size=BATCH)
+    return time.perf_counter() - t0, sae.W_dec.detach().clone()
+
+
+def _compare(d_in: int, d_sae: int, k: int, samples: int, score: bool) -> list[Row]:
+    truth = SyntheticFeatures(d_sae, d_in, firing_probability=k / d_sae, seed=0)
+    pool = _pool(truth, min(POOL, -(-samples // BATCH)))
+    label = f"sae d_in={d_in} d_sae={d_sae} k={k}"
+    t_ours, W_ours = _ours(d_in, d_sae, k, pool, samples)
+    t_ref, W_ref = _saelens(d_in, d_sae, k, pool, samples)
+    ours, ref = samples / t_ours, samples / t_ref
+    rows = [
+        row(f"{label}: fit samples/s", ours, "samples/s"),
+        row(f"{label}: SAELens samples/s", ref, "samples/s"),
+        row(
+            f"{label}: fit / SAELens throughput",
+            ours / ref,
+            "x",
+            f">= {SPEEDUP_BAR}x",
+            ours / ref >= SPEEDUP_BAR,
+        ),
+    ]
+    if score:
+        mcc_ours = metrics.mean_correlation_coefficient(truth.directions, W_ours)
+        mcc_ref = metrics.mean_correlation_coefficient(truth.directions, W_ref)
+        rows += [
+            row(
+                f"{label}: fit MCC after {samples:,} samples",
+                mcc_ours,
+                "MCC",
+                f">= {MCC_BAR}",
+                mcc_ours >= MCC_BAR,
+            ),
+            row(f"{label}: SAELens MCC after {samples:,} samples", mcc_ref, "MCC"),
+        ]
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Both rows of the benchmark (module docstring); 2 CPU threads for both trainers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = _compare(128, 512, 5, 200_000 if quick else 2_000_000, score=True)
+        rows += _compare(768, 16384, 32, 20 * BATCH if quick else 200 * BATCH, score=False)
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run(quick="--quick" in sys.argv):
+        verdict = "" if not r["bar"] else ("met" if r["met"] else "NOT met")
+        print(f"{r['name']:<70} {r['value']:>12.4g} {r['unit']:<10} {r['bar']} {verdict}")

@@ -1,0 +1,577 @@
+"""SparseAutoencoder: dictionary learning with four kinds of sparsity.
+
+With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are:
+
+* ``"topk"``: the ``k`` largest of each row, through ReLU; the rest 0 (Gao et al. 2024).
+* ``"batchtopk"``: while training, the ``k·batch`` largest of the whole batch; at inference,
+  ``pre`` where above a threshold learned during training (Bussmann et al. 2024).
+* ``"jumprelu"``: ``pre`` where above a learned per-latent threshold ``θ_i``, trained with an
+  L0 penalty ``l0`` (Rajamanoharan et al. 2024).
+* ``"relu"``: ``ReLU(pre)``, trained with an L1 penalty ``l1`` scaled by the decoder norms
+  (Anthropic, *Towards Monosemanticity*, 2023).
+
+``x̂ = z W_dec + b_dec``; the rows of ``W_dec`` are the learned feature directions and stay at
+unit norm. Inputs are scaled by ``input_scale`` (set on the first :meth:`~SparseAutoencoder.fit`
+so that the mean squared norm is ``d_in``) before encoding and scaled back after decoding, so
+``encode``/``decode``/``forward`` take and return the user's units while the parameters live in
+the normalised space.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import torch
+from torch import Tensor, nn
+
+from superposition import metrics
+from superposition._io import atomic_path, atomic_write, saved_paths
+from superposition.sae.synthetic import SyntheticFeatures
+from superposition.sae.train import FitConfig, FitHistory, Schedule, train
+
+if TYPE_CHECKING:
+    from superposition.plot import SAEPlots
+
+__all__ = ["KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
+
+Kind = Literal["topk", "batchtopk", "jumprelu", "relu"]
+KINDS: tuple[Kind, ...] = ("topk", "batchtopk", "jumprelu", "relu")
+_FORMAT_VERSION = 1
+DEFAULT_L1 = 1.0
+DEFAULT_L0 = 1.0
+# JumpReLU thresholds start here (in the normalised space, where ‖x‖² averages d_in).
+_INIT_THRESHOLD = 0.5
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SAEMetrics:
+    """How well an SAE reconstructs some data (:meth:`SparseAutoencoder.evaluate`).
+
+    Attributes:
+        l0: mean number of active (non-zero) latents per sample.
+        fvu: fraction of variance unexplained, ``Σ‖x - x̂‖² / Σ‖x - mean(x)‖²`` (centred).
+        mse: mean squared error per element, ``Σ‖x - x̂‖² / (samples · d_in)``, user units.
+        dead_fraction: fraction of latents that fire on no sample.
+        shrinkage: mean ``‖x̂‖ / ‖x‖`` over samples with ``x ≠ 0`` (1: no shrinkage).
+        samples: number of samples evaluated.
+    """
+
+    l0: float
+    fvu: float
+    mse: float
+    dead_fraction: float
+    shrinkage: float
+    samples: int
+
+
+class SparseAutoencoder(nn.Module):
+    """A sparse autoencoder ``x → z → x̂`` with ``d_sae`` latents (module docstring for kinds).
+
+    All parameters are views into one packed parameter ``params`` (so that the optimizer
+    updates them in a handful of tensor operations): ``W_enc: [d_in, d_sae]``,
+    ``b_enc: [d_sae]``, ``W_dec: [d_sae, d_in]`` (unit rows), ``b_dec: [d_in]`` and, for
+    ``"jumprelu"``, ``log_threshold: [d_sae]``. The decoder starts as the transpose of the
+    encoder (random unit directions).
+
+    Args:
+        d_in: input width.
+        d_sae: number of latents.
+        kind: ``"topk"``, ``"batchtopk"``, ``"jumprelu"`` or ``"relu"``.
+        k: active latents per sample, for ``"topk"`` and ``"batchtopk"`` (required there).
+        l1: L1 coefficient of ``"relu"`` (default ``DEFAULT_L1``).
+        l0: L0 coefficient of ``"jumprelu"`` (default ``DEFAULT_L0``).
+        seed: seed of the initialisation (and of training when ``fit`` gets no generator).
+
+    Examples:
+        >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+        >>> sae
+        SparseAutoencoder(d_in=4, d_sae=8, kind='topk', k=2, seed=0)
+        >>> z = sae.encode(torch.randn(3, 4))
+        >>> z.shape, bool(((z != 0).sum(1) <= 2).all())  # at most k active (ReLU after TopK)
+        (torch.Size([3, 8]), True)
+        >>> sae(torch.randn(3, 4)).shape
+        torch.Size([3, 4])
+    """
+
+    history: FitHistory | None
+    scale: Tensor
+    threshold: Tensor
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        kind: Kind = "topk",
+        k: int | None = None,
+        l1: float | None = None,
+        l0: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_in = _positive_int(d_in, "d_in")
+        self.d_sae = _positive_int(d_sae, "d_sae")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind in ("topk", "batchtopk"):
+            if k is None:
+                raise ValueError(f"kind={kind!r} needs k, the number of active latents, e.g. k=32")
+            _positive_int(k, "k")
+            if k > d_sae:
+                raise ValueError(
+                    f"k must be at most d_sae={d_sae} (the number of latents), got k={k}"
+                )
+        elif k is not None:
+            raise ValueError(f"k only applies to kind='topk' or 'batchtopk', not {kind!r}")
+        if l1 is not None and kind != "relu":
+            raise ValueError(f"l1 only applies to kind='relu', not {kind!r}")
+        if l0 is not None and kind != "jumprelu":
+            raise ValueError(f"l0 only applies to kind='jumprelu', not {kind!r}")
+        for name, value in (("l1", l1), ("l0", l0)):
+            if value is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.kind: Kind = kind
+        self.k = k
+        self.l1 = (DEFAULT_L1 if l1 is None else float(l1)) if kind == "relu" else None
+        self.l0 = (DEFAULT_L0 if l0 is None else float(l0)) if kind == "jumprelu" else None
+        self.seed = seed
+        self.history = None
+        self.fitted = False
+
+        g = torch.Generator()
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
+        size = 2 * d_sae * d_in + d_in + d_sae + (d_sae if kind == "jumprelu" else 0)
+        self.params = nn.Parameter(torch.zeros(size))
+        with torch.no_grad():
+            views = self._views(self.params.data)
+            W = torch.randn(d_sae, d_in, generator=g, dtype=torch.float64)
+            W /= W.norm(dim=1, keepdim=True)
+            views["W_dec"].copy_(W)
+            views["encT"].copy_(W)  # tied: W_enc = W_decᵀ
+            if kind == "jumprelu":
+                views["log_threshold"].fill_(math.log(_INIT_THRESHOLD))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("threshold", torch.tensor(0.0))
+
+    def _views(self, P: Tensor) -> dict[str, Tensor]:
+        """Named views of a flat tensor laid out like ``params``."""
+        n, d = self.d_sae, self.d_in
+        out = {
+            "encT": P[: n * d].view(n, d),
+            "W_dec": P[n * d : 2 * n * d].view(n, d),
+            "b_dec": P[2 * n * d : 2 * n * d + d],
+            "b_enc": P[2 * n * d + d : 2 * n * d + d + n],
+        }
+        if self.kind == "jumprelu":
+            out["log_threshold"] = P[2 * n * d + d + n :]
+        return out
+
+    # ------------------------------------------------------------------ parameters
+
+    @property
+    def W_enc(self) -> Tensor:
+        """``[d_in, d_sae]`` encoder (a transposed view: stored latent-major)."""
+        return self._views(self.params)["encT"].T
+
+    @property
+    def W_dec(self) -> Tensor:
+        """``[d_sae, d_in]`` decoder; row ``i`` is latent ``i``'s unit feature direction."""
+        return self._views(self.params)["W_dec"]
+
+    @property
+    def b_enc(self) -> Tensor:
+        """``[d_sae]`` encoder bias."""
+        return self._views(self.params)["b_enc"]
+
+    @property
+    def b_dec(self) -> Tensor:
+        """``[d_in]`` decoder bias (normalised space), also subtracted before encoding."""
+        return self._views(self.params)["b_dec"]
+
+    @property
+    def log_threshold(self) -> Tensor:
+        """``[d_sae]`` log of JumpReLU's per-latent thresholds (``"jumprelu"`` only)."""
+        if self.kind != "jumprelu":
+            raise AttributeError(
+                f"log_threshold only exists for kind='jumprelu', not {self.kind!r}"
+            )
+        return self._views(self.params)["log_threshold"]
+
+    @property
+    def input_scale(self) -> float:
+        """Factor applied to inputs before encoding (1 until the first ``fit``)."""
+        return float(self.scale)
+
+    def __repr__(self) -> str:
+        args = f"d_in={self.d_in}, d_sae={self.d_sae}, kind={self.kind!r}"
+        if self.k is not None:
+            args += f", k={self.k}"
+        if self.kind == "relu":
+            args += f", l1={self.l1}"
+        if self.kind == "jumprelu":
+            args += f", l0={self.l0}"
+        if self.seed is not None:
+            args += f", seed={self.seed}"
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ model
+
+    def _check_input(self, x: object, name: str = "x") -> Tensor:
+        """Validate ``[batch, d_in]`` finite floats; return them as the parameters' dtype."""
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape [batch, {self.d_in}], "
+                f"got {type(x).__name__}"
+            )
+        if x.ndim != 2 or x.shape[1] != self.d_in:
+            raise ValueError(
+                f"{name} must have shape [batch, d_in={self.d_in}], got shape {tuple(x.shape)}; "
+                f"the SAE was built with d_in={self.d_in}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating-point tensor, got dtype {x.dtype}; use {name}.float()"
+            )
+        if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+            raise ValueError(f"{name} must be finite, got NaN or inf in shape {tuple(x.shape)}")
+        return x.to(self.params.dtype)
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """``(x · input_scale - b_dec) W_enc + b_enc``, ``[batch, d_sae]``.
+
+        Examples:
+            >>> SparseAutoencoder(4, 8, k=2, seed=0).pre_activations(torch.zeros(1, 4)).abs().max()
+            tensor(0., grad_fn=<MaxBackward1>)
+        """
+        x = self._check_input(x)
+        return torch.addmm(self.b_enc, x * self.scale - self.b_dec, self.W_enc)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latents ``z: [batch, d_sae]`` of inputs ``x: [batch, d_in]`` (user units).
+
+        Examples:
+            >>> sae = SparseAutoencoder(4, 8, kind="relu", seed=0)
+            >>> bool((sae.encode(torch.randn(5, 4)) >= 0).all())
+            True
+        """
+        pre = self.pre_activations(x)
+        if self.kind == "topk":
+            assert self.k is not None
+            vals, idx = pre.topk(self.k, dim=1)
+            return torch.zeros_like(pre).scatter(1, idx, vals.relu())
+        if self.kind == "batchtopk":
+            return pre * (pre > self.threshold.clamp_min(0.0))
+        if self.kind == "jumprelu":
+            return pre * (pre > self.log_threshold.exp())
+        return pre.relu()
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstructions ``[batch, d_in]`` (user units) of latents ``z: [batch, d_sae]``.
+
+        Examples:
+            >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+            >>> torch.allclose(sae.decode(torch.eye(8))[0], sae.W_dec[0])
+            True
+        """
+        if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[1] != self.d_sae:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape [batch, d_sae={self.d_sae}], got {shape}")
+        return torch.addmm(self.b_dec, z.to(self.params.dtype), self.W_dec) / self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, *, batch_size: int = 65_536) -> SAEMetrics:
+        """Reconstruction quality on ``x: [samples, d_in]`` (see :class:`SAEMetrics`).
+
+        Examples:
+            >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+            >>> m = sae.evaluate(torch.randn(100, 4))
+            >>> m.samples, 0 < m.l0 <= 2, 0 <= m.dead_fraction <= 1
+            (100, True, True)
+        """
+        x = self._check_input(x)
+        n = x.shape[0]
+        if n < 2:
+            raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
+        _positive_int(batch_size, "batch_size")
+        err_sq = 0.0
+        active = 0
+        shrink = 0.0
+        nonzero = 0
+        fired = torch.zeros(self.d_sae, dtype=torch.bool)
+        xhats = []
+        for start in range(0, n, batch_size):
+            xb = x[start : start + batch_size]
+            z = self.encode(xb)
+            xhat = self.decode(z)
+            xhats.append(xhat)
+            active += int((z != 0).sum())
+            fired |= (z != 0).any(0)
+            err_sq += float((xb - xhat).double().square().sum())
+            norm = xb.double().norm(dim=1)
+            keep = norm > 0
+            shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
+            nonzero += int(keep.sum())
+        fvu = metrics.fraction_of_variance_unexplained(x, torch.cat(xhats))
+        return SAEMetrics(
+            l0=active / n,
+            fvu=fvu,
+            mse=err_sq / (n * self.d_in),
+            dead_fraction=float((~fired).sum()) / self.d_sae,
+            shrinkage=shrink / nonzero if nonzero else math.nan,
+            samples=n,
+        )
+
+    # ------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        source: Tensor | Iterable[Tensor] | SyntheticFeatures,
+        *,
+        samples: int,
+        batch_size: int = 4096,
+        lr: float = 4e-3,
+        schedule: Schedule = "linear",
+        warmup: float = 0.02,
+        decay: float = 0.2,
+        betas: tuple[float, float] = (0.9, 0.999),
+        aux_k: int | None = None,
+        aux_coef: float = 1.0,
+        dead_after: int | None = None,
+        bandwidth: float = 0.5,
+        penalty_warmup: float = 0.1,
+        log_every: int = 50,
+        progress: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> SparseAutoencoder:
+        """Train on ``samples`` samples with Adam and hand-written gradients (module
+        :mod:`superposition.sae.train`).
+
+        On the first call the input scale is set from the first batch (mean squared norm
+        becomes ``d_in``) and ``b_dec`` starts at that batch's mean.
+
+        Args:
+            source: a tensor ``[n, d_in]`` (reshuffled every epoch), any iterable of
+                ``[batch, d_in]`` tensors (re-batched to ``batch_size``), or a
+                :class:`~superposition.SyntheticFeatures`.
+            samples: training samples in all (steps = ``ceil(samples / batch_size)``).
+            batch_size: samples per step.
+            lr: peak learning rate of Adam.
+            schedule: decay over the last ``decay`` fraction: ``"linear"``, ``"cosine"`` or
+                ``"constant"`` (none).
+            warmup: fraction of steps of linear warm-up.
+            decay: fraction of steps of the final decay.
+            betas: Adam's ``(beta1, beta2)``.
+            aux_k: latents of the AuxK loss (all kinds but ``"relu"``); default ``d_in // 2``.
+            aux_coef: weight of the AuxK loss (as SAELens: 1, on the unnormalised squared
+                error); 0 turns it off.
+            dead_after: a latent that has not fired for this many samples counts as dead;
+                default :func:`~superposition.sae.train.default_dead_after`.
+            bandwidth: JumpReLU's straight-through kernel width (normalised units).
+            penalty_warmup: fraction of steps over which the L1 (``"relu"``) or L0
+                (``"jumprelu"``) coefficient ramps up linearly from 0.
+            log_every: record batch statistics in ``self.history`` every this many steps.
+            progress: show a tqdm progress bar.
+            generator: randomness of shuffling / synthetic sampling; default: the synthetic
+                source's own stream if it has a seed, else the model's seed, else fresh.
+
+        Returns:
+            ``self``, trained.
+
+        Examples:
+            >>> truth = SyntheticFeatures(16, 8, firing_probability=0.1, seed=0)
+            >>> sae = SparseAutoencoder(8, 16, k=2, seed=0).fit(truth, samples=4096, batch_size=256)
+            >>> len(sae.history.steps), sae.evaluate(truth.sample(512)).l0
+            (2, 2.0)
+        """
+        config = FitConfig(
+            samples=samples,
+            batch_size=batch_size,
+            lr=lr,
+            betas=betas,
+            schedule=schedule,
+            warmup=warmup,
+            decay=decay,
+            aux_k=aux_k,
+            aux_coef=aux_coef,
+            dead_after=dead_after,
+            bandwidth=bandwidth,
+            penalty_warmup=penalty_warmup,
+            log_every=log_every,
+        )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator is None:
+            if isinstance(source, SyntheticFeatures) and source.seed is not None:
+                generator = source.generator()
+            elif self.seed is not None:
+                generator = torch.Generator().manual_seed(self.seed + 1)
+            else:
+                generator = torch.Generator()
+                generator.seed()
+        stream: Tensor | Iterable[Tensor]
+        if isinstance(cast(object, source), (str, bytes)) or not isinstance(
+            source, (Tensor, SyntheticFeatures, Iterable)
+        ):
+            raise TypeError(
+                f"source must be a tensor [n, {self.d_in}], an iterable of [batch, {self.d_in}] "
+                f"tensors or a SyntheticFeatures, got {type(source).__name__}"
+            )
+        if isinstance(source, SyntheticFeatures):
+            if source.d != self.d_in:
+                raise ValueError(
+                    f"source has d={source.d} but the SAE has d_in={self.d_in}; build the SAE "
+                    f"with d_in={source.d}"
+                )
+            stream = source.batches(batch_size, generator)
+            first = next(iter(stream))
+            stream = itertools.chain([first], stream)
+        elif isinstance(source, Tensor):
+            source = self._check_input(source, "source")
+            if source.shape[0] == 0:
+                raise ValueError("source must hold at least one sample, got shape (0, d_in)")
+            stream = source
+            first = source[torch.randperm(source.shape[0], generator=generator)[:batch_size]]
+        else:
+            it = iter(source)
+            try:
+                first = self._check_input(next(it), "source batch")
+            except StopIteration:
+                raise ValueError("source is an empty iterable: it yielded no batch") from None
+            stream = itertools.chain([first], it)
+        with torch.no_grad():
+            if not self.fitted:
+                first = first.to(self.params.dtype)
+                sq = float(first.double().square().sum(1).mean())
+                self.scale.fill_(math.sqrt(self.d_in / sq) if sq > 0 else 1.0)
+                self.b_dec.copy_(first.mean(0) * self.scale)
+        check = (
+            (lambda b: b)
+            if isinstance(source, (Tensor, SyntheticFeatures))
+            else (lambda b: self._check_input(b, "source batch"))
+        )
+        self.history = train(
+            self, stream, config, generator=generator, check=check, progress=progress
+        )
+        self.fitted = True
+        return self
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def plot(self) -> SAEPlots:
+        """Figures of this SAE (``superposition.plot.SAEPlots``), imported on first use."""
+        from superposition.plot import SAEPlots
+
+        return SAEPlots(self)
+
+    # ------------------------------------------------------------------ persistence
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, as saved next to the weights.
+
+        Examples:
+            >>> SparseAutoencoder(4, 8, k=2).config()["kind"]
+            'topk'
+        """
+        return {
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "kind": self.kind,
+            "k": self.k,
+            "l1": self.l1,
+            "l0": self.l0,
+            "seed": self.seed,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Save to ``path.safetensors`` (the weights) and ``path.json`` (the config).
+
+        ``path`` may be given with or without its ``.safetensors`` suffix. Nothing is pickled;
+        both files are written atomically. Returns the weights' path.
+
+        Examples:
+            >>> import tempfile, pathlib
+            >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     p = sae.save(pathlib.Path(d) / "sae")
+            ...     torch.equal(SparseAutoencoder.load(p).W_dec, sae.W_dec)
+            True
+        """
+        from safetensors.torch import save_file
+
+        weights, config = saved_paths(path)
+        tensors = {
+            "W_enc": self.W_enc,
+            "W_dec": self.W_dec,
+            "b_enc": self.b_enc,
+            "b_dec": self.b_dec,
+            "input_scale": self.scale,
+            "threshold": self.threshold,
+        }
+        if self.kind == "jumprelu":
+            tensors["log_threshold"] = self.log_threshold
+        with atomic_path(weights) as temp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
+        meta = {"format_version": _FORMAT_VERSION, "config": self.config(), "fitted": self.fitted}
+        atomic_write(config, json.dumps(meta, indent=2) + "\n")
+        return weights
+
+    @classmethod
+    def load(cls, path: str | Path) -> SparseAutoencoder:
+        """Load an SAE written by :meth:`save` (``path`` with or without its suffix).
+
+        Examples:
+            >>> SparseAutoencoder.load("missing")  # doctest: +IGNORE_EXCEPTION_DETAIL
+            Traceback (most recent call last):
+            FileNotFoundError: ...
+        """
+        from safetensors.torch import load_file
+
+        weights, cfg_path = saved_paths(path)
+        for p in (weights, cfg_path):
+            if not p.exists():
+                raise FileNotFoundError(
+                    f"cannot load a SparseAutoencoder from {str(path)!r}: {str(p)!r} does not exist"
+                )
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{str(cfg_path)!r} has format_version {meta.get('format_version')!r}, "
+                f"expected {_FORMAT_VERSION}"
+            )
+        model = cls(**meta["config"])
+        tensors = load_file(str(weights))
+        with torch.no_grad():
+            model.W_enc.copy_(tensors["W_enc"])
+            model.W_dec.copy_(tensors["W_dec"])
+            model.b_enc.copy_(tensors["b_enc"])
+            model.b_dec.copy_(tensors["b_dec"])
+            model.scale.copy_(tensors["input_scale"])
+            model.threshold.copy_(tensors["threshold"])
+            if model.kind == "jumprelu":
+                model.log_threshold.copy_(tensors["log_threshold"])
+        model.fitted = bool(meta.get("fitted", False))
+        return model

@@ -1,0 +1,225 @@
+"""Ground truth for dictionary learning: sparse features along known directions.
+
+A sample is ``x = f @ directions`` where ``directions: [n_features, d]`` are fixed unit vectors
+and ``f: [n_features]`` is sparse: feature ``i`` fires with probability ``p_i`` (independently,
+or with correlated firing through a Gaussian copula) and then takes its magnitude. An SAE trained
+on these samples should find ``directions`` among its decoder rows
+(:func:`superposition.metrics.mean_correlation_coefficient`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["SyntheticFeatures"]
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _per_feature(value: object, name: str, n: int, low: float, high: float) -> Tensor:
+    """A float or ``[n]`` sequence/tensor in ``[low, high]`` (``low`` excluded), as ``[n]``."""
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{name} must be a float or a sequence of {n} floats, got {value!r}"
+        ) from err
+    if t.ndim == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(
+            f"{name} must be a float or have one value per feature (shape ({n},)), "
+            f"got shape {tuple(t.shape)}"
+        )
+    if not bool(((t > low) & (t <= high)).all()):
+        raise ValueError(f"{name} must lie in ({low}, {high}], got {value!r}")
+    return t.float().clone()
+
+
+class SyntheticFeatures:
+    """Sparse features along known unit directions: the ground truth an SAE should recover.
+
+    Each sample ``x = Σ_i f_i directions_i``; feature ``i`` fires with probability
+    ``firing_probability[i]`` and then equals ``magnitude[i]`` (else 0). With ``correlation``
+    the firing events are correlated through a Gaussian copula: feature ``i`` fires when
+    ``z_i < Φ⁻¹(p_i)`` for ``z ~ N(0, C)``, so each feature keeps its own probability.
+
+    Args:
+        n_features: number of true features.
+        d: dimension of the space they live in.
+        firing_probability: one probability for all features, or ``[n_features]`` of them
+            (see :meth:`zipf` for a heavy-tailed profile as in SAELens's SynthSAEBench).
+        magnitude: the value of a firing feature, one for all or ``[n_features]``.
+        correlation: ``None`` (independent firing), a float ``ρ`` in ``[0, 1)`` (every pair
+            equally correlated), or a ``[n_features, n_features]`` correlation matrix.
+        seed: seed of the directions and of the default sample stream.
+        batch_size: rows per batch when iterated.
+
+    Examples:
+        >>> truth = SyntheticFeatures(8, 4, firing_probability=0.25, seed=0)
+        >>> truth.directions.shape, truth.directions.norm(dim=1).allclose(torch.ones(8))
+        (torch.Size([8, 4]), True)
+        >>> truth.sample(3, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 4])
+        >>> next(iter(SyntheticFeatures(8, 4, firing_probability=0.25, batch_size=5))).shape
+        torch.Size([5, 4])
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        d: int,
+        *,
+        firing_probability: float | Sequence[float] | Tensor,
+        magnitude: float | Sequence[float] | Tensor = 1.0,
+        correlation: float | Tensor | None = None,
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        self.n_features = _positive_int(n_features, "n_features")
+        self.d = _positive_int(d, "d")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.firing_probability = _per_feature(
+            firing_probability, "firing_probability", n_features, 0.0, 1.0
+        )
+        self.magnitude = _per_feature(magnitude, "magnitude", n_features, 0.0, math.inf)
+        self._chol: Tensor | None = None
+        self._rho: float | None = None
+        if correlation is not None:
+            if isinstance(correlation, Tensor):
+                C = correlation.to(torch.float64)
+                if C.shape != (n_features, n_features) or not torch.allclose(C, C.T):
+                    raise ValueError(
+                        f"correlation must be a symmetric [{n_features}, {n_features}] matrix, "
+                        f"got shape {tuple(C.shape)}"
+                    )
+                L, info = torch.linalg.cholesky_ex(C)
+                if int(info) != 0 or not torch.allclose(
+                    C.diagonal(), torch.ones(n_features, dtype=C.dtype)
+                ):
+                    raise ValueError(
+                        "correlation must be a positive-definite correlation matrix (unit "
+                        "diagonal); add a small multiple of the identity if it is singular"
+                    )
+                self._chol = L.float()
+            elif (
+                isinstance(correlation, (int, float))
+                and not isinstance(correlation, bool)
+                and 0 <= correlation < 1
+            ):
+                self._rho = float(correlation)
+            else:
+                raise ValueError(
+                    f"correlation must be None, a float in [0, 1) or a correlation matrix, "
+                    f"got {correlation!r}"
+                )
+        self.correlation = correlation
+        self.seed = seed
+        g = torch.Generator()
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
+        self._stream_seed = int(torch.randint(2**62, (), generator=g))
+        dirs = torch.randn(n_features, d, generator=g, dtype=torch.float64)
+        self.directions: Tensor = (dirs / dirs.norm(dim=1, keepdim=True)).float()
+        self._threshold = torch.special.ndtri(self.firing_probability.double()).float()
+
+    def __repr__(self) -> str:
+        p = self.firing_probability
+        prob = f"{float(p[0]):.4g}" if bool((p == p[0]).all()) else f"<{self.n_features} values>"
+        args = f"{self.n_features}, {self.d}, firing_probability={prob}"
+        if self.correlation is not None:
+            args += (
+                ", correlation=..."
+                if isinstance(self.correlation, Tensor)
+                else f", correlation={self.correlation}"
+            )
+        if self.seed is not None:
+            args += f", seed={self.seed}"
+        return f"{type(self).__name__}({args})"
+
+    @staticmethod
+    def zipf(n_features: int, mean: float, exponent: float = 1.0) -> Tensor:
+        """Zipf-like firing probabilities ``p_i ∝ (i + 1)^-exponent`` with average ``mean``.
+
+        Probabilities are capped at 1 (the excess is not redistributed), so the average is
+        exactly ``mean`` unless the head would exceed 1.
+
+        Examples:
+            >>> p = SyntheticFeatures.zipf(4, mean=0.1)
+            >>> round(float(p.mean()), 6), bool((p[:-1] >= p[1:]).all())
+            (0.1, True)
+        """
+        _positive_int(n_features, "n_features")
+        if not 0 < mean <= 1:
+            raise ValueError(f"mean must be in (0, 1], got {mean!r}")
+        if not exponent >= 0:
+            raise ValueError(f"exponent must be non-negative, got {exponent!r}")
+        w = torch.arange(1, n_features + 1, dtype=torch.float64).pow(-float(exponent))
+        return (w * (mean * n_features / w.sum())).clamp_max(1.0).float()
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
+        return torch.Generator().manual_seed(self._stream_seed)
+
+    def features(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Feature activations ``f: [n, n_features]`` (sparse: most entries are 0).
+
+        Examples:
+            >>> truth = SyntheticFeatures(3, 2, firing_probability=1.0, magnitude=[1.0, 2.0, 3.0])
+            >>> truth.features(2)
+            tensor([[1., 2., 3.],
+                    [1., 2., 3.]])
+        """
+        n = _positive_int(n, "n")
+        if self._chol is None and self._rho is None:
+            u = torch.rand(n, self.n_features, generator=generator)
+            fires = u < self.firing_probability
+        else:
+            z = torch.randn(n, self.n_features, generator=generator)
+            if self._chol is not None:
+                z = z @ self._chol.T
+            else:
+                assert self._rho is not None
+                shared = torch.randn(n, 1, generator=generator)
+                z = math.sqrt(self._rho) * shared + math.sqrt(1 - self._rho) * z
+            fires = z < self._threshold
+        return fires * self.magnitude
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples ``x = f @ directions``, ``[n, d]``.
+
+        Examples:
+            >>> truth = SyntheticFeatures(4, 2, firing_probability=0.5, seed=0)
+            >>> g = torch.Generator().manual_seed(1)
+            >>> torch.equal(truth.sample(5, g), truth.sample(5, torch.Generator().manual_seed(1)))
+            True
+        """
+        f = self.features(n, generator)
+        # f is sparse: adding the firing directions beats a dense [n, n_features] matmul.
+        rows, cols = f.nonzero(as_tuple=True)
+        x = torch.zeros(n, self.d)
+        return x.index_add_(0, rows, self.directions[cols] * f[rows, cols][:, None])
+
+    def batches(
+        self, batch_size: int | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[Tensor]:
+        """An endless stream of ``[batch_size, d]`` batches (default: this object's stream)."""
+        size = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        g = self.generator() if generator is None else generator
+        while True:
+            yield self.sample(size, g)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.batches()

@@ -1,0 +1,513 @@
+"""The training loop of :class:`~superposition.SparseAutoencoder`: gradients by hand, fused Adam.
+
+Everything happens in the model's normalised space (inputs times ``input_scale``). With
+``x_c = x - b_dec``, ``pre = x_c W_enc + b_enc``, latents ``z = σ(pre)`` and
+``x̂ = z W_dec + b_dec``, the loss is ``(1/B) Σ_b ‖x̂_b - x_b‖²`` plus the kind's penalty:
+
+* ``"topk"`` / ``"batchtopk"``: no penalty; the AuxK loss of Gao et al. (2024) on dead latents
+  (also applied to ``"jumprelu"``, whose thresholds otherwise strand latents for good):
+  the ``aux_k`` largest pre-activations among latents that have not fired for ``dead_after``
+  samples reconstruct the (detached) residual ``x - x̂``, weight ``aux_coef · min(1, dead /
+  aux_k)``.
+* ``"relu"``: ``l1 · (1/B) Σ_b Σ_i z_bi ‖W_dec,i‖``.
+* ``"jumprelu"``: ``l0 · (1/B) Σ_b Σ_i H(pre_bi - θ_i)``, with ``θ = exp(log_threshold)`` and
+  the straight-through estimator of Rajamanoharan et al. (2024) (rectangle kernel of width
+  ``bandwidth``) for the gradients of ``H`` and of the jump with respect to ``θ``.
+
+**Sparse gradients for the TopK kinds.** Only the ``nnz`` selected latents (``k`` per row for
+TopK, ``k·B`` in the batch for BatchTopK) carry gradient, so the step keeps the latents as
+coordinates ``(rows, cols, vals)`` and writes::
+
+    x̂        = b_dec + Σ_nnz vals · W_dec[cols]                     (index_add over rows)
+    δ        = 2 (x̂ - x) / B
+    dW_dec   = Σ_nnz vals · δ[rows]        into rows ``cols``
+    dpre     = (W_dec[cols] · δ[rows]) · [vals > 0]                  [nnz]
+    dW_enc   = Σ_nnz dpre · x_c[rows]      into columns ``cols``
+    db_enc   = Σ_nnz dpre,   db_dec = Σ_b δ - W_enc db_enc
+
+The only dense product left is the encoder's forward ``x_c W_enc``; autograd would add three
+more of that size (decode, ``dW_dec``, ``dz``) plus the encoder's backward. The dense kinds
+(``"relu"``, ``"jumprelu"``) use the same formulas with dense matrices.
+
+**Decoder rows stay unit-norm.** Before each update the component of each decoder row's
+gradient parallel to the row is removed (it would only change the norm), and after it the rows
+are renormalised.
+
+**Adam fused** on the one packed parameter (``SparseAutoencoder.params``), five in-place
+operations per step. Training runs on a copy that is written back only when the run succeeds,
+so an error halfway (a NaN batch from an iterator) leaves the model as it was.
+
+The gradients are checked against autograd in ``tests/test_sae_train.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from superposition.sae.model import SparseAutoencoder
+
+__all__ = [
+    "FitConfig",
+    "FitHistory",
+    "Schedule",
+    "default_dead_after",
+    "gradients",
+    "lr_multiplier",
+    "train",
+]
+
+Schedule = Literal["constant", "linear", "cosine"]
+_SCHEDULES = ("constant", "linear", "cosine")
+_SINGLE_THREAD_BELOW = 1 << 20  # pre-activations per batch (batch x d_sae)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Validated settings of :meth:`~superposition.SparseAutoencoder.fit`.
+
+    Examples:
+        >>> FitConfig(samples=1000).steps
+        1
+        >>> FitConfig(samples=0)
+        Traceback (most recent call last):
+        ValueError: samples must be a positive int, got 0
+    """
+
+    samples: int
+    batch_size: int = 4096
+    lr: float = 4e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: Schedule = "linear"
+    warmup: float = 0.02
+    decay: float = 0.2
+    aux_k: int | None = None
+    aux_coef: float = 1.0
+    dead_after: int | None = None
+    bandwidth: float = 0.5
+    penalty_warmup: float = 0.1
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "batch_size", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.dead_after is not None and (
+            isinstance(self.dead_after, bool)
+            or not isinstance(self.dead_after, int)
+            or self.dead_after < 1
+        ):
+            raise ValueError(f"dead_after must be a positive int or None, got {self.dead_after!r}")
+        if self.aux_k is not None and (
+            isinstance(self.aux_k, bool) or not isinstance(self.aux_k, int) or self.aux_k < 1
+        ):
+            raise ValueError(f"aux_k must be a positive int or None, got {self.aux_k!r}")
+        for name in ("lr", "eps", "bandwidth"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite float, got {v!r}")
+        for name in ("warmup", "decay", "penalty_warmup"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+                raise ValueError(f"{name} must be a fraction of training in [0, 1], got {v!r}")
+        if not (isinstance(self.aux_coef, (int, float)) and self.aux_coef >= 0):
+            raise ValueError(f"aux_coef must be a non-negative float, got {self.aux_coef!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two floats in [0, 1), got {self.betas!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps: ``ceil(samples / batch_size)``."""
+        return -(-self.samples // self.batch_size)
+
+
+def default_dead_after(model: SparseAutoencoder) -> int:
+    """Samples without firing after which a latent counts as dead, when not given.
+
+    200 times the mean gap between firings of a latent if all fired equally often
+    (``d_sae // k`` samples for TopK; ``d_sae`` for the other kinds): 20,400 samples for
+    ``d_sae=512, k=5``. A latent that fires at all regularly is never caught by it.
+
+    Examples:
+        >>> from superposition.sae.model import SparseAutoencoder
+        >>> default_dead_after(SparseAutoencoder(128, 512, k=5))
+        20400
+    """
+    return 200 * max(1, model.d_sae // (model.k or 1))
+
+
+def lr_multiplier(schedule: Schedule, step: int, steps: int, warmup: float, decay: float) -> float:
+    """Learning-rate multiplier at 0-based ``step``: linear warm-up over the first ``warmup``
+    fraction, then constant, then ``schedule`` ("linear" or "cosine") to 0 over the last
+    ``decay`` fraction.
+
+    Examples:
+        >>> [lr_multiplier("linear", s, 10, 0.2, 0.5) for s in (0, 1, 4, 5, 9)]
+        [0.5, 1.0, 1.0, 1.0, 0.2]
+    """
+    mult = 1.0
+    warm = round(warmup * steps)
+    if step < warm:
+        mult = (step + 1) / warm
+    tail = round(decay * steps)
+    if schedule != "constant" and tail and step >= steps - tail:
+        frac = (steps - step) / tail  # 1 at the start of the decay, 1/tail at the last step
+        mult *= frac if schedule == "linear" else 0.5 * (1 - math.cos(math.pi * frac))
+    return mult
+
+
+@dataclass
+class FitHistory:
+    """What :meth:`~superposition.SparseAutoencoder.fit` recorded.
+
+    Attributes:
+        steps: the (0-based) steps at which values were recorded; always includes the last.
+        samples: training samples seen at those steps.
+        mse: ``(1/B) Σ_b ‖x̂_b - x_b‖²`` of that step's batch, in the normalised space.
+        fvu: that batch's fraction of variance unexplained.
+        l0: mean number of active latents per sample on that batch.
+        dead: number of latents that had not fired for ``dead_after`` samples.
+        config: the settings of the run.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+    fvu: list[float] = field(default_factory=list)
+    l0: list[float] = field(default_factory=list)
+    dead: list[int] = field(default_factory=list)
+    config: FitConfig | None = field(default=None, repr=False)
+
+
+class _Step:
+    """Buffers and the gradient rule of one model for one batch size."""
+
+    def __init__(self, model: SparseAutoencoder, P: Tensor, config: FitConfig) -> None:
+        self.kind = model.kind
+        self.k = model.k
+        self.l1 = model.l1
+        self.l0 = model.l0
+        self.d_in, self.d_sae = model.d_in, model.d_sae
+        views = model._views(P)
+        self.encT, self.W_dec, self.b_dec, self.b_enc = (
+            views["encT"],
+            views["W_dec"],
+            views["b_dec"],
+            views["b_enc"],
+        )
+        self.log_threshold = views.get("log_threshold")
+        self.G = torch.zeros_like(P)
+        g = model._views(self.G)
+        self.G_encT, self.G_dec, self.G_bdec, self.G_benc = (
+            g["encT"],
+            g["W_dec"],
+            g["b_dec"],
+            g["b_enc"],
+        )
+        self.G_logt = g.get("log_threshold")
+        self.aux_k = min(config.aux_k or max(1, self.d_in // 2), self.d_sae)
+        self.aux_coef = config.aux_coef
+        self.bandwidth = config.bandwidth
+        self.threshold = model.threshold.clone()  # BatchTopK's inference threshold
+        self.fired_any = torch.zeros(self.d_sae, dtype=torch.bool)
+        self.penalty_scale = 1.0  # ramps the L1 / L0 coefficient up during penalty_warmup
+
+    def _sparse_backward(
+        self, rows: Tensor, cols: Tensor, vals: Tensor, Wc: Tensor, delta: Tensor, xc: Tensor
+    ) -> None:
+        """Accumulate the gradients of ``x̂ = Σ vals · W_dec[cols]`` (decoder) and of the
+        encoder columns ``cols`` given ``δ = dL/dx̂``."""
+        dr = delta[rows]
+        self.G_dec.index_add_(0, cols, dr * vals[:, None])
+        dpre = (Wc * dr).sum(1) * (vals > 0)
+        self.G_encT.index_add_(0, cols, xc[rows] * dpre[:, None])
+        self.G_benc.index_add_(0, cols, dpre)
+
+    def _auxk(self, pre: Tensor, dead: Tensor, err: Tensor, xc: Tensor, n_dead: int) -> None:
+        """AuxK: the ``aux_k`` largest dead pre-activations reconstruct the residual.
+
+        Works densely on the dead latents only: their count, not ``d_sae``, sets the cost.
+        """
+        B = pre.shape[0]
+        ka = min(self.aux_k, n_dead)
+        cols = dead.nonzero().squeeze(1)
+        pre_d = pre[:, cols]
+        vals, idx = pre_d.topk(ka, dim=1, sorted=False)
+        z = torch.zeros_like(pre_d).scatter_(1, idx, vals.relu_())
+        W = self.W_dec[cols]
+        # Reconstruct the residual x - x̂ (a constant here) from dead latents alone.
+        delta = torch.addmm(err, z, W).mul_(2.0 * self.aux_coef * min(1.0, n_dead / self.aux_k) / B)
+        self.G_dec.index_add_(0, cols, z.T @ delta)
+        dpre = (delta @ W.T).mul_(z > 0)
+        self.G_encT.index_add_(0, cols, dpre.T @ xc)
+        self.G_benc.index_add_(0, cols, dpre.sum(0))
+
+    def gradients(self, xn: Tensor, dead: Tensor | None) -> tuple[float, float, float]:
+        """Gradients of the loss on the normalised batch ``xn`` into ``G``.
+
+        Returns ``(mse, fvu, l0)`` of the batch.
+        """
+        B = xn.shape[0]
+        self.G.zero_()
+        xc = xn - self.b_dec
+        pre = torch.addmm(self.b_enc, xc, self.encT.T)
+        if self.kind in ("topk", "batchtopk"):
+            assert self.k is not None
+            if self.kind == "topk":
+                # k latents in every row: batched [B, k] products instead of coordinates.
+                k = self.k
+                vals, idx = pre.topk(k, dim=1, sorted=False)
+                vals.relu_()
+                cols = idx.view(-1)
+                Wc = self.W_dec[cols].view(B, k, self.d_in)
+                xhat = torch.bmm(vals[:, None, :], Wc).squeeze(1).add_(self.b_dec)
+                err = xhat - xn
+                delta = err * (2.0 / B)
+                dpre = torch.bmm(Wc, delta[:, :, None]).squeeze(2).mul_(vals > 0)
+                self.G_dec.index_add_(
+                    0, cols, (vals[:, :, None] * delta[:, None, :]).view(-1, self.d_in)
+                )
+                self.G_encT.index_add_(
+                    0, cols, (dpre[:, :, None] * xc[:, None, :]).view(-1, self.d_in)
+                )
+                self.G_benc.index_add_(0, cols, dpre.view(-1))
+                active = (vals > 0).view(-1)
+            else:
+                vals, flat = pre.view(-1).topk(self.k * B, sorted=False)
+                rows, cols = flat // self.d_sae, flat % self.d_sae
+                vals = vals.relu_()
+                pos = vals[vals > 0]
+                if pos.numel():
+                    # Bussmann et al.: the inference threshold is the running average of the
+                    # smallest activation the batch kept.
+                    self.threshold.lerp_(pos.min(), 0.01)
+                Wc = self.W_dec[cols]
+                xhat = self.b_dec.expand(B, -1).clone().index_add_(0, rows, Wc * vals[:, None])
+                err = xhat - xn
+                delta = err * (2.0 / B)
+                self._sparse_backward(rows, cols, vals, Wc, delta, xc)
+                active = vals > 0
+            self.fired_any[cols[active]] = True
+            l0 = float(active.sum()) / B
+        else:
+            if self.kind == "relu":
+                gate = pre > 0
+                z = pre.relu()
+            else:
+                assert self.log_threshold is not None
+                theta = self.log_threshold.exp()
+                gate = pre > theta
+                z = pre * gate
+            xhat = torch.addmm(self.b_dec, z, self.W_dec)
+            err = xhat - xn
+            delta = err * (2.0 / B)
+            torch.mm(z.T, delta, out=self.G_dec)
+            dz = delta @ self.W_dec.T
+            if self.kind == "relu":
+                assert self.l1 is not None
+                norms = self.W_dec.norm(dim=1)
+                l1_now = self.l1 * self.penalty_scale
+                dz.add_(norms * (l1_now / B))
+                # d/dW_dec of l1 Σ z ‖W_dec,i‖ is parallel to the row (removed by the
+                # projection in the loop), but it is part of the gradient.
+                self.G_dec.addcmul_(
+                    self.W_dec, (z.sum(0) * (l1_now / B) / norms.clamp_min(1e-12))[:, None]
+                )
+            else:
+                assert self.l0 is not None
+                assert self.G_logt is not None
+                # Straight-through estimator (rectangle kernel): d/dθ of the jump z·H and of
+                # the L0 term H, then times θ for the log parameterisation.
+                eps = self.bandwidth
+                kern = ((pre - theta).abs() < eps / 2) * (1.0 / eps)
+                l0_now = self.l0 * self.penalty_scale
+                dtheta = -(kern * (dz * theta + l0_now / B)).sum(0)
+                self.G_logt.copy_(dtheta * theta)
+            dpre = dz * gate
+            torch.mm(dpre.T, xc, out=self.G_encT)
+            torch.sum(dpre, 0, out=self.G_benc)
+            l0 = float(gate.sum()) / B
+            self.fired_any |= gate.any(0)
+        if dead is not None and self.aux_coef > 0:
+            n_dead = int(dead.sum())
+            if n_dead:
+                self._auxk(pre, dead, err, xc, n_dead)
+        self.G_bdec.add_(delta.sum(0)).sub_(self.G_benc @ self.encT)
+        mse = float(err.square().sum()) / B
+        centred = float((xn - xn.mean(0)).square().sum()) / B
+        return mse, mse / centred if centred > 0 else math.nan, l0
+
+
+def gradients(
+    model: SparseAutoencoder,
+    x: Tensor,
+    *,
+    dead: Tensor | None = None,
+    aux_k: int | None = None,
+    aux_coef: float = 1.0,
+    bandwidth: float = 0.5,
+) -> Tensor:
+    """The training loop's gradient of the loss on ``x`` w.r.t. ``model.params`` (before the
+    decoder projection), exposed so that it can be checked against autograd.
+
+    Args:
+        model: the SAE.
+        x: ``[batch, d_in]`` in the user's units.
+        dead: ``[d_sae]`` bool mask of latents treated as dead by AuxK (not ``"relu"``).
+        aux_k, aux_coef, bandwidth: as in :class:`FitConfig`.
+
+    Examples:
+        >>> from superposition.sae.model import SparseAutoencoder
+        >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+        >>> gradients(sae, torch.randn(5, 4)).shape == sae.params.shape
+        True
+    """
+    x = model._check_input(x, "x")
+    config = FitConfig(samples=1, aux_k=aux_k, aux_coef=aux_coef, bandwidth=bandwidth)
+    with torch.no_grad():
+        step = _Step(model, model.params.data, config)
+        step.gradients(x * model.input_scale, dead)
+        return step.G.clone()
+
+
+def _batches(
+    source: Tensor | Iterable[Tensor], batch_size: int, generator: torch.Generator
+) -> Iterator[Tensor]:
+    """Batches of exactly ``batch_size`` rows (the last may be short if the source runs dry)."""
+    if isinstance(source, Tensor):
+        n = source.shape[0]
+        while True:
+            perm = torch.randperm(n, generator=generator)
+            for start in range(0, n - batch_size + 1, batch_size):
+                yield source[perm[start : start + batch_size]]
+            if n < batch_size:
+                yield source[perm]
+    else:
+        pending: list[Tensor] = []
+        have = 0
+        for chunk in source:
+            pending.append(chunk)
+            have += chunk.shape[0]
+            while have >= batch_size:
+                whole = torch.cat(pending) if len(pending) > 1 else pending[0]
+                yield whole[:batch_size]
+                rest = whole[batch_size:]
+                pending, have = ([rest], rest.shape[0]) if rest.shape[0] else ([], 0)
+        if have:
+            yield torch.cat(pending)
+
+
+def train(
+    model: SparseAutoencoder,
+    source: Tensor | Iterable[Tensor],
+    config: FitConfig,
+    *,
+    generator: torch.Generator,
+    check: Callable[[Tensor], Tensor],
+    progress: bool = False,
+) -> FitHistory:
+    """Train ``model`` in place; the engine of :meth:`~superposition.SparseAutoencoder.fit`.
+
+    ``source`` is a ``[n, d_in]`` tensor (reshuffled each epoch) or an iterable of
+    ``[batch, d_in]`` tensors (re-batched to ``config.batch_size``); ``check`` validates each
+    incoming batch. The model's normalisation must already be set.
+    """
+    from tqdm.auto import tqdm
+
+    P = model.params.data.clone()
+    step_ = _Step(model, P, config)
+    G = step_.G
+    m = torch.zeros_like(P)
+    v = torch.zeros_like(P)
+    denom = torch.empty_like(P)
+    beta1, beta2 = config.betas
+    steps = config.steps
+    since_fired = torch.zeros(model.d_sae, dtype=torch.long)
+    dead_after = config.dead_after or default_dead_after(model)
+    history = FitHistory(config=config)
+    scale = model.input_scale
+    aux_kind = model.kind in ("topk", "batchtopk", "jumprelu")
+    seen = 0
+    last_stats: tuple[int, int, float, float, float, int] | None = None
+
+    def record(step: int, seen: int, mse: float, fvu: float, l0: float, dead: int) -> None:
+        history.steps.append(step)
+        history.samples.append(seen)
+        history.mse.append(mse)
+        history.fvu.append(fvu)
+        history.l0.append(l0)
+        history.dead.append(dead)
+
+    bar = tqdm(total=steps, disable=not progress, desc="SparseAutoencoder.fit", leave=False)
+    threads = torch.get_num_threads()
+    if config.batch_size * model.d_sae < _SINGLE_THREAD_BELOW:
+        # Below ~1M pre-activations per batch an op is over before worker threads pay off,
+        # and each OpenMP barrier spins: on a busy machine steps got many times slower.
+        torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for step, batch in enumerate(_batches(source, config.batch_size, generator)):
+                if step >= steps:
+                    break
+                xn = check(batch).to(P.dtype) * scale
+                dead = since_fired >= dead_after if aux_kind else None
+                step_.fired_any.zero_()
+                ramp = round(config.penalty_warmup * steps)
+                step_.penalty_scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
+                mse, fvu, l0 = step_.gradients(xn, dead)
+                seen += xn.shape[0]
+                since_fired += xn.shape[0]
+                since_fired[step_.fired_any] = 0
+                last_stats = (
+                    step,
+                    seen,
+                    mse,
+                    fvu,
+                    l0,
+                    int((since_fired >= dead_after).sum()),
+                )
+                if step == steps - 1 or step % config.log_every == 0:
+                    record(*last_stats)
+                    bar.set_postfix(fvu=f"{fvu:.3g}", l0=f"{l0:.3g}", refresh=False)
+                # Keep decoder rows unit-norm: drop each row's gradient along the row.
+                W, Gd = step_.W_dec, step_.G_dec
+                Gd.sub_(W * (Gd * W).sum(1, keepdim=True))
+                lr = config.lr * lr_multiplier(
+                    config.schedule, step, steps, config.warmup, config.decay
+                )
+                t = step + 1
+                bc1 = 1.0 - beta1**t
+                sqrt_bc2 = math.sqrt(1.0 - beta2**t)
+                m.lerp_(G, 1.0 - beta1)
+                v.mul_(beta2).addcmul_(G, G, value=1.0 - beta2)
+                torch.sqrt(v, out=denom).add_(config.eps * sqrt_bc2)
+                P.addcdiv_(m, denom, value=-lr * sqrt_bc2 / bc1)
+                W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12))
+                bar.update(1)
+            else:
+                if seen < config.samples:
+                    warnings.warn(
+                        f"the source ran out after {seen} of samples={config.samples} samples; "
+                        f"training stopped there",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+            if last_stats is not None and history.steps[-1:] != [last_stats[0]]:
+                record(*last_stats)
+            model.params.data.copy_(P)
+            model.threshold.copy_(step_.threshold)
+    finally:
+        torch.set_num_threads(threads)
+    bar.close()
+    return history
