@@ -463,7 +463,8 @@ def _overlay_optimum(
 
     x_lo, x_hi = ax.get_xlim()
     y_lo, y_hi = ax.get_ylim()
-    xs = np.geomspace(x_lo, x_hi, 241)
+    # 1/(1-S) < 1 would be a feature probability above 1: the closed form means nothing there.
+    xs = np.geomspace(max(x_lo, 1.0), x_hi, 241)
     ys = np.geomspace(y_lo, y_hi, 241)
     fine = np.array([[losses(1.0 / x, y) for x in xs] for y in ys])  # [y, x, 3]
     best = fine.argmin(-1)
