@@ -79,7 +79,9 @@ print(f"{int((labels == optimum).sum())} of {len(cells)} cells learn the optimal
 
 fig = Figure(figsize=(12, 4.5), layout="constrained")
 trained, theory = fig.subplots(1, 2)
-sp.plot.phase_diagram(labels, probability, relative_importance, ax=trained)
+sp.plot.phase_diagram(
+    labels, probability, relative_importance, optimum=phase_losses, ax=trained
+)  # dashed: the closed form's boundaries; crosses: cells that disagree
 sp.plot.phase_diagram(optimum, probability, relative_importance, ax=theory)
 trained.set_title("trained (best of 3 seeds)")
 theory.set_title("closed-form optimum")

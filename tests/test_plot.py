@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pytest
@@ -520,3 +521,106 @@ def test_distance_figures_from_a_precomputed_matrix_match_the_activation_figures
     assert hx == hd
     with pytest.raises(ValueError, match=r"D must be square \[neurons, neurons\], got shape"):
         plot.distance_heatmap(torch.ones(3, 4))
+
+
+# --------------------------------------------------------------------------- titles and legends
+
+
+@pytest.mark.parametrize(
+    ("draw", "title"),
+    [
+        (lambda: plot.cosine_histogram(activations()), "cosine distance between every pair of 12"),
+        (
+            lambda: plot.distance_histogram(metrics.cosine_distance(activations()), label="d"),
+            "d between every pair of 12 neurons",
+        ),
+        (lambda: plot.activation_sums(activations()), "activation summed over all tokens"),
+        (lambda: plot.feature_directions(pentagon()), "embeddings W_i of 5 features"),
+        (
+            lambda: plot.phase_diagram(np.eye(2, dtype=int), [1.0, 0.1], [1, 2]),
+            "phase learned by the n = 2, m = 1 model",
+        ),
+    ],
+)
+def test_every_single_panel_figure_has_a_title(draw: Callable[[], Figure], title: str) -> None:
+    assert title in draw().axes[0].get_title()
+
+
+@pytest.mark.parametrize(
+    ("neurons", "says"),
+    [
+        ("half", "neurons 0–5 (the first half) of 12"),
+        ("all", "all 12 neurons"),
+        (4, "neurons 0–3 of 12"),
+        (1, "neuron 0 of 12"),
+        ([7, 2, 9], "3 chosen neurons of 12"),
+    ],
+)
+def test_heatmap_title_says_which_neurons(neurons: str | int | list[int], says: str) -> None:
+    fig = plot.cosine_heatmap(activations(), neurons=neurons)  # type: ignore[arg-type]
+    assert fig.axes[0].get_title() == f"cosine distance, {says}"
+
+
+def test_feature_directions_legend_names_each_feature_in_its_colour() -> None:
+    fig = plot.feature_directions(pentagon())
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [f"feature {i}" for i in range(5)]
+    (quiver,) = [c for c in fig.axes[0].collections if isinstance(c, Quiver)]
+    arrows = [tuple(c) for c in quiver.get_facecolors()]
+    swatches = [tuple(matplotlib.colors.to_rgba(h.get_color())) for h in legend.legend_handles]
+    np.testing.assert_allclose(swatches, arrows)
+    # several panels share one figure legend
+    fig = plot.feature_directions(torch.randn(3, 2, 4))
+    assert len(fig.legends) == 1
+    assert len(fig.legends[0].get_texts()) == 4
+    # too many features for a readable legend: none
+    assert plot.feature_directions(torch.randn(1, 2, 40)).axes[0].get_legend() is None
+
+
+# --------------------------------------------------------------------------- phase diagram optimum
+
+
+def _boundary_paths(fig: Figure) -> list[np.ndarray]:
+    sets = [c for c in fig.axes[0].collections if c.get_gid() == "optimum-boundary"]
+    return [p.vertices for c in sets for p in c.get_paths() if len(p.vertices)]
+
+
+def test_phase_diagram_draws_the_optimum_boundary_where_the_losses_cross() -> None:
+    # feature 1 only costs r, feature 2 only costs 1, antipodal never wins: the boundary is r = 1
+    def losses(p: float, r: float) -> tuple[float, float, float]:
+        return (r, 1.0, 10.0)
+
+    labels = np.array([[0, 0, 0], [1, 1, 1]])  # rows r = 0.5, 2: exactly the optimum
+    fig = plot.phase_diagram(labels, [1.0, 0.1, 0.01], [0.5, 2.0], optimum=losses)
+    paths = _boundary_paths(fig)
+    assert paths, "no boundary drawn"
+    y = np.concatenate([v[:, 1] for v in paths])
+    np.testing.assert_allclose(y, 1.0, rtol=1e-9)
+    x = np.concatenate([v[:, 0] for v in paths])
+    assert x.min() < 1.1
+    assert x.max() > 90
+    assert not [line for line in fig.axes[0].lines if line.get_gid() == "disagreement"]
+
+
+def test_phase_diagram_crosses_the_cells_that_disagree_with_the_closed_form() -> None:
+    from superposition.report import phase_losses
+
+    p = [1.0, 0.3, 0.1, 0.03, 0.01]
+    r = [0.1, 1.0, 10.0]
+    optimum = np.array([[int(np.argmin(phase_losses(pp, rr))) for pp in p] for rr in r])
+    learned = optimum.copy()
+    learned[0, 2] = (learned[0, 2] + 1) % 3
+    learned[2, 4] = (learned[2, 4] + 1) % 3
+    fig = plot.phase_diagram(learned, p, r, optimum=phase_losses)
+    (cross,) = [line for line in fig.axes[0].lines if line.get_gid() == "disagreement"]
+    got = np.array(sorted(zip(cross.get_xdata(), cross.get_ydata(), strict=True)))
+    np.testing.assert_allclose(got, [(1 / 0.1, 0.1), (1 / 0.01, 10.0)])
+    # the closed form has all three phases here, so each pair of neighbours has its boundary
+    assert len(_boundary_paths(fig)) >= 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["lowest closed-form loss: boundary", "learned ≠ lowest-loss phase"]
+
+
+def test_phase_diagram_optimum_must_give_three_losses() -> None:
+    with pytest.raises(ValueError, match=r"optimum must return the three phases' losses"):
+        plot.phase_diagram(np.eye(2, dtype=int), [1.0, 0.1], [1, 2], optimum=lambda p, r: (p, r))

@@ -90,7 +90,9 @@ def cosine_heatmap(
     Distances come from :func:`superposition.metrics.cosine_distance`, drawn on a diverging
     map centred at 1: blue at 0 (neurons fire alike), white at 1 (orthogonal), red at 2
     (opposed). The image is rasterised with ``nearest`` interpolation, so thousands of neurons
-    stay sharp and vector output stays small.
+    stay sharp and vector output stays small. The title says which neurons are shown
+    (``"neurons 0–767 (the first half) of 1536"``); for one pixel per neuron, make the figure
+    large enough (``fig.set_size_inches``) for the PNG's resolution.
 
     Args:
         X: ``[tokens, neurons]`` activations.
@@ -182,9 +184,23 @@ def _heatmap(
         ax.set_yticks(ticks, [str(i) for i in index.tolist()], fontsize="small")
     ax.set_xlabel("neuron")
     ax.set_ylabel("neuron")
-    ax.set_title(f"{label}, {len(index)} of {n_total} neurons")
+    ax.set_title(f"{label}, {_which_neurons(index, neurons, n_total)}")
     fig.colorbar(image, ax=ax, label=label)
     return fig
+
+
+def _which_neurons(
+    index: Tensor, neurons: Literal["half", "all"] | int | Sequence[int], n_total: int
+) -> str:
+    """Which neurons a heatmap shows, in words: a count alone hides which ones they are."""
+    k = len(index)
+    if isinstance(neurons, str) and neurons == "all":
+        return f"all {n_total} neurons"
+    if isinstance(neurons, (str, int, np.integer)):
+        first = " (the first half)" if neurons == "half" and k < n_total else ""
+        span = "neuron 0" if k == 1 else f"neurons 0–{k - 1}"
+        return f"{span}{first} of {n_total}"
+    return f"{k} chosen neurons of {n_total}"
 
 
 def cosine_histogram(
@@ -197,7 +213,8 @@ def cosine_histogram(
     """The seed paper's Figure 5: histogram of the cosine distances between neuron pairs.
 
     Each unordered pair ``i < j`` counts once (the upper triangle of
-    :func:`superposition.metrics.cosine_distance`); a dotted line marks 1, orthogonal.
+    :func:`superposition.metrics.cosine_distance`); a dotted line marks 1, orthogonal. The
+    title names the number of neurons.
 
     Args:
         X: ``[tokens, neurons]`` activations, at least two neurons.
@@ -269,6 +286,7 @@ def _histogram(distance: Tensor, bins: int, label: str, ax: Axes | None) -> Figu
     ax.set_xlim(0.0, 2.0)
     ax.set_xlabel(label)
     ax.set_ylabel(f"neuron pairs (of {len(pairs):,})")
+    ax.set_title(f"{label} between every pair of {n:,} neurons")
     return fig
 
 
@@ -348,6 +366,8 @@ def activation_sums(
 ) -> Figure:
     """The seed paper's Figure 7: histogram of each neuron's activation summed over all tokens.
 
+    Titled; the axis labels give the number of tokens and neurons.
+
     Args:
         X: ``[tokens, neurons]`` activations.
         bins: number of bins.
@@ -372,6 +392,7 @@ def activation_sums(
     ax.hist(sums, bins=bins, color="tab:blue")
     ax.set_xlabel(f"activation summed over {X.shape[0]:,} tokens")
     ax.set_ylabel(f"neurons (of {X.shape[1]:,})")
+    ax.set_title("each neuron's activation summed over all tokens")
     return fig
 
 

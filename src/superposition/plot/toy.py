@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -38,6 +38,9 @@ DIMENSION_FRACTIONS: tuple[tuple[float, str], ...] = (
     (2 / 5, "2/5"),
     (1 / 3, "1/3"),
 )
+
+# Beyond this many features a legend of colours says nothing a reader can match.
+_MAX_LEGEND = 12
 
 #: Names of the codes returned by :func:`classify_phase` and drawn by :func:`phase_diagram`.
 PHASE_NAMES: tuple[str, str, str] = (
@@ -163,9 +166,9 @@ def toy_weights(
 def feature_directions(W: Tensor | NDArray[np.floating], *, ax: Axes | None = None) -> Figure:
     """The 2-D embedding ``W_i`` of every feature of an ``n_hidden = 2`` model, as arrows.
 
-    Arrows start at the origin, one colour per feature; five features of equal importance at
-    high sparsity form the paper's pentagon. With several instances and no ``ax``, one panel
-    per instance.
+    Arrows start at the origin, one colour per feature, named in a legend; five features of
+    equal importance at high sparsity form the paper's pentagon. With several instances and no
+    ``ax``, one panel per instance. Each panel is titled (``"instance k"`` with several).
 
     Args:
         W: ``[instances, 2, n_features]`` weights (or one ``[2, n_features]``).
@@ -181,8 +184,9 @@ def feature_directions(W: Tensor | NDArray[np.floating], *, ax: Axes | None = No
         >>> import math, torch
         >>> angles = torch.arange(5) * 2 * math.pi / 5
         >>> pentagon = torch.stack([angles.cos(), angles.sin()])  # [2, 5]
-        >>> len(feature_directions(pentagon).axes)
-        1
+        >>> fig = feature_directions(pentagon)
+        >>> len(fig.axes), fig.axes[0].get_title()
+        (1, 'embeddings W_i of 5 features')
     """
     W = _toy_weights(W)
     if W.shape[1] != 2:
@@ -197,7 +201,8 @@ def feature_directions(W: Tensor | NDArray[np.floating], *, ax: Axes | None = No
             f"shape {tuple(W.shape)}; pass W[k] or leave ax=None for one panel per instance"
         )
     if ax is None:
-        fig = _new_figure(2.8 * n_inst + 0.4, 3.0)
+        legend = 1.3 if n_feat <= _MAX_LEGEND else 0.0
+        fig = _new_figure(max(2.8 * n_inst + 0.4, 3.4) + legend, 3.2)
         axes = [fig.add_subplot(1, n_inst, k + 1) for k in range(n_inst)]
     else:
         fig, axes = _root(ax), [ax]
@@ -218,6 +223,19 @@ def feature_directions(W: Tensor | NDArray[np.floating], *, ax: Axes | None = No
         panel.set_yticks([])
         if n_inst > 1:
             panel.set_title(f"instance {k}", fontsize="medium")
+        else:
+            panel.set_title(f"embeddings W_i of {n_feat} features", fontsize="medium")
+    if n_feat <= _MAX_LEGEND:
+        from matplotlib.lines import Line2D
+
+        # Quiver has no per-arrow legend handles: one coloured line per feature stands in.
+        handles = [Line2D([], [], color=c, lw=2) for c in colors]
+        labels = [f"feature {i}" for i in range(n_feat)]
+        if ax is None and n_inst > 1:
+            fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+        else:
+            axes[0].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                           fontsize="small", frameon=False)  # fmt: skip
     return fig
 
 
@@ -328,6 +346,7 @@ def phase_diagram(
     feature_probability: Sequence[float] | Tensor | NDArray[np.floating],
     relative_importance: Sequence[float] | Tensor | NDArray[np.floating],
     *,
+    optimum: Callable[[float, float], Sequence[float]] | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """The ``n = 2, m = 1`` phase diagram: what the model learned at each sparsity and importance.
@@ -336,10 +355,18 @@ def phase_diagram(
     feature 1's up, each coloured by its :func:`classify_phase` code, with a colorbar naming
     the three phases.
 
+    With ``optimum``, the diagram also shows what the model *should* learn: ``optimum(p, r)``
+    returns the expected loss of each of the three phases (in :data:`PHASE_NAMES` order) at
+    feature probability ``p`` and relative importance ``r``, e.g.
+    :func:`superposition.report.phase_losses`. The boundaries where the lowest-loss phase
+    changes are drawn as dashed black lines (gid ``"optimum-boundary"``), and every cell whose
+    learned phase is not the optimum at its centre gets a white cross (gid ``"disagreement"``).
+
     Args:
         labels: ``[len(relative_importance), len(feature_probability)]`` ints in ``{0, 1, 2}``.
         feature_probability: ``1 - S`` of each column, in (0, 1].
         relative_importance: importance of feature 2 over feature 1 for each row, positive.
+        optimum: the three phases' expected losses at ``(p, r)``, to overlay the optimum.
         ax: draw into this axes (a colorbar is added beside it).
 
     Returns:
@@ -354,6 +381,13 @@ def phase_diagram(
         >>> fig = phase_diagram(labels, [1.0, 0.1, 0.01], [0.5, 2.0])
         >>> len(fig.axes)  # the diagram and its colorbar
         2
+        >>> def losses(p, r):  # feature 1 only wins everywhere
+        ...     return (0.0, 1.0, 1.0)
+        >>> fig = phase_diagram(labels, [1.0, 0.1, 0.01], [0.5, 2.0], optimum=losses)
+        >>> [line.get_gid() for line in fig.axes[0].lines]
+        ['disagreement']
+        >>> len(fig.axes[0].lines[0].get_xdata())  # cells that did not learn "feature 1 only"
+        5
     """
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
@@ -399,9 +433,65 @@ def phase_diagram(
     ax.set_yscale("log")
     ax.set_xlabel("1 / (1 − S)")
     ax.set_ylabel("relative importance of feature 2")
+    ax.set_title("phase learned by the n = 2, m = 1 model")
+    if optimum is not None:
+        _overlay_optimum(ax, optimum, grid, p, imp)
+        ax.set_title("learned phase; dashed: optimum's boundaries")
     bar = fig.colorbar(mesh, ax=ax, ticks=[0, 1, 2])
     bar.ax.set_yticklabels(PHASE_NAMES)
     return fig
+
+
+def _overlay_optimum(
+    ax: Axes,
+    optimum: Callable[[float, float], Sequence[float]],
+    grid: NDArray[np.integer],
+    p: NDArray[np.float64],
+    imp: NDArray[np.float64],
+) -> None:
+    """Dashed boundaries of the lowest-loss phase, and a cross on each cell that disagrees."""
+    from matplotlib.lines import Line2D
+
+    def losses(pp: float, rr: float) -> NDArray[np.float64]:
+        values = np.asarray(optimum(float(pp), float(rr)), dtype=np.float64)
+        if values.shape != (3,):
+            raise ValueError(
+                "optimum must return the three phases' losses (one per PHASE_NAMES entry), "
+                f"got shape {values.shape} at p={pp!r}, r={rr!r}"
+            )
+        return values
+
+    x_lo, x_hi = ax.get_xlim()
+    y_lo, y_hi = ax.get_ylim()
+    # 1/(1-S) < 1 would be a feature probability above 1: the closed form means nothing there.
+    xs = np.geomspace(max(x_lo, 1.0), x_hi, 241)
+    ys = np.geomspace(y_lo, y_hi, 241)
+    fine = np.array([[losses(1.0 / x, y) for x in xs] for y in ys])  # [y, x, 3]
+    best = fine.argmin(-1)
+    # Each boundary is the zero of the loss difference of the two phases that meet there;
+    # elsewhere that difference is masked, so no line runs through a third phase's region.
+    boundary = Line2D([], [], color="black", ls="--", lw=1.5)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        meet = (best == a) | (best == b)
+        if not (meet & (best == a)).any() or not (meet & (best == b)).any():
+            continue
+        diff = np.ma.masked_where(~meet, fine[..., a] - fine[..., b])
+        contour = ax.contour(xs, ys, diff, levels=[0.0], colors="black", linestyles="--")
+        contour.set_gid("optimum-boundary")
+    handles: list[Line2D] = [boundary]
+    names = ["lowest closed-form loss: boundary"]
+
+    expected = np.array([[losses(pp, rr).argmin() for pp in p] for rr in imp])
+    wrong_r, wrong_p = np.nonzero(expected != grid)
+    if len(wrong_r):
+        (cross,) = ax.plot(
+            1.0 / p[wrong_p], imp[wrong_r], "X", color="white", mec="black",
+            ms=12, mew=1.5, ls="none", gid="disagreement",
+        )  # fmt: skip
+        handles.append(cross)
+        names.append("learned ≠ lowest-loss phase")
+    ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              fontsize="small", ncols=2, frameon=False)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- fluent accessors
