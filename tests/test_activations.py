@@ -220,3 +220,44 @@ def test_load_rejects_other_files(tmp_path: Path) -> None:
     save_file({"x": torch.ones(1)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(ValueError, match="is not a saved StreamingStatistics"):
         StreamingStatistics.load(tmp_path / "x.safetensors")
+
+
+def test_concat_of_every_text_rebuilds_the_whole() -> None:
+    acts = make()
+    pad = torch.zeros(acts.n_tokens, dtype=torch.bool)
+    pad[-1] = True
+    acts = Activations(
+        acts.values,
+        tokens=acts.tokens,
+        token_ids=acts.token_ids,
+        text_index=acts.text_index,
+        position=acts.position,
+        layer=acts.layer,
+        module_name=acts.module_name,
+        model_name=acts.model_name,
+        is_pad=pad,
+    )
+    back = Activations.concat([acts.for_text(i) for i in range(acts.n_texts)])
+    assert torch.equal(back.values, acts.values)
+    for name in ("token_ids", "text_index", "position", "is_pad"):
+        assert torch.equal(getattr(back, name), getattr(acts, name)), name
+    assert back.tokens == acts.tokens
+    assert repr(back) == repr(acts)
+
+
+def test_concat_refuses_parts_of_different_neurons() -> None:
+    acts = make()
+    other = Activations(
+        acts.values[:, :2].contiguous(),
+        tokens=acts.tokens,
+        token_ids=acts.token_ids,
+        text_index=acts.text_index,
+        position=acts.position,
+        layer=acts.layer,
+        module_name=acts.module_name,
+        model_name=acts.model_name,
+    )
+    with pytest.raises(ValueError, match=r"same neurons .*parts\[1\] has"):
+        Activations.concat([acts, other])
+    with pytest.raises(ValueError, match="at least one"):
+        Activations.concat([])

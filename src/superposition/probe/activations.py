@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,50 @@ class Activations:
             module_name=self.module_name,
             model_name=self.model_name,
             is_pad=self.is_pad[a:b],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Activations]) -> Activations:
+        """The rows of every part in order, as one set; texts are renumbered to follow on.
+
+        Every part must come from the same layer, module and model, with the same number of
+        neurons; ``concat([acts.for_text(i) for i in range(acts.n_texts)])`` rebuilds ``acts``.
+
+        Raises:
+            ValueError: ``parts`` is empty, or the parts do not describe the same neurons.
+
+        Examples:
+            >>> import torch
+            >>> a = Activations(torch.ones(2, 3), tokens=["a", "b"], token_ids=torch.tensor([1, 2]),
+            ...     text_index=torch.tensor([0, 0]), position=torch.tensor([0, 1]))
+            >>> Activations.concat([a, a]).text_index
+            tensor([0, 0, 1, 1])
+        """
+        parts = list(parts)
+        if not parts:
+            raise ValueError("concat needs at least one Activations, got none")
+        first = parts[0]
+        key = (first.layer, first.module_name, first.model_name, first.n_neurons)
+        for k, a in enumerate(parts):
+            if not isinstance(a, Activations):
+                raise TypeError(f"parts[{k}] must be Activations, got {type(a).__name__}")
+            other = (a.layer, a.module_name, a.model_name, a.n_neurons)
+            if other != key:
+                raise ValueError(
+                    "every part must hold the same neurons (layer, module, model, n_neurons): "
+                    f"parts[0] has {key}, parts[{k}] has {other}"
+                )
+        offsets = np.cumsum([0] + [a.n_texts for a in parts[:-1]]).tolist()
+        return cls(
+            torch.cat([a.values for a in parts]),
+            tokens=[tok for a in parts for tok in a.tokens],
+            token_ids=torch.cat([a.token_ids for a in parts]),
+            text_index=torch.cat([a.text_index + o for a, o in zip(parts, offsets, strict=True)]),
+            position=torch.cat([a.position for a in parts]),
+            layer=first.layer,
+            module_name=first.module_name,
+            model_name=first.model_name,
+            is_pad=torch.cat([a.is_pad for a in parts]),
         )
 
     def to_numpy(self) -> np.ndarray[Any, np.dtype[np.float32]]:

@@ -11,7 +11,7 @@ token count; and every claim of the paper gets a verdict (:data:`VERDICTS`).
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,24 +172,6 @@ def subsampled_share(
         values.append(share_below(X[rows], center=center))
     v = torch.tensor(values, dtype=torch.float64)
     return float(v.mean()), float(v.std()) if draws > 1 else 0.0
-
-
-def _concat(parts: Sequence[Activations]) -> Activations:
-    """One set of activations holding every part's rows in order (texts renumbered)."""
-    from dataclasses import replace
-
-    offsets, total = [], 0
-    for a in parts:
-        offsets.append(total)
-        total += a.n_texts
-    return replace(
-        parts[0],
-        values=torch.cat([a.values for a in parts]),
-        tokens=[t for a in parts for t in a.tokens],
-        token_ids=torch.cat([a.token_ids for a in parts]),
-        text_index=torch.cat([a.text_index + o for a, o in zip(parts, offsets, strict=True)]),
-        position=torch.cat([a.position for a in parts]),
-    )
 
 
 def _load(cfg: ReproduceConfig) -> tuple[Any, Any, str]:
@@ -509,7 +491,7 @@ def _token_curve_figure(
 
 def _section5(cfg: ReproduceConfig, rep: Report, loaded: tuple[Any, Any, str]) -> None:
     from superposition import plot
-    from superposition.probe import PAPER_TEXTS, ActivationProbe
+    from superposition.probe import PAPER_TEXTS, ActivationProbe, Activations
 
     model, tokenizer, name = loaded
     with rep.timed("real.baseline"):
@@ -545,7 +527,9 @@ def _section5(cfg: ReproduceConfig, rep: Report, loaded: tuple[Any, Any, str]) -
                     keep_padding=keep_padding,
                     progress=False,
                 ).run(list(texts))
-        runs["pooled"] = {run: _concat([runs[c][run] for c in PAPER_TEXTS]) for run in _RUNS}
+        runs["pooled"] = {
+            run: Activations.concat([runs[c][run] for c in PAPER_TEXTS]) for run in _RUNS
+        }
 
     dpi = _dpi(cfg.quick)
     matrices: dict[str, dict[str, tuple[Tensor, bool]]] = {}
