@@ -8,7 +8,7 @@ from superposition.probe import (
     StreamingStatistics,
     load_model,
 )
-from superposition.toy import SparseFeatureDataset, ToyModel
+from superposition.toy import FiniteFeatureDataset, SparseFeatureDataset, ToyModel
 
 __version__ = "0.1.0.dev0"
 
@@ -16,6 +16,7 @@ __all__ = [
     "PAPER_TEXTS",
     "ActivationProbe",
     "Activations",
+    "FiniteFeatureDataset",
     "SparseFeatureDataset",
     "StreamingStatistics",
     "ToyModel",

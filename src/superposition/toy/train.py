@@ -49,7 +49,7 @@ __all__ = ["Schedule", "TrainConfig", "TrainHistory", "gradients", "lr_multiplie
 Schedule = Literal["constant", "linear", "cosine"] | Callable[[int, int], float]
 _SCHEDULES = ("constant", "linear", "cosine")
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
-_SINGLE_THREAD_BELOW = 1 << 20  # batch elements (instances x batch x features)
+_SINGLE_THREAD_BELOW = 1 << 22  # batch elements (instances x batch x features)
 _FEATURE_MAJOR_BELOW = 16  # features
 _CHUNK_ELEMENTS = 1 << 18  # batch elements drawn per call of the sampler
 _BACKGROUND_MIN_STEPS = 50  # shorter runs do not pay for starting a thread
@@ -343,9 +343,10 @@ def train(
         finite is None and P.device.type == "cpu" and threads > 1 and steps >= _BACKGROUND_MIN_STEPS
     )
     if background or (P.device.type == "cpu" and numel < _SINGLE_THREAD_BELOW):
-        # With sampling on a second thread each thread runs its ops alone; below ~1M elements
-        # per batch an op is over before worker threads pay off, and each OpenMP barrier
-        # spins: with a busy core (CI, other jobs) steps got 5-20x slower.
+        # With sampling on a second thread each thread runs its ops alone. Without it (finite
+        # training sets, short runs), below ~4M elements per batch an op is over before worker
+        # threads pay off, and each OpenMP barrier spins: with a busy core (CI, other jobs) a
+        # full-batch sweep at 1.2M elements ran 20x slower on two threads than on one.
         torch.set_num_threads(1)
     batches: _Batches | _FixedBatch
     if finite is not None:
