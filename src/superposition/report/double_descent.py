@@ -12,8 +12,8 @@ loss peaks: double descent.
 Deviations from the paper (n = 10,000 features, m = 2, S = 0.999, 50,000 steps at lr 1e-3):
 the full run is the ARENA replication's scale (n = 1,000, S = 0.99, 2,500 warm-up steps then
 cosine, weight decay 1e-2) with 10,000 steps at lr 1e-2 to fit a CPU budget; ``quick`` uses
-n = 200, S = 0.98, 3,000 steps (300 warm-up). Each ``T`` trains several instances (own training set, own
-initialization), and the curve is their median.
+n = 200, S = 0.98, 3,000 steps (300 warm-up). Each ``T`` trains several instances (own
+training set, own initialization), and the curve is their median.
 """
 
 from __future__ import annotations
