@@ -59,6 +59,7 @@ def loss_curve(
         ax: draw into this axes.
 
     Examples:
+        >>> import torch
         >>> fig = loss_curve([3, 30, 300], torch.tensor([[1.0], [3.0], [0.5]]))
         >>> fig.axes[0].get_xscale()
         'log'
@@ -106,6 +107,7 @@ def dimensionality_curve(
         ax: draw into this axes.
 
     Examples:
+        >>> import torch
         >>> fig = dimensionality_curve([3, 300], torch.tensor([[0.6], [0.01]]),
         ...                            torch.tensor([[0.1], [0.4]]))
         >>> len(fig.axes[0].lines)
@@ -144,6 +146,7 @@ def memorization_geometry(
         W: per size, ``[2, n_features]`` weights (columns: features).
 
     Examples:
+        >>> import torch
         >>> fig = memorization_geometry([3], [torch.randn(3, 2)], [torch.randn(2, 10)])
         >>> len(fig.axes)
         2
