@@ -3,7 +3,7 @@
 Both loops run side by side in one process with the same configuration, initial weights and
 number of steps. The reference is the notebook's loop: batched einsum forward, ``torch.rand``
 values and a ``torch.rand`` mask every step, autograd, ``torch.optim.AdamW``. Rows report the
-throughput ratio (bar: at least 3x), that the final losses agree within 5% (evaluated on one
+throughput ratio (bar: at least 8x), that the final losses agree within 5% (evaluated on one
 shared held-out batch), and the achieved FLOP/s of ``fit`` against a measured float32 matmul peak.
 
 Run ``python benchmarks/bench_toy.py`` (``--quick`` for a short smoke run).
@@ -29,7 +29,8 @@ from superposition import SparseFeatureDataset, ToyModel
 # (n_features, n_hidden, n_instances)
 CONFIGS = [(5, 2, 10), (20, 5, 7), (200, 20, 8)]
 BATCH = 1024
-SPEEDUP_BAR = 3.0
+SPEEDUP_BAR = 8.0
+FLOP_BAR = 0.25  # of the float32 matmul peak, at n=200, m=20
 LOSS_TOL = 0.05
 
 
@@ -150,11 +151,16 @@ def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
         )
     )
     flops = 10 * inst * BATCH * n * m * steps  # 2 matmuls forward, 3 backward
+    fraction = flops / t_fit / peak
+    # Only the largest configuration is big enough for arithmetic to dominate.
+    bar = f">= {FLOP_BAR}" if n >= 100 else ""
     rows.append(
         row(
             f"toy fit FLOP/s / float32 matmul peak ({peak / 1e9:.0f} GFLOP/s) [{tag}]",
-            flops / t_fit / peak,
+            fraction,
             "fraction",
+            bar,
+            fraction >= FLOP_BAR or not bar,
         )
     )
     return rows

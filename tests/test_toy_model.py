@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from superposition import SparseFeatureDataset, ToyModel, metrics
-from superposition.toy.train import TrainConfig, gradients
+from superposition.toy.train import TrainConfig, _feature_major, gradients
 
 ACTIVATIONS = ["linear", "relu", "relu_hidden", "abs"]
 
@@ -73,14 +73,19 @@ def test_closed_form_gradient_passes_gradcheck(act: str) -> None:
     assert torch.autograd.gradcheck(ClosedFormLoss.apply, (p0,))
 
 
-def test_fit_equals_autograd_plus_torch_adamw_float64() -> None:
-    """Same batches, same init: fit's fused AdamW == torch.optim.AdamW on autograd gradients."""
-    data = SparseFeatureDataset(6, [1.0, 0.2], importance=0.8)
-    model = ToyModel(6, 2, n_instances=2, seed=0).double()
-    ref = ToyModel(6, 2, n_instances=2, seed=0).double()
+@pytest.mark.parametrize("n_features", [6, 24])
+def test_fit_equals_autograd_plus_torch_adamw_float64(n_features: int) -> None:
+    """Same batches, same init: fit's fused AdamW == torch.optim.AdamW on autograd gradients.
+
+    Few features train in the feature-major layout, many in the batch-major one: both.
+    """
+    n = n_features
+    data = SparseFeatureDataset(n, [1.0, 0.2], importance=0.8)
+    model = ToyModel(n, 2, n_instances=2, seed=0).double()
+    ref = ToyModel(n, 2, n_instances=2, seed=0).double()
     model.fit(
         data,
-        steps=25,
+        steps=60,
         batch_size=32,
         generator=torch.Generator().manual_seed(5),
         schedule="cosine",
@@ -90,11 +95,15 @@ def test_fit_equals_autograd_plus_torch_adamw_float64() -> None:
     g = torch.Generator().manual_seed(5)
     opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (0.5 * (1 + math.cos(math.pi * s / 25))) * min(1.0, (s + 1) / 3)
+        opt, lambda s: (0.5 * (1 + math.cos(math.pi * s / 60))) * min(1.0, (s + 1) / 3)
     )
-    buf = torch.empty(2, 32, 6, dtype=torch.float64)
-    for _ in range(25):
-        data.fill_(buf, g, bits=torch.empty(buf.shape, dtype=torch.int32))
+    # fit draws each batch in the memory order of its layout
+    if _feature_major(n):
+        buf = torch.empty(2, n, 32, dtype=torch.float64).transpose(1, 2)
+    else:
+        buf = torch.empty(2, 32, n, dtype=torch.float64)
+    for _ in range(60):
+        data.fill_(buf, g)
         opt.zero_grad()
         ref.loss(buf.transpose(0, 1), data.importance.double()).backward()
         opt.step()
@@ -242,3 +251,51 @@ def test_import_does_not_pull_in_matplotlib_or_transformers() -> None:
     )
     src = str(Path(__file__).resolve().parents[1] / "src")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})
+
+
+@pytest.mark.parametrize("n_features", [5, 20])
+def test_background_sampling_gives_the_same_model(
+    monkeypatch: pytest.MonkeyPatch, n_features: int
+) -> None:
+    """Drawing batches on a second thread, in chunks, changes nothing but the speed."""
+    import superposition.toy.train as train_module
+
+    data = SparseFeatureDataset(n_features, [1.0, 0.3, 0.02], importance=0.9, seed=3)
+    # 3 instances x 64 x n features per batch: chunks of 2-3 batches, the last one partial
+    monkeypatch.setattr(train_module, "_CHUNK_ELEMENTS", 3 * 64 * n_features * 5 // 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 1)
+        a = ToyModel(n_features, 3, n_instances=3, seed=1).fit(
+            data, steps=61, batch_size=64, log_every=20, progress=False
+        )
+        monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 10**9)
+        b = ToyModel(n_features, 3, n_instances=3, seed=1).fit(
+            data, steps=61, batch_size=64, log_every=20, progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a.params, b.params)
+    assert a.history is not None
+    assert b.history is not None
+    assert torch.equal(a.history.losses, b.history.losses)
+
+
+def test_an_error_while_sampling_reaches_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import superposition.toy.train as train_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("sampler broke")
+
+    data = SparseFeatureDataset(5, 0.5, seed=0)
+    monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 1)
+    monkeypatch.setattr(data, "_fill_independent_", broken)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="sampler broke"):
+            ToyModel(5, 2, seed=0).fit(data, steps=10, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads

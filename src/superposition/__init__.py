@@ -9,7 +9,7 @@ from superposition.probe import (
     load_model,
 )
 from superposition.sae import SAEMetrics, SparseAutoencoder, SyntheticFeatures
-from superposition.toy import SparseFeatureDataset, ToyModel
+from superposition.toy import FiniteFeatureDataset, SparseFeatureDataset, ToyModel
 
 __version__ = "0.1.0.dev0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "PAPER_TEXTS",
     "ActivationProbe",
     "Activations",
+    "FiniteFeatureDataset",
     "SAEMetrics",
     "SparseAutoencoder",
     "SparseFeatureDataset",

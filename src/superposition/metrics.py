@@ -31,6 +31,7 @@ __all__ = [
     "cosine_distance",
     "cosine_similarity",
     "cosine_similarity_from_gram",
+    "data_dimensionality",
     "dimensions_per_feature",
     "feature_dimensionality",
     "feature_norms",
@@ -153,9 +154,17 @@ def feature_dimensionality(W: Tensor) -> Tensor:
         >>> feature_dimensionality(torch.tensor([[1.0, -1.0]]))  # antipodal pair
         tensor([0.5000, 0.5000])
     """
-    W = _check(W, "W", 2, _W_DOC)
-    G, sq, alive = _gram(W)
-    # ||W_i||^2 / (sum_j G_ij^2 / ||W_i||^2) = ||W_i||^4 / sum_j G_ij^2
+    return _dimensionality(_check(W, "W", 2, _W_DOC))
+
+
+def _dimensionality(V: Tensor) -> Tensor:
+    """``||V_i||^2 / sum_j (V̂_i · V_j)^2`` of each column of a validated ``[..., dim, count]``.
+
+    The one home of the dimensionality formula, for features (columns of ``W``) and for data
+    points (hidden vectors, :func:`data_dimensionality`).
+    """
+    G, sq, alive = _gram(V)
+    # ||V_i||^2 / (sum_j G_ij^2 / ||V_i||^2) = ||V_i||^4 / sum_j G_ij^2
     denom = (G**2).sum(-1)
     return torch.where(alive, sq**2 / denom.clamp_min(_TINY**2), torch.zeros_like(sq))
 
@@ -670,3 +679,32 @@ def fraction_of_variance_unexplained(x: Tensor, x_hat: Tensor) -> float:
     resid = float((xd - x_hat.detach().double()).square().sum())
     total = float((xd - xd.mean(0)).square().sum())
     return resid / total if total > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- memorization
+
+
+def data_dimensionality(H: Tensor) -> Tensor:
+    """Fraction of a dimension each data point gets: ``D_i = ||h_i||^2 / sum_j (ĥ_i · h_j)^2``.
+
+    Henighan et al. (2023), "Superposition, Memorization, and Double Descent": the
+    :func:`feature_dimensionality` formula applied to the hidden vectors ``h_i = W x_i`` of the
+    training points instead of the columns of ``W``. A model that memorizes stores its ``T``
+    training points in superposition (high data dimensionality, e.g. ``2/5`` each for a
+    pentagon of five points); one that generalizes stores features and maps many points onto
+    few directions (low data dimensionality).
+
+    Args:
+        H: ``[..., n_points, n_hidden]`` hidden vectors, e.g. ``model.hidden(x_train)``
+            transposed to ``[instances, T, n_hidden]``.
+
+    Returns:
+        ``[..., n_points]``; 0 for a zero vector.
+
+    Examples:
+        >>> import torch
+        >>> data_dimensionality(torch.tensor([[1.0, 0.0], [-2.0, 0.0], [0.0, 3.0]]))
+        tensor([0.2000, 0.8000, 1.0000])
+    """
+    H = _check(H, "H", 2, "[..., n_points, n_hidden]")
+    return _dimensionality(H.mT)

@@ -15,10 +15,16 @@ functions, so ``import superposition`` stays light.
 
 Layout: :mod:`~superposition.plot.toy` (toy models), :mod:`~superposition.plot.neurons`
 (real-model neurons, the seed paper's Figures 4–7), :mod:`~superposition.plot.sae`
-(dictionary learning); everything is re-exported here.
+(dictionary learning), :mod:`~superposition.plot.memorization` (memorization and double
+descent); everything is re-exported here.
 """
 
 from superposition.plot._common import save_figure
+from superposition.plot.memorization import (
+    dimensionality_curve,
+    loss_curve,
+    memorization_geometry,
+)
 from superposition.plot.neurons import (
     ActivationPlots,
     ActivationsLike,
@@ -61,12 +67,15 @@ __all__ = [
     "classify_phase",
     "cosine_heatmap",
     "cosine_histogram",
+    "dimensionality_curve",
     "distance_heatmap",
     "distance_histogram",
     "feature_directions",
     "feature_geometry",
     "latent_density",
+    "loss_curve",
     "matched_cosines",
+    "memorization_geometry",
     "neuron_traces",
     "phase_diagram",
     "save_figure",

@@ -9,10 +9,12 @@ Sampling uses one uniform draw per feature: with ``u ~ U[0, 1)``, ``x = max(u - 
 (``p = 1 - S``) is 0 exactly when ``u <= S`` (probability ``S``) and, conditioned on that not
 happening, uniform on ``(0, 1)``. That halves the random numbers and the memory traffic of the
 usual "values times Bernoulli mask" recipe, which matters because sampling is most of the cost
-of a training step. ``u`` comes from 31 random bits drawn as ``int32`` (about 1.5x cheaper in
-PyTorch's CPU generator than ``uniform_``), converted to float inside the same fused
-multiply-add that applies the sparsity, so active values have 24 bits of resolution down to
-``p = 2**-7`` and ``31 - log2(1/p)`` bits below that.
+of a training step. ``u`` comes from 23 random bits: PyTorch's CPU generator costs about as
+much per call for 64 bits as for 32, so one ``int64`` draw (63 random bits) feeds two features,
+each taking 23 bits of one half as the mantissa of a float in ``[1, 2)`` (integer passes that
+vectorize, unlike an int-to-float conversion), then a subtraction and a product apply the sparsity.
+So ``P(x = 0)`` is ``S`` to within ``2**-23`` and active values are uniform on a grid of
+``2**23 * p`` points (16 bits of resolution at ``p = 2**-7``, 13 at ``p = 10**-3``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Distribution", "SparseFeatureDataset"]
+__all__ = ["Distribution", "FiniteFeatureDataset", "SparseFeatureDataset"]
 
 Distribution = Literal["uniform", "signed"]
 _DISTRIBUTIONS = ("uniform", "signed")
@@ -253,13 +255,17 @@ class SparseFeatureDataset:
     ) -> Tensor:
         """Fill ``out`` (``[n_instances, batch, n_features]``, instance-major) with a fresh batch.
 
-        The allocation-free path used by the training loop: given ``bits``, no tensor the size
-        of the batch is created except for correlated or anticorrelated groups.
+        The allocation-free path used by the training loop. Independent features are filled in
+        ``out``'s memory order, so ``out`` may be contiguous or the ``transpose(1, 2)`` of a
+        contiguous ``[n_instances, n_features, batch]`` tensor (the layout the training loop
+        uses for few features); the same generator state gives the same numbers in the same
+        memory positions either way.
 
         Args:
-            out: contiguous float tensor, ``[n_instances, batch, n_features]``.
+            out: float tensor, ``[n_instances, batch, n_features]``.
             generator: source of randomness, on ``out``'s device.
-            bits: optional ``int32`` scratch tensor of ``out``'s shape for the random bits.
+            bits: optional ``int64`` scratch tensor of ``[n_instances, ceil(batch * n_features
+                / 2)]`` elements for the random bits.
 
         Returns:
             ``out``.
@@ -275,22 +281,80 @@ class SparseFeatureDataset:
                 f"out must have shape [{self.n_instances}, batch, {self.n_features}], "
                 f"got {tuple(out.shape)}"
             )
-        p = self.feature_probability.to(out.device, out.dtype)[:, None, None]
-        if self.distribution == "uniform":
-            if bits is None or bits.shape != out.shape or bits.dtype != torch.int32:
-                bits = torch.empty(out.shape, dtype=torch.int32, device=out.device)
-            bits.random_(generator=generator)  # uniform on [0, 2**31)
-            # x = max(u - S, 0) / p with u = bits / 2**31, as one fused multiply-add and a
-            # clamp; the upper clamp keeps round-off from producing exactly 1.0.
-            torch.addcmul((p - 1) / p, bits, (2.0**-31) / p, out=out)
-            out.clamp_(0.0, _BELOW_ONE)
-        else:
-            out.uniform_(generator=generator)
-            active = out > 1 - p
-            out.sub_(1 - p).mul_(2 / p).sub_(1).mul_(active)
+        base = out if out.is_contiguous() else out.transpose(1, 2)
+        if not base.is_contiguous():
+            raise ValueError(
+                "out must be contiguous or the transpose(1, 2) of a contiguous tensor, got "
+                f"strides {out.stride()} for shape {tuple(out.shape)}"
+            )
+        self._fill_independent_(base[None], generator, bits)
         if self._grouped:
+            p = self.feature_probability.to(out.device, out.dtype)[:, None, None]
             self._fill_groups(out, p, generator)
         return out
+
+    def _words_shape(self, batch: int) -> tuple[int, int]:
+        """Shape of the ``int64`` scratch for one batch: two features per 64-bit draw."""
+        return self.n_instances, (batch * self.n_features + 1) // 2
+
+    def _fill_independent_(
+        self, out: Tensor, generator: torch.Generator, words: Tensor | None = None
+    ) -> Tensor:
+        """Fill ``out: [chunks, n_instances, a, b]`` (contiguous) ignoring feature groups.
+
+        Each ``[a, b]`` block takes ``ceil(a * b / 2)`` 64-bit draws in order, so a chunk of
+        ``k`` batches is the same as ``k`` calls with one.
+        """
+        k, inst, a, b = out.shape
+        n = a * b
+        shape = (k, inst, (n + 1) // 2)
+        if words is None or words.numel() != shape[0] * shape[1] * shape[2]:
+            words = torch.empty(shape, dtype=torch.int64, device=out.device)
+        words = words.view(shape)
+        words.random_(generator=generator)  # 63 random bits: [0, 2**63)
+        halves = words.view(torch.int32)[..., :n]
+        # 23 random bits of each half as the mantissa of a float in [1, 2): integer passes
+        # that vectorize, where an int-to-float conversion does not.
+        halves.bitwise_and_(0x007FFFFF).bitwise_or_(0x3F800000)
+        u1 = halves.view(torch.float32).view(k, inst, a, b)  # 1 + u, u ~ U[0, 1)
+        p = self.feature_probability.to(out.device, torch.float64)[:, None, None]
+        # x = max(u - S, 0) / p = max((1 + u) - (1 + S), 0) / p; two binary passes (a ternary
+        # addcmul with per-instance factors does not vectorize), and the upper clamp keeps
+        # round-off from producing exactly 1.0.
+        torch.sub(u1, (2 - p).to(out.dtype), out=out).mul_((1 / p).to(out.dtype))
+        out.clamp_(0.0, _BELOW_ONE)
+        if self.distribution == "signed":
+            # Active values x in (0, 1) map to 2x - 1 in (-1, 1); zeros stay zero.
+            torch.where(out > 0, out * 2 - 1, out, out=out)
+        return out
+
+    def finite(self, n_points: int, *, seed: int | None = None) -> FiniteFeatureDataset:
+        """A fixed training set of ``n_points`` samples (per instance) from this distribution.
+
+        :meth:`~superposition.ToyModel.fit` trains full-batch on those points (the setting of
+        Henighan et al., 2023, "Superposition, Memorization, and Double Descent"), and
+        :meth:`FiniteFeatureDataset.test_set` draws fresh points from the same distribution.
+
+        Args:
+            n_points: the training-set size ``T``.
+            seed: seed of the draw; ``None`` uses this dataset's :meth:`generator`.
+
+        Returns:
+            A new :class:`FiniteFeatureDataset`; this dataset is unchanged.
+
+        Examples:
+            >>> train = SparseFeatureDataset(5, sparsity=0.9, n_instances=2).finite(8, seed=0)
+            >>> train
+            SparseFeatureDataset(n_features=5, sparsity=0.9, n_instances=2).finite(8, seed=0)
+            >>> train.x.shape
+            torch.Size([8, 2, 5])
+        """
+        if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+            raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        g = self.generator() if seed is None else torch.Generator().manual_seed(seed)
+        return FiniteFeatureDataset(self, self.sample(n_points, generator=g), seed=seed)
 
     def _values(self, like: Tensor, generator: torch.Generator) -> Tensor:
         v = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
@@ -313,3 +377,60 @@ class SparseFeatureDataset:
             active = which == members
             vals = self._values(out[..., g], generator)
             out[..., g] = vals * active
+
+
+class FiniteFeatureDataset:
+    """A fixed training set drawn from a :class:`SparseFeatureDataset`, for full-batch training.
+
+    Made by :meth:`SparseFeatureDataset.finite`. :meth:`~superposition.ToyModel.fit` takes it
+    in place of the infinite stream: every step is one full batch of the ``n_points`` training
+    points, so a model can memorize them. The distribution's attributes (``n_features``,
+    ``n_instances``, ``importance``, ``feature_probability``, ``distribution``) are forwarded.
+
+    Attributes:
+        source: the distribution the points were drawn from.
+        x: ``[n_points, n_instances, n_features]`` the training points (each instance has its
+            own).
+        seed: the seed of the draw.
+
+    Examples:
+        >>> train = SparseFeatureDataset(4, sparsity=0.5).finite(3, seed=1)
+        >>> train.n_points, train.test_set(10, seed=2).shape
+        (3, torch.Size([10, 1, 4]))
+    """
+
+    def __init__(self, source: SparseFeatureDataset, x: Tensor, *, seed: int | None) -> None:
+        self.source = source
+        self.x = x
+        self.seed = seed
+        self.n_features = source.n_features
+        self.n_instances = source.n_instances
+        self.distribution: Distribution = source.distribution
+        self.feature_probability = source.feature_probability
+        self.importance = source.importance
+
+    @property
+    def n_points(self) -> int:
+        """The training-set size ``T``."""
+        return int(self.x.shape[0])
+
+    def __repr__(self) -> str:
+        return f"{self.source!r}.finite({self.n_points}, seed={self.seed!r})"
+
+    def test_set(self, n_points: int, *, seed: int | None = None) -> Tensor:
+        """Fresh points from the same distribution, ``[n_points, n_instances, n_features]``.
+
+        Args:
+            n_points: how many.
+            seed: seed of the draw; ``None`` draws from fresh entropy.
+
+        Examples:
+            >>> SparseFeatureDataset(3, sparsity=0.5).finite(2).test_set(4, seed=0).shape
+            torch.Size([4, 1, 3])
+        """
+        g = torch.Generator()
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
+        return self.source.sample(n_points, generator=g)

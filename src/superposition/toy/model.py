@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from superposition import metrics
 from superposition._io import atomic_path, atomic_write, saved_paths
-from superposition.toy.data import SparseFeatureDataset
+from superposition.toy.data import FiniteFeatureDataset, SparseFeatureDataset
 from superposition.toy.train import Schedule, TrainConfig, TrainHistory, train
 
 if TYPE_CHECKING:
@@ -240,9 +240,9 @@ class ToyModel(nn.Module):
 
     def fit(
         self,
-        data: SparseFeatureDataset,
+        data: SparseFeatureDataset | FiniteFeatureDataset,
         steps: int = 10_000,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         *,
@@ -261,9 +261,12 @@ class ToyModel(nn.Module):
         ``torch.optim.AdamW`` and autograd give, up to float round-off.
 
         Args:
-            data: the input distribution; its ``n_features`` and ``n_instances`` must match.
+            data: the input distribution, or a finite training set
+                (:meth:`SparseFeatureDataset.finite`) to train on full-batch; its
+                ``n_features`` and ``n_instances`` must match.
             steps: optimizer steps.
-            batch_size: samples per step (per instance).
+            batch_size: samples per step (per instance); 1024 by default. A finite training
+                set is always used whole.
             lr: peak learning rate.
             weight_decay: decoupled (AdamW) weight decay, applied to every parameter.
             betas: Adam's ``(beta1, beta2)``.
@@ -285,8 +288,20 @@ class ToyModel(nn.Module):
             >>> model.W.shape
             torch.Size([2, 2, 5])
         """
-        if not isinstance(data, SparseFeatureDataset):
-            raise TypeError(f"data must be a SparseFeatureDataset, got {type(data).__name__}")
+        if not isinstance(data, (SparseFeatureDataset, FiniteFeatureDataset)):
+            raise TypeError(
+                "data must be a SparseFeatureDataset or a FiniteFeatureDataset, "
+                f"got {type(data).__name__}"
+            )
+        if isinstance(data, FiniteFeatureDataset):
+            if batch_size is not None and batch_size != data.n_points:
+                raise ValueError(
+                    f"a finite training set of {data.n_points} points trains full-batch; got "
+                    f"batch_size={batch_size!r}: leave batch_size out"
+                )
+            batch_size = data.n_points
+        elif batch_size is None:
+            batch_size = 1024
         if (data.n_instances, data.n_features) != (self.n_instances, self.n_features):
             raise ValueError(
                 f"data has n_instances={data.n_instances}, n_features={data.n_features} but the "
@@ -311,7 +326,9 @@ class ToyModel(nn.Module):
             log_every=log_every,
         )
         if generator is None:
-            if data.seed is None and self.seed is not None:
+            if isinstance(data, FiniteFeatureDataset):
+                generator = torch.Generator().manual_seed(0)  # unused: no batches are drawn
+            elif data.seed is None and self.seed is not None:
                 generator = torch.Generator().manual_seed(self.seed + 1)
             else:
                 generator = data.generator()
