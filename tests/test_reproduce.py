@@ -391,3 +391,17 @@ def test_summary_names_its_averages_and_prints_the_pooled_number(
     assert [float(x) for x in row.split()[-3:]] == pytest.approx(expected, abs=5e-4)
     for key, verdict in s5["verdicts"].items():
         assert f"{key}: {verdict['verdict']}" in text
+
+
+def test_double_descent_section_in_report_and_metrics(quick_runs: tuple[Path, Path]) -> None:
+    out = quick_runs[0]
+    m = json.loads((out / "metrics.json").read_text())["double_descent"]
+    loss = m["median_test_loss"]
+    # the recorded peak is the arg-max of the recorded curve, and lies strictly inside the grid
+    assert m["sizes"][loss.index(max(loss))] == m["peak_T"]
+    assert m["sizes"][1] < m["peak_T"] < m["sizes"][-1]
+    page = (out / "report.html").read_text()
+    assert "Memorization and double descent" in page
+    for name in ("double_descent_loss", "double_descent_dimensionality", "double_descent_geometry"):
+        assert (out / f"{name}.png").is_file()
+        assert f"alt='{name}'" in page or f'alt="{name}"' in page

@@ -27,6 +27,7 @@ from torch import Tensor
 from superposition import metrics
 from superposition._io import atomic_write
 from superposition.report._common import _dpi, _r
+from superposition.report.double_descent import double_descent
 from superposition.report.html import Claim, Report, Section, png, render
 from superposition.report.real import _SHARE, BELOW, _load, _section5
 from superposition.toy import SparseFeatureDataset, ToyModel
@@ -387,6 +388,8 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
         _section3(cfg, rep)
     with rep.timed("section5"):
         _section5(cfg, rep, loaded)
+    with rep.timed("double_descent"):
+        double_descent(rep, quick=cfg.quick, seed=cfg.seed, progress=cfg.progress)
     rep.metrics["config"] = {
         **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "versions": _versions(),
