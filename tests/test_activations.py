@@ -174,10 +174,10 @@ def test_merge_leaves_its_inputs_unchanged() -> None:
 
 def test_memory_does_not_grow_with_tokens() -> None:
     acc = StreamingStatistics(8)
-    sizes = {t.numel() for t in (acc._sums, acc._active, acc._gram) if t is not None}
+    sizes = {t.numel() for t in (acc._moments, acc._active, acc._comoment) if t is not None}
     for _ in range(5):
         acc.update(torch.randn(1000, 8))
-    assert {t.numel() for t in (acc._sums, acc._active, acc._gram) if t is not None} == sizes
+    assert {t.numel() for t in (acc._moments, acc._active, acc._comoment) if t is not None} == sizes
 
 
 def test_save_load_and_merge_shards(tmp_path: Path) -> None:
