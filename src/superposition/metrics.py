@@ -193,8 +193,9 @@ def dimensions_per_feature(W: Tensor) -> Tensor:
 # machines) merges to the same result up to round-off.
 
 # Rows per block when a whole [tokens, neurons] matrix is reduced in memory: the float64
-# temporaries (about 4 x rows x neurons x 8 bytes) stay small whatever the number of tokens.
-_BLOCK_ROWS = 1024
+# temporaries (about 4 x rows x neurons x 8 bytes, 25 MB for 3072 neurons) stay small whatever
+# the number of tokens. The same as StreamingStatistics' blocks.
+_BLOCK_ROWS = 256
 
 # A neuron counts as constant when its spread is within this many units of round-off of its
 # magnitude, sum (x - mean)^2 <= (_CONSTANT_ULPS * eps)^2 * sum x^2, with the eps of the data's
@@ -234,8 +235,8 @@ def _centre_block(X: Tensor) -> tuple[Tensor, Tensor]:
 def block_moments(X: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and central moment sums of one block of rows, and its deviations from that mean.
 
-    The step a streaming accumulator takes per batch: fold the moments in with
-    :func:`merge_moments` and the deviations into a co-moment with :func:`accumulate_comoment`.
+    The step a streaming accumulator takes per batch: it folds the moments in with
+    :func:`merge_moments` (and the block into its co-moment with :func:`accumulate_comoment`).
     Computed in float64, centred in two passes (the second removes the first mean's round-off),
     so the result does not depend on how large the mean is next to the spread.
 
@@ -389,14 +390,22 @@ def accumulate_comoment(
         >>> torch.allclose(C, (X - X.mean(0)).T @ (X - X.mean(0)))
         True
     """
-    comoment = _check(comoment, "comoment", 2, "[neurons, neurons]", exact=True)
+    # The running matrix is only shape-checked: scanning all of it for NaN on every block would
+    # cost a tenth of the update, and it is built from blocks that were checked.
+    if not isinstance(comoment, Tensor) or not comoment.is_floating_point():
+        got = comoment.dtype if isinstance(comoment, Tensor) else type(comoment).__name__
+        raise ValueError(f"comoment must be a floating-point [neurons, neurons] tensor, got {got}")
     block = _check(block, "block", 2, _X_DOC, exact=True)
-    d = comoment.shape[0]
+    d = comoment.shape[0] if comoment.ndim else 0
     if comoment.shape != (d, d) or block.shape[1] != d:
         raise ValueError(
             f"comoment must be square and block must have as many columns, got comoment "
             f"{tuple(comoment.shape)} and block {tuple(block.shape)}"
         )
+    for name, v in (("mean", mean), ("block_mean", block_mean)):
+        if not isinstance(v, Tensor) or tuple(v.shape) != (d,):
+            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f"{name} must have shape [{d}] to match comoment, got {shape}")
     count = _check_count(count)
     nb = block.shape[0]
     if nb == 0:
