@@ -125,3 +125,21 @@ def test_quiet_neuron_beside_a_loud_one_is_not_silenced() -> None:
         atol=1e-6,
         rtol=0,
     )
+
+
+def test_merging_millions_of_rows_matches_the_bernoulli_closed_form() -> None:
+    """Regression: the count polynomial in Pébay's M4 update passed 2^63 at a few million rows
+    (OverflowError from torch). 3e6 zeros and 1e6 ones are a Bernoulli(1/4) sample."""
+    zeros, _ = metrics.block_moments(torch.zeros(1, 1, dtype=torch.float64))
+    ones, _ = metrics.block_moments(torch.ones(1, 1, dtype=torch.float64))
+    na, nb, p = 3_000_000, 1_000_000, 0.25
+    n = na + nb
+    m = metrics.merge_moments(na, zeros, nb, ones)[:, 0].tolist()
+    q = p * (1 - p)
+    expected = [p, n * q, n * q * (1 - 2 * p), n * q * (1 - 3 * q)]
+    for got, want in zip(m, expected, strict=True):
+        assert abs(got - want) <= 1e-12 * abs(want), (m, expected)
+    s = metrics.statistics_from_moments(
+        n, metrics.merge_moments(na, zeros, nb, ones), torch.ones(1)
+    )
+    assert abs(float(s.kurtosis) - (1 - 6 * q) / q) < 1e-5

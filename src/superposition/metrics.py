@@ -307,18 +307,21 @@ def merge_moments(count_a: int, a: Tensor, count_b: int, b: Tensor) -> Tensor:
         return a.clone()
     if na == 0:
         return b.clone()
-    n = float(na + nb)
+    # Counts as floats: n_a n_b (n_a^2 - n_a n_b + n_b^2) passes 2^63 at a few million rows,
+    # beyond which torch cannot take a Python int as a scalar.
+    fa, fb = float(na), float(nb)
+    n = fa + fb
     delta = b[0] - a[0]
     d = delta / n
-    mean = a[0] + d * nb
-    m2 = a[1] + b[1] + delta * d * na * nb
-    m3 = a[2] + b[2] + delta * d * d * (na * nb * (na - nb)) + 3 * d * (na * b[1] - nb * a[1])
+    mean = a[0] + d * fb
+    m2 = a[1] + b[1] + delta * d * (fa * fb)
+    m3 = a[2] + b[2] + delta * d * d * (fa * fb * (fa - fb)) + 3 * d * (fa * b[1] - fb * a[1])
     m4 = (
         a[3]
         + b[3]
-        + delta * d**3 * (na * nb * (na * na - na * nb + nb * nb))
-        + 6 * d * d * (na * na * b[1] + nb * nb * a[1])
-        + 4 * d * (na * b[2] - nb * a[2])
+        + delta * d**3 * (fa * fb * (fa * fa - fa * fb + fb * fb))
+        + 6 * d * d * (fa * fa * b[1] + fb * fb * a[1])
+        + 4 * d * (fa * b[2] - fb * a[2])
     )
     return torch.stack([mean, m2, m3, m4])
 
@@ -456,7 +459,7 @@ def merge_comoments(
     out = comoment_a + comoment_b
     if na and nb:
         delta = (mean_b - mean_a).to(out.dtype)
-        out.addr_(delta, delta, alpha=na * nb / (na + nb))
+        out.addr_(delta, delta, alpha=float(na) * float(nb) / float(na + nb))
     return out
 
 
