@@ -1,4 +1,5 @@
-"""Shared test set-up: a deterministic hypothesis profile for CI, offline Hugging Face."""
+"""Shared test set-up: hypothesis profiles (deterministic for CI, randomized "thorough"), offline
+Hugging Face."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
+# CI's randomized pass over tests/properties (.ci/run): fresh random examples on every run and no
+# example database, so a bug the fixed "ci" examples miss still fails CI (as one in kurtosis did).
+settings.register_profile(
+    "thorough",
+    derandomize=False,
+    max_examples=500,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

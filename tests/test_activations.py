@@ -174,10 +174,10 @@ def test_merge_leaves_its_inputs_unchanged() -> None:
 
 def test_memory_does_not_grow_with_tokens() -> None:
     acc = StreamingStatistics(8)
-    sizes = {t.numel() for t in (acc._sums, acc._active, acc._gram) if t is not None}
+    sizes = {t.numel() for t in (acc._moments, acc._active, acc._comoment) if t is not None}
     for _ in range(5):
         acc.update(torch.randn(1000, 8))
-    assert {t.numel() for t in (acc._sums, acc._active, acc._gram) if t is not None} == sizes
+    assert {t.numel() for t in (acc._moments, acc._active, acc._comoment) if t is not None} == sizes
 
 
 def test_save_load_and_merge_shards(tmp_path: Path) -> None:
@@ -261,3 +261,52 @@ def test_concat_refuses_parts_of_different_neurons() -> None:
         Activations.concat([acts, other])
     with pytest.raises(ValueError, match="at least one"):
         Activations.concat([])
+
+
+def test_save_load_keeps_float64_and_every_field(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    X = 100 + 0.01 * torch.randn(600, 3, generator=g, dtype=torch.float64)
+    for keep_gram in (True, False):
+        acc = StreamingStatistics(threshold=100.0, gram=keep_gram).update(X)
+        back = StreamingStatistics.load(acc.save(tmp_path / f"s{keep_gram}"))
+        assert (back.count, back.dtype, back.keep_gram) == (600, torch.float64, keep_gram)
+        for name in ("mean", "variance", "frequency", "skewness", "kurtosis"):
+            got, want = getattr(back.finalise(), name), getattr(acc.finalise(), name)
+            assert got.dtype == torch.float64
+            assert torch.equal(got, want), name
+        if keep_gram:
+            assert torch.equal(back.comoment, acc.comoment)
+            assert torch.equal(back.pearson(), acc.pearson())
+
+
+def test_load_rejects_the_old_power_sum_format(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    old = {"format": "superposition.StreamingStatistics/1", "count": "2", "threshold": "0.0"}
+    tensors = {"sums": torch.zeros(4, 3, dtype=torch.float64), "active": torch.zeros(3)}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=old)
+    with pytest.raises(
+        ValueError,
+        match=r"old format 'superposition\.StreamingStatistics/1', which kept raw power sums.*"
+        r"reads only 'superposition\.StreamingStatistics/2'; stream the activations again",
+    ):
+        StreamingStatistics.load(tmp_path / "old.safetensors")
+
+
+def test_a_rejected_first_batch_leaves_no_state() -> None:
+    acc = StreamingStatistics()
+    with pytest.raises(ValueError, match="X must be finite"):
+        acc.update(torch.tensor([[1.0, float("nan")]]))
+    assert (acc.n_neurons, acc.count) == (None, 0)
+    assert acc.update(torch.ones(2, 5)).n_neurons == 5
+
+
+def test_float64_in_float64_out_and_float32_stays_float32() -> None:
+    X = torch.randn(20, 3, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        acc = StreamingStatistics().update(X.to(dtype))
+        assert acc.finalise().kurtosis.dtype == dtype
+        assert acc.cosine_similarity().dtype == acc.pearson().dtype == dtype
+        assert metrics.neuron_statistics(X.to(dtype)).kurtosis.dtype == dtype
+    mixed = StreamingStatistics().update(X[:10].float()).merge(StreamingStatistics().update(X[10:]))
+    assert mixed.finalise().mean.dtype == torch.float64

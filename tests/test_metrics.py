@@ -57,20 +57,40 @@ def test_statistics_need_tokens() -> None:
     with pytest.raises(ValueError, match="at least one token"):
         metrics.neuron_statistics(torch.ones(0, 3))
     with pytest.raises(ValueError, match="count must be positive"):
-        metrics.statistics_from_sums(0, torch.zeros(4, 3), torch.zeros(3))
-    with pytest.raises(ValueError, match=r"power_sums must have shape \[4, neurons\]"):
-        metrics.statistics_from_sums(3, torch.zeros(2, 3), torch.zeros(3))
+        metrics.statistics_from_moments(0, torch.zeros(4, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"moments must have shape \[4, neurons\]"):
+        metrics.statistics_from_moments(3, torch.zeros(2, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"dtype must be a floating-point torch\.dtype"):
+        metrics.statistics_from_moments(3, torch.zeros(4, 3), torch.zeros(3), dtype=torch.int64)
+    with pytest.raises(ValueError, match="X must have at least one row"):
+        metrics.block_moments(torch.ones(0, 3))
+    with pytest.raises(ValueError, match="X must have at least one token"):
+        metrics.central_moments(torch.ones(0, 3))
 
 
 def test_gram_validation() -> None:
     with pytest.raises(ValueError, match=r"gram must be square.*\(2, 3\)"):
         metrics.cosine_similarity_from_gram(torch.ones(2, 3))
-    with pytest.raises(ValueError, match="pass both sums and count"):
-        metrics.cosine_similarity_from_gram(torch.eye(2), sums=torch.ones(2))
-    with pytest.raises(ValueError, match=r"sums must have shape \[2\]"):
-        metrics.cosine_similarity_from_gram(torch.eye(2), sums=torch.ones(3), count=4)
+    with pytest.raises(ValueError, match=r"comoment must be square.*\(2, 3\)"):
+        metrics.cosine_similarity_from_comoment(torch.ones(2, 3), torch.ones(2), 4)
+    with pytest.raises(ValueError, match=r"mean must have shape \[2\]"):
+        metrics.cosine_similarity_from_comoment(torch.eye(2), torch.ones(3), 4)
     with pytest.raises(ValueError, match="count must be positive"):
-        metrics.cosine_similarity_from_gram(torch.eye(2), sums=torch.ones(2), count=0)
+        metrics.cosine_similarity_from_comoment(torch.eye(2), torch.ones(2), 0)
+    with pytest.raises(ValueError, match="count must be a non-negative int"):
+        metrics.cosine_similarity_from_comoment(torch.eye(2), torch.ones(2), -1)
+
+
+def test_moment_merge_validation() -> None:
+    a = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match=r"b must have shape \[4, 3\] \(rows mean, M2, M3, M4\)"):
+        metrics.merge_moments(1, a, 1, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="count_b must be a non-negative int"):
+        metrics.merge_moments(1, a, 1.5, a)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"comoment_a and comoment_b must be square.*\(2, 2\)"):
+        metrics.merge_comoments(1, a[0], torch.eye(3), 1, a[0], torch.eye(2))
+    with pytest.raises(ValueError, match=r"block must have as many columns.*\(3, 3\).*\(1, 2\)"):
+        metrics.accumulate_comoment(torch.eye(3), 0, a[0], torch.ones(1, 2), a[0, :2])
 
 
 def test_zero_matrix_has_infinite_dimensions_per_feature() -> None:
@@ -95,7 +115,31 @@ def test_quiet_neuron_beside_a_loud_one_is_not_silenced() -> None:
     expected = torch.from_numpy(np.corrcoef(X.double().numpy(), rowvar=False))
     got = metrics.cosine_similarity(X, center=True)
     torch.testing.assert_close(got.double(), expected, atol=1e-3, rtol=0)
-    sums, gram = X.double().sum(0), X.double().T @ X.double()
-    torch.testing.assert_close(
-        metrics.cosine_similarity_from_gram(gram, sums=sums, count=500), expected, atol=1e-6, rtol=0
+    moments, _ = metrics.block_moments(X)
+    comoment = metrics.accumulate_comoment(
+        torch.zeros(3, 3, dtype=torch.float64), 0, moments[0], X, moments[0]
     )
+    torch.testing.assert_close(
+        metrics.cosine_similarity_from_comoment(comoment, moments[0], 500),
+        expected,
+        atol=1e-6,
+        rtol=0,
+    )
+
+
+def test_merging_millions_of_rows_matches_the_bernoulli_closed_form() -> None:
+    """Regression: the count polynomial in Pébay's M4 update passed 2^63 at a few million rows
+    (OverflowError from torch). 3e6 zeros and 1e6 ones are a Bernoulli(1/4) sample."""
+    zeros, _ = metrics.block_moments(torch.zeros(1, 1, dtype=torch.float64))
+    ones, _ = metrics.block_moments(torch.ones(1, 1, dtype=torch.float64))
+    na, nb, p = 3_000_000, 1_000_000, 0.25
+    n = na + nb
+    m = metrics.merge_moments(na, zeros, nb, ones)[:, 0].tolist()
+    q = p * (1 - p)
+    expected = [p, n * q, n * q * (1 - 2 * p), n * q * (1 - 3 * q)]
+    for got, want in zip(m, expected, strict=True):
+        assert abs(got - want) <= 1e-12 * abs(want), (m, expected)
+    s = metrics.statistics_from_moments(
+        n, metrics.merge_moments(na, zeros, nb, ones), torch.ones(1)
+    )
+    assert abs(float(s.kurtosis) - (1 - 6 * q) / q) < 1e-5

@@ -7,9 +7,11 @@ Two families live here.
 leading dimensions are model instances.
 
 *Neuron statistics* take activations ``X: [tokens, neurons]`` (one column per neuron) or the
-running sums a streaming accumulator keeps (:func:`statistics_from_sums`,
-:func:`cosine_similarity_from_gram`), so that the in-memory and the streaming paths share one
-formula.
+mergeable summaries a streaming accumulator keeps: central moments (:func:`block_moments`,
+:func:`merge_moments`, :func:`statistics_from_moments`) and the centred co-moment matrix
+(:func:`accumulate_comoment`, :func:`merge_comoments`, :func:`cosine_similarity_from_comoment`),
+so that the in-memory and the streaming paths share one formula. Nothing is computed from raw
+power sums, which cancel catastrophically for a neuron with a large mean and a small spread.
 
 Every function validates its input and raises :class:`ValueError` naming the argument, the
 expected shape and what arrived.
@@ -24,12 +26,16 @@ from torch import Tensor
 
 __all__ = [
     "NeuronStatistics",
+    "accumulate_comoment",
     "activation_frequency",
     "activation_kurtosis",
     "activation_mean",
     "activation_variance",
+    "block_moments",
+    "central_moments",
     "cosine_distance",
     "cosine_similarity",
+    "cosine_similarity_from_comoment",
     "cosine_similarity_from_gram",
     "data_dimensionality",
     "dimensions_per_feature",
@@ -41,9 +47,10 @@ __all__ = [
     "matched_cosines",
     "mean_correlation_coefficient",
     "mean_max_cosine_similarity",
+    "merge_comoments",
+    "merge_moments",
     "neuron_statistics",
-    "power_sums",
-    "statistics_from_sums",
+    "statistics_from_moments",
 ]
 
 # Squared norms below this count as zero: a column (feature or neuron) that is numerically
@@ -190,30 +197,322 @@ def dimensions_per_feature(W: Tensor) -> Tensor:
     return W.shape[-2] / W.square().sum((-2, -1))
 
 
+# --------------------------------------------------------------------------- stable moments
+# Moments are never formed from raw power sums (sum x, sum x^2, ...): for a neuron with a large
+# mean and a small spread those agree in all but their last digits, and the central moments
+# computed from them cancel to noise (excess kurtosis -3 for a Gaussian at mean 100, spread
+# 0.01). Each block of rows is instead centred on its own mean, and blocks are combined with the
+# pairwise updates of Chan, Golub & LeVeque (1979) and Pébay (2008). Those are exact in real
+# arithmetic, so any split of the rows (in-memory blocks, streamed batches, shards on other
+# machines) merges to the same result up to round-off.
+
+# Rows per block when a whole [tokens, neurons] matrix is reduced in memory: the float64
+# temporaries (about 4 x rows x neurons x 8 bytes, 25 MB for 3072 neurons) stay small whatever
+# the number of tokens. The same as StreamingStatistics' blocks.
+_BLOCK_ROWS = 256
+
+# A neuron counts as constant when its spread is within this many units of round-off of its
+# magnitude, sum (x - mean)^2 <= (_CONSTANT_ULPS * eps)^2 * sum x^2, with the eps of the data's
+# dtype. Stable centring leaves a constant column a centred sum of exactly 0 (or of a few ulps
+# squared), so every path (in memory, streamed, float32, float64) draws the same line.
+_CONSTANT_ULPS = 16
+
+
+def _varies(centred_sq: Tensor, raw_sq: Tensor, precision: torch.dtype) -> Tensor:
+    """Columns with a real spread: above round-off of their magnitude and above underflow."""
+    info = torch.finfo(precision)
+    return (centred_sq > info.tiny) & (centred_sq > raw_sq * (_CONSTANT_ULPS * info.eps) ** 2)
+
+
+def _check_count(count: object, name: str = "count") -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"{name} must be a non-negative int (a number of rows), got {count!r}")
+    return count
+
+
+def _centre_block(X: Tensor) -> tuple[Tensor, Tensor]:
+    """``(moments [4, neurons], X - mean [rows, neurons])`` in float64 for a validated block."""
+    dev = X.to(torch.float64, copy=True)
+    mean = dev.mean(0)
+    dev -= mean
+    # The first mean is off by a few ulps of |mean|; skewness and kurtosis are first-order in
+    # that error, so a second pass corrects it (and a constant column centres to exactly 0).
+    residual = dev.mean(0)
+    mean += residual
+    dev -= residual
+    sq = dev * dev
+    m2, m3 = sq.sum(0), (sq * dev).sum(0)
+    m4 = sq.square_().sum(0)
+    return torch.stack([mean, m2, m3, m4]), dev
+
+
+def block_moments(X: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and central moment sums of one block of rows, and its deviations from that mean.
+
+    The step a streaming accumulator takes per batch: it folds the moments in with
+    :func:`merge_moments` (and the block into its co-moment with :func:`accumulate_comoment`).
+    Computed in float64, centred in two passes (the second removes the first mean's round-off),
+    so the result does not depend on how large the mean is next to the spread.
+
+    Args:
+        X: ``[rows, neurons]`` activations (at least one row). Every row is held in float64
+            at once: pass a few hundred rows at a time.
+
+    Returns:
+        ``(moments, deviations)``: ``moments`` is ``[4, neurons]`` float64 with rows ``mean``,
+        ``M2``, ``M3``, ``M4`` where ``M_k = sum (x - mean)^k``; ``deviations`` is
+        ``X - mean``, ``[rows, neurons]`` float64.
+
+    Examples:
+        >>> import torch
+        >>> moments, dev = block_moments(torch.tensor([[1.0], [3.0]]))
+        >>> moments[:, 0].tolist(), dev[:, 0].tolist()
+        ([2.0, 2.0, 0.0, 2.0], [-1.0, 1.0])
+    """
+    X = _check(X, "X", 2, _X_DOC, exact=True)
+    if X.shape[0] == 0:
+        raise ValueError("X must have at least one row, got shape (0, ...)")
+    return _centre_block(X)
+
+
+def _check_moments(m: object, name: str, n: int | None = None) -> Tensor:
+    m = _check(m, name, 2, "[4, neurons]", exact=True)
+    if m.shape[0] != 4 or (n is not None and m.shape[1] != n):
+        want = "[4, neurons]" if n is None else f"[4, {n}]"
+        raise ValueError(
+            f"{name} must have shape {want} (rows mean, M2, M3, M4), got {tuple(m.shape)}"
+        )
+    return m
+
+
+def merge_moments(count_a: int, a: Tensor, count_b: int, b: Tensor) -> Tensor:
+    """Moments of two disjoint sets of rows combined: Pébay's (2008) pairwise update.
+
+    With ``n = n_a + n_b`` and ``δ = mean_b - mean_a``::
+
+        mean = mean_a + δ n_b / n
+        M2 = M2_a + M2_b + δ² n_a n_b / n
+        M3 = M3_a + M3_b + δ³ n_a n_b (n_a - n_b) / n² + 3 δ (n_a M2_b - n_b M2_a) / n
+        M4 = M4_a + M4_b + δ⁴ n_a n_b (n_a² - n_a n_b + n_b²) / n³
+             + 6 δ² (n_a² M2_b + n_b² M2_a) / n² + 4 δ (n_a M3_b - n_b M3_a) / n
+
+    Exact in real arithmetic, so merging in any order or split gives the moments of all rows.
+
+    Args:
+        count_a: rows behind ``a`` (0: ``a`` is ignored).
+        a: ``[4, neurons]`` rows ``mean``, ``M2``, ``M3``, ``M4`` (see :func:`block_moments`).
+        count_b: rows behind ``b``.
+        b: ``[4, neurons]``, as ``a``.
+
+    Returns:
+        ``[4, neurons]`` float64 moments of the ``count_a + count_b`` rows.
+
+    Examples:
+        >>> import torch
+        >>> a, _ = block_moments(torch.tensor([[1.0]]))
+        >>> b, _ = block_moments(torch.tensor([[3.0], [5.0]]))
+        >>> merge_moments(1, a, 2, b)[:, 0].tolist()  # the moments of [1, 3, 5]
+        [3.0, 8.0, 0.0, 32.0]
+    """
+    na, nb = _check_count(count_a, "count_a"), _check_count(count_b, "count_b")
+    a = _check_moments(a, "a").double()
+    b = _check_moments(b, "b", a.shape[1]).double()
+    if nb == 0:
+        return a.clone()
+    if na == 0:
+        return b.clone()
+    # Counts as floats: n_a n_b (n_a^2 - n_a n_b + n_b^2) passes 2^63 at a few million rows,
+    # beyond which torch cannot take a Python int as a scalar.
+    fa, fb = float(na), float(nb)
+    n = fa + fb
+    delta = b[0] - a[0]
+    d = delta / n
+    mean = a[0] + d * fb
+    m2 = a[1] + b[1] + delta * d * (fa * fb)
+    m3 = a[2] + b[2] + delta * d * d * (fa * fb * (fa - fb)) + 3 * d * (fa * b[1] - fb * a[1])
+    m4 = (
+        a[3]
+        + b[3]
+        + delta * d**3 * (fa * fb * (fa * fa - fa * fb + fb * fb))
+        + 6 * d * d * (fa * fa * b[1] + fb * fb * a[1])
+        + 4 * d * (fa * b[2] - fb * a[2])
+    )
+    return torch.stack([mean, m2, m3, m4])
+
+
+def central_moments(X: Tensor) -> Tensor:
+    """Mean and central moment sums of every neuron, stable for any mean-to-spread ratio.
+
+    Blocks of rows are centred on their own means (:func:`block_moments`) and merged with
+    :func:`merge_moments`: the same arithmetic a streaming accumulator does, in memory that
+    does not grow with the number of tokens.
+
+    Args:
+        X: ``[tokens, neurons]`` activations (at least one token).
+
+    Returns:
+        ``[4, neurons]`` float64, rows ``mean``, ``M2``, ``M3``, ``M4`` (``M_k = sum (x -
+        mean)^k``).
+
+    Examples:
+        >>> import torch
+        >>> central_moments(torch.tensor([[1.0], [3.0], [5.0]]))[:, 0].tolist()
+        [3.0, 8.0, 0.0, 32.0]
+    """
+    X = _check(X, "X", 2, _X_DOC, exact=True)
+    if X.shape[0] == 0:
+        raise ValueError("X must have at least one token (row), got shape (0, ...)")
+    out: Tensor | None = None
+    count = 0
+    for block in torch.split(X, _BLOCK_ROWS):
+        moments, _ = _centre_block(block)
+        out = moments if out is None else merge_moments(count, out, block.shape[0], moments)
+        count += block.shape[0]
+    assert out is not None
+    return out
+
+
+def accumulate_comoment(
+    comoment: Tensor, count: int, mean: Tensor, block: Tensor, block_mean: Tensor
+) -> Tensor:
+    """Fold a block of rows into a running co-moment matrix, in place (Chan et al., 1979).
+
+    The co-moment of ``n`` rows is ``C = sum (x - mean)(x - mean)^T``, the centred Gram
+    matrix (``C / n`` is the covariance). Adding a block with ``n_b`` rows and mean ``mean_b``::
+
+        C = C_a + (X_b - mean_b)^T (X_b - mean_b) + (n_a n_b / n) δ δ^T,   δ = mean_b - mean_a
+
+    is exact, and never subtracts two large numbers, unlike ``X^T X - n mean mean^T`` which
+    loses every digit for a neuron with a large mean and a small spread. The last term rides
+    along as one extra row of the block's product, so the update costs one matrix product.
+
+    Args:
+        comoment: ``[neurons, neurons]`` float64 co-moment of the ``count`` rows so far;
+            updated in place.
+        count: rows accumulated so far (0 for an empty accumulator).
+        mean: ``[neurons]`` mean of those rows (ignored when ``count`` is 0).
+        block: ``[rows, neurons]`` the new rows.
+        block_mean: ``[neurons]`` the new rows' mean (``block_moments(block)[0][0]``).
+
+    Returns:
+        ``comoment``, updated.
+
+    Examples:
+        >>> import torch
+        >>> X = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 1.0]], dtype=torch.float64)
+        >>> C = torch.zeros(2, 2, dtype=torch.float64)
+        >>> m = X[:1].mean(0)
+        >>> C = accumulate_comoment(C, 0, m, X[:1], m)
+        >>> C = accumulate_comoment(C, 1, m, X[1:], X[1:].mean(0))
+        >>> torch.allclose(C, (X - X.mean(0)).T @ (X - X.mean(0)))
+        True
+    """
+    # The running matrix is only shape-checked: scanning all of it for NaN on every block would
+    # cost a tenth of the update, and it is built from blocks that were checked.
+    if not isinstance(comoment, Tensor) or not comoment.is_floating_point():
+        got = comoment.dtype if isinstance(comoment, Tensor) else type(comoment).__name__
+        raise ValueError(f"comoment must be a floating-point [neurons, neurons] tensor, got {got}")
+    block = _check(block, "block", 2, _X_DOC, exact=True)
+    d = comoment.shape[0] if comoment.ndim else 0
+    if comoment.shape != (d, d) or block.shape[1] != d:
+        raise ValueError(
+            f"comoment must be square and block must have as many columns, got comoment "
+            f"{tuple(comoment.shape)} and block {tuple(block.shape)}"
+        )
+    for name, v in (("mean", mean), ("block_mean", block_mean)):
+        if not isinstance(v, Tensor) or tuple(v.shape) != (d,):
+            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f"{name} must have shape [{d}] to match comoment, got {shape}")
+    count = _check_count(count)
+    nb = block.shape[0]
+    if nb == 0:
+        return comoment
+    centre = block_mean.to(comoment.dtype)
+    rows = torch.empty(nb + 1, d, dtype=comoment.dtype)
+    torch.sub(block.to(comoment.dtype), centre, out=rows[:nb])
+    # (n_a n_b / n) δ δ^T as one more row, sqrt(n_a n_b / n) δ; zero for the first block.
+    rows[nb] = (centre - mean.to(comoment.dtype)) * (count * nb / (count + nb)) ** 0.5
+    return comoment.addmm_(rows.mT, rows)
+
+
+def merge_comoments(
+    count_a: int,
+    mean_a: Tensor,
+    comoment_a: Tensor,
+    count_b: int,
+    mean_b: Tensor,
+    comoment_b: Tensor,
+) -> Tensor:
+    """Co-moment of two disjoint sets of rows: ``C_a + C_b + (n_a n_b / n) δ δ^T`` (Chan et al.).
+
+    Args:
+        count_a: rows behind ``comoment_a``.
+        mean_a: ``[neurons]`` their mean.
+        comoment_a: ``[neurons, neurons]`` their co-moment ``sum (x - mean_a)(x - mean_a)^T``.
+        count_b: rows behind ``comoment_b``.
+        mean_b: ``[neurons]`` their mean.
+        comoment_b: ``[neurons, neurons]``.
+
+    Returns:
+        A new ``[neurons, neurons]`` co-moment of all ``count_a + count_b`` rows.
+
+    Examples:
+        >>> import torch
+        >>> one = torch.zeros(1, 1)
+        >>> merge_comoments(1, torch.tensor([1.0]), one, 1, torch.tensor([3.0]), one)
+        tensor([[2.]])
+    """
+    na, nb = _check_count(count_a, "count_a"), _check_count(count_b, "count_b")
+    comoment_a = _check(comoment_a, "comoment_a", 2, "[neurons, neurons]", exact=True)
+    comoment_b = _check(comoment_b, "comoment_b", 2, "[neurons, neurons]", exact=True)
+    if comoment_a.shape != comoment_b.shape or comoment_a.shape[0] != comoment_a.shape[1]:
+        raise ValueError(
+            f"comoment_a and comoment_b must be square and of one shape, got "
+            f"{tuple(comoment_a.shape)} and {tuple(comoment_b.shape)}"
+        )
+    out = comoment_a + comoment_b
+    if na and nb:
+        delta = (mean_b - mean_a).to(out.dtype)
+        out.addr_(delta, delta, alpha=float(na) * float(nb) / float(na + nb))
+    return out
+
+
 # --------------------------------------------------------------------------- neuron geometry
 
 
-def cosine_similarity_from_gram(
-    gram: Tensor,
-    *,
-    sums: Tensor | None = None,
-    count: int | float | Tensor | None = None,
-) -> Tensor:
-    """Cosine similarity between neurons from their Gram matrix ``X^T X``.
+def _normalise_gram(gram: Tensor, alive: Tensor) -> Tensor:
+    """Divide a (possibly centred) Gram matrix by its columns' norms; dead columns get 0."""
+    sq = torch.diagonal(gram).clamp_min(0)
+    inv = torch.where(alive, torch.where(alive, sq, 1).rsqrt(), 0)
+    # One [N, N] allocation: for 3072+ neurons the temporaries of an out-of-place chain cost
+    # more than the Gram matrix itself.
+    sim = gram * inv[:, None]
+    sim.mul_(inv[None, :]).clamp_(-1.0, 1.0)
+    sim.diagonal().fill_(1.0)
+    return sim
 
-    The single home of the normalisation used by :func:`cosine_similarity` and by the streaming
-    accumulator. With ``sums`` (``X.sum(0)``) and ``count`` (rows of ``X``) the Gram matrix is
-    mean-centred first, ``X^T X - n μ μ^T``, which turns cosine similarity into Pearson
-    correlation.
 
-    A neuron whose vector is zero (it never fires, or is constant when centred) has similarity
-    0 with every other neuron and 1 with itself, so its cosine *distance* to the others is 1,
-    "orthogonal", and the matrix keeps its unit diagonal.
+def _check_square(m: object, name: str) -> Tensor:
+    m = _check(m, name, 2, "[neurons, neurons]", exact=True)
+    if m.shape[0] != m.shape[1]:
+        raise ValueError(f"{name} must be square [neurons, neurons], got shape {tuple(m.shape)}")
+    return m
+
+
+def cosine_similarity_from_gram(gram: Tensor, *, precision: torch.dtype | None = None) -> Tensor:
+    """Raw (uncentred) cosine similarity between neurons from their Gram matrix ``X^T X``.
+
+    The normalisation shared by :func:`cosine_similarity` and the streaming accumulator. A
+    neuron whose vector is zero (it never fires) has similarity 0 with every other neuron and 1
+    with itself, so its cosine *distance* to the others is 1, "orthogonal", and the matrix
+    keeps its unit diagonal. For Pearson correlation use
+    :func:`cosine_similarity_from_comoment`: centring a raw Gram matrix afterwards
+    (``X^T X - n μ μ^T``) cancels catastrophically.
 
     Args:
         gram: ``[neurons, neurons]`` symmetric Gram matrix.
-        sums: ``[neurons]`` column sums, for centring.
-        count: number of rows summed, for centring.
+        precision: dtype of the activations behind ``gram`` (default ``gram.dtype``): a
+            squared norm below its smallest normal number counts as zero.
 
     Returns:
         ``[neurons, neurons]`` similarities in ``[-1, 1]``, in ``gram``'s dtype.
@@ -224,62 +523,84 @@ def cosine_similarity_from_gram(
         tensor([[1.0000, 0.5000],
                 [0.5000, 1.0000]])
     """
-    gram = _check(gram, "gram", 2, "[neurons, neurons]", exact=True)
-    if gram.shape[0] != gram.shape[1]:
-        raise ValueError(f"gram must be square [neurons, neurons], got shape {tuple(gram.shape)}")
-    if (sums is None) != (count is None):
-        raise ValueError("pass both sums and count to centre the Gram matrix, or neither")
-    if sums is not None:
-        sums = _check(sums, "sums", 1, "[neurons]", exact=True)
-        if sums.shape[0] != gram.shape[0]:
-            raise ValueError(
-                f"sums must have shape [{gram.shape[0]}] to match gram, got {tuple(sums.shape)}"
-            )
-        n = float(count)  # type: ignore[arg-type]
-        if not n > 0:
-            raise ValueError(f"count must be positive to centre the Gram matrix, got {count!r}")
-        sums = sums.to(gram.dtype)
-        raw_sq = torch.diagonal(gram).clone()
-        gram = gram - torch.outer(sums, sums) / n
-        return _normalise_gram(gram, raw_sq)
-    return _normalise_gram(gram, torch.diagonal(gram))
+    gram = _check_square(gram, "gram")
+    alive = torch.diagonal(gram) > torch.finfo(precision or gram.dtype).tiny
+    return _normalise_gram(gram, alive)
 
 
-def _normalise_gram(gram: Tensor, raw_sq: Tensor) -> Tensor:
-    """Divide a (possibly centred) Gram matrix by its columns' norms; silent columns get 0.
+def cosine_similarity_from_comoment(
+    comoment: Tensor,
+    mean: Tensor,
+    count: int,
+    *,
+    precision: torch.dtype | None = None,
+) -> Tensor:
+    """Pearson correlation between neurons from their co-moment ``sum (x - μ)(x - μ)^T``.
 
-    ``raw_sq`` is each column's *uncentred* sum of squares: centring a constant column leaves
-    round-off of order ``eps * raw_sq``, so a column counts as silent when its centred square
-    norm is below that (per neuron: a quiet but real neuron beside a loud one stays alive).
+    The centred counterpart of :func:`cosine_similarity_from_gram`, for the co-moment a
+    streaming accumulator keeps (:func:`accumulate_comoment`). A neuron that is constant
+    (its spread within 16 units of round-off of its magnitude, in ``precision``) has
+    similarity 0 with every other neuron and 1 with itself.
+
+    Args:
+        comoment: ``[neurons, neurons]`` centred Gram matrix.
+        mean: ``[neurons]`` the neurons' means (to tell a constant neuron from a quiet one).
+        count: number of rows behind ``comoment``.
+        precision: dtype of the activations (default ``comoment.dtype``); its round-off sets
+            which neurons count as constant, so a float64 accumulator of float32 activations
+            agrees with the in-memory float32 computation.
+
+    Returns:
+        ``[neurons, neurons]`` correlations in ``[-1, 1]``, in ``comoment``'s dtype.
+
+    Examples:
+        >>> import torch
+        >>> C = torch.tensor([[4.0, -2.0], [-2.0, 4.0]])
+        >>> cosine_similarity_from_comoment(C, torch.tensor([100.0, 5.0]), 3)
+        tensor([[ 1.0000, -0.5000],
+                [-0.5000,  1.0000]])
     """
-    sq = torch.diagonal(gram).clamp_min(0)
-    eps = torch.finfo(gram.dtype).eps
-    alive = (sq > _TINY) & (sq > raw_sq.to(gram.dtype) * (16 * eps))
-    inv = torch.where(alive, sq.clamp_min(_TINY).rsqrt(), torch.zeros_like(sq))
-    # One [N, N] allocation: for 3072+ neurons the temporaries of an out-of-place chain cost
-    # more than the Gram matrix itself.
-    sim = gram * inv[:, None]
-    sim.mul_(inv[None, :]).clamp_(-1.0, 1.0)
-    sim.diagonal().fill_(1.0)
-    return sim
+    comoment = _check_square(comoment, "comoment")
+    mean = _check(mean, "mean", 1, "[neurons]", exact=True)
+    if mean.shape[0] != comoment.shape[0]:
+        raise ValueError(
+            f"mean must have shape [{comoment.shape[0]}] to match comoment, got {tuple(mean.shape)}"
+        )
+    count = _check_count(count)
+    if count == 0:
+        raise ValueError("count must be positive, got 0; no rows were accumulated")
+    sq = torch.diagonal(comoment)
+    raw_sq = sq + count * mean.to(comoment.dtype).square()  # sum x^2, for the round-off scale
+    alive = _varies(sq, raw_sq, precision or comoment.dtype)
+    return _normalise_gram(comoment, alive)
 
 
 def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tensor]:
     """``(X^T X, per-column sum of squares of the raw X)``, centred first if asked.
 
-    Accumulated in row chunks, so no copy of ``X`` is made.
+    Accumulated in row chunks, so no copy of ``X`` is made. Centring uses a first estimate
+    ``c`` of the mean and corrects for its error ``s = sum (x - c)`` at the end,
+    ``sum (x - c)(x - c)^T - s s^T / n``: a shift that is tiny next to the spread, so nothing
+    cancels, and a constant column comes out as (close to) exactly zero.
     """
     n, d = X.shape
-    mean = X.mean(0) if center and n else None
     gram = X.new_zeros(d, d)
+    if not center or not n:
+        for start in range(0, n, chunk):
+            block = X[start : start + chunk]
+            gram.addmm_(block.mT, block)
+        return gram, torch.diagonal(gram)
+    c = X.mean(0)
     raw_sq = X.new_zeros(d)
+    shift = X.new_zeros(d)
     for start in range(0, n, chunk):
         block = X[start : start + chunk]
-        if mean is not None:
-            raw_sq += block.square().sum(0)
-            block = block - mean
+        raw_sq += block.square().sum(0)
+        block = block - c
+        shift += block.sum(0)
         gram.addmm_(block.mT, block)
-    return gram, (raw_sq if mean is not None else torch.diagonal(gram))
+    gram.addr_(shift, shift, alpha=-1.0 / n)
+    return gram, raw_sq
 
 
 def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
@@ -290,15 +611,16 @@ def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
     mean-centred first, which is the Pearson correlation between neurons (raw cosine is
     dominated by a shared positive offset of the activations, see the docs).
 
-    A neuron that never fires (a zero column, or a constant one with ``center=True``) has
-    similarity 0 with every other neuron and 1 with itself.
+    A neuron that never fires (a zero column, or with ``center=True`` a constant one: its
+    spread within 16 units of round-off of its magnitude) has similarity 0 with every other
+    neuron and 1 with itself.
 
     Args:
         X: ``[tokens, neurons]`` activations.
         center: subtract each neuron's mean first.
 
     Returns:
-        ``[neurons, neurons]``, symmetric, unit diagonal, values in ``[-1, 1]``.
+        ``[neurons, neurons]`` in ``X``'s dtype, symmetric, unit diagonal, values in ``[-1, 1]``.
 
     Examples:
         >>> import torch
@@ -310,7 +632,10 @@ def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
     """
     X = _check(X, "X", 2, _X_DOC, exact=True)
     gram, raw_sq = _gram_of(X, center)
-    return _normalise_gram(gram, raw_sq)
+    sq = torch.diagonal(gram)
+    if center:
+        return _normalise_gram(gram, _varies(sq, raw_sq, X.dtype))
+    return _normalise_gram(gram, sq > torch.finfo(X.dtype).tiny)
 
 
 def cosine_distance(X: Tensor, *, center: bool = False) -> Tensor:
@@ -340,7 +665,7 @@ def cosine_distance(X: Tensor, *, center: bool = False) -> Tensor:
 
 @dataclass(frozen=True)
 class NeuronStatistics:
-    """Per-neuron activation statistics, each a ``[neurons]`` float tensor.
+    """Per-neuron activation statistics, each a ``[neurons]`` tensor in the activations' dtype.
 
     Attributes:
         count: number of tokens the statistics cover.
@@ -366,74 +691,75 @@ class NeuronStatistics:
         return self.variance.sqrt()
 
 
-def statistics_from_sums(
+def statistics_from_moments(
     count: int,
-    power_sums: Tensor,
+    moments: Tensor,
     active: Tensor,
     *,
     threshold: float = 0.0,
+    dtype: torch.dtype = torch.float32,
 ) -> NeuronStatistics:
-    """Neuron statistics from running sums: the formula shared by memory and streaming paths.
+    """Neuron statistics from central moments: the formula shared by memory and streaming paths.
+
+    With ``m_k = M_k / n``: variance ``m2``, skewness ``m3 / m2^(3/2)``, excess kurtosis
+    ``m4 / m2^2 - 3``. A constant neuron (spread within 16 units of round-off of its magnitude
+    in ``dtype``) gets skewness and kurtosis 0.
 
     Also the way to summarise any 1-D sample ``v`` (a histogram's skew, say):
     ``neuron_statistics(v[:, None])``.
 
     Args:
-        count: number of tokens summed.
-        power_sums: ``[4, neurons]``, rows ``sum x``, ``sum x^2``, ``sum x^3``, ``sum x^4``
-            (accumulate them in float64: the central moments are differences of these).
+        count: number of tokens behind ``moments``.
+        moments: ``[4, neurons]`` rows ``mean``, ``M2``, ``M3``, ``M4`` with
+            ``M_k = sum (x - mean)^k`` (:func:`central_moments`, :func:`merge_moments`).
         active: ``[neurons]`` number of tokens with ``x > threshold``.
         threshold: the threshold ``active`` was counted with.
+        dtype: dtype of the activations, and of the result (float64 in, float64 out).
 
     Returns:
-        :class:`NeuronStatistics` in float32.
+        :class:`NeuronStatistics` in ``dtype``.
 
     Examples:
         >>> import torch
-        >>> x = torch.tensor([1.0, 3.0], dtype=torch.float64)
-        >>> s = statistics_from_sums(2, torch.stack([x.sum(), (x**2).sum(), (x**3).sum(),
-        ...                          (x**4).sum()])[:, None], torch.tensor([2.0]))
-        >>> s.mean, s.variance, s.kurtosis
-        (tensor([2.]), tensor([1.]), tensor([-2.]))
+        >>> x = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+        >>> s = statistics_from_moments(2, central_moments(x), torch.tensor([2]),
+        ...                             dtype=torch.float64)
+        >>> s.mean.tolist(), s.variance.tolist(), s.kurtosis.tolist(), s.kurtosis.dtype
+        ([2.0], [1.0], [-2.0], torch.float64)
     """
-    power_sums = _check(power_sums, "power_sums", 2, "[4, neurons]", exact=True)
-    if power_sums.shape[0] != 4:
-        raise ValueError(
-            f"power_sums must have shape [4, neurons], got shape {tuple(power_sums.shape)}"
-        )
-    if count <= 0:
+    moments = _check_moments(moments, "moments")
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
         raise ValueError(f"count must be positive, got {count!r}; no tokens were accumulated")
-    raw = power_sums.double() / count  # E[x], E[x^2], E[x^3], E[x^4]
-    mu = raw[0]
-    m2 = (raw[1] - mu**2).clamp_min(0)
-    m3 = raw[2] - 3 * mu * raw[1] + 2 * mu**3
-    m4 = raw[3] - 4 * mu * raw[2] + 6 * mu**2 * raw[1] - 3 * mu**4
-    scale = raw[1].clamp_min(_TINY)  # round-off of m2 is relative to E[x^2]
-    varies = m2 > scale * 1e-10
-    safe_m2 = m2.clamp_min(_TINY)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    mean, m2, m3, m4 = moments.double()
+    n = float(count)
+    # A square of M2 below the smallest normal float64 has no precision left: such a neuron
+    # counts as constant whatever its dtype.
+    varies = _varies(m2, m2 + n * mean.square(), dtype) & (
+        m2 > torch.finfo(torch.float64).tiny ** 0.5
+    )
+    safe = torch.where(varies, m2, 1.0)
     zero = torch.zeros_like(m2)
-    skew = torch.where(varies, m3 / safe_m2**1.5, zero)
-    kurt = torch.where(varies, m4.clamp_min(0) / safe_m2**2 - 3, zero)
+    skew = torch.where(varies, n**0.5 * m3 / safe**1.5, zero)
+    kurt = torch.where(varies, n * m4 / safe.square() - 3, zero)
     return NeuronStatistics(
-        count=int(count),
-        mean=mu.float(),
-        variance=m2.float(),
-        frequency=(active.double() / count).float(),
-        skewness=skew.float(),
-        kurtosis=kurt.float(),
+        count=count,
+        mean=mean.to(dtype),
+        variance=(m2 / n).to(dtype),
+        frequency=(active.double() / n).to(dtype),
+        skewness=skew.to(dtype),
+        kurtosis=kurt.to(dtype),
         threshold=float(threshold),
     )
 
 
-def power_sums(X: Tensor) -> Tensor:
-    """``[4, neurons]`` float64 sums of ``X``, ``X^2``, ``X^3``, ``X^4`` over tokens."""
-    Xd = X.double()
-    sq = Xd * Xd
-    return torch.stack([Xd.sum(0), sq.sum(0), (sq * Xd).sum(0), (sq * sq).sum(0)])
-
-
 def neuron_statistics(X: Tensor, *, threshold: float = 0.0) -> NeuronStatistics:
-    """Mean, variance, activation frequency and excess kurtosis of every neuron.
+    """Mean, variance, activation frequency, skewness and excess kurtosis of every neuron.
+
+    Computed from central moments (:func:`central_moments`), so they stay accurate for a neuron
+    with a large mean and a small spread, in float64 whatever ``X``'s dtype, and returned in
+    ``X``'s dtype (float64 in, float64 out; lower precisions come back as float32).
 
     Args:
         X: ``[tokens, neurons]`` activations (at least one token).
@@ -451,8 +777,16 @@ def neuron_statistics(X: Tensor, *, threshold: float = 0.0) -> NeuronStatistics:
     X = _check(X, "X", 2, _X_DOC, exact=True)
     if X.shape[0] == 0:
         raise ValueError("X must have at least one token (row), got shape (0, ...)")
-    return statistics_from_sums(
-        X.shape[0], power_sums(X), (X > threshold).sum(0), threshold=threshold
+    active = sum(
+        ((block > threshold).sum(0) for block in torch.split(X, 16 * _BLOCK_ROWS)),
+        torch.zeros(X.shape[1], dtype=torch.int64),
+    )
+    return statistics_from_moments(
+        X.shape[0],
+        central_moments(X),
+        active,
+        threshold=threshold,
+        dtype=torch.promote_types(X.dtype, torch.float32),
     )
 
 

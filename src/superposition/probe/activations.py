@@ -4,9 +4,9 @@
 the token metadata beside it; it saves to safetensors plus a JSON sidecar for the strings, so
 loading never executes pickled code.
 
-:class:`StreamingStatistics` keeps only running sums (per-neuron power sums, activity counts and
-the neuron Gram matrix ``X^T X``), so its memory does not grow with the number of tokens, and two
-of them merge exactly. Every formula it needs comes from :mod:`superposition.metrics`.
+:class:`StreamingStatistics` keeps only mergeable summaries (per-neuron central moments, activity
+counts and the neuron co-moment matrix), so its memory does not grow with the number of tokens,
+and two of them merge exactly. Every formula it needs comes from :mod:`superposition.metrics`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["Activations", "StreamingStatistics"]
 
 _FORMAT = "superposition.Activations/1"
-_STATS_FORMAT = "superposition.StreamingStatistics/1"
+# /2: central moments and the centred co-moment (/1 kept raw power sums and X^T X, which
+# cancel catastrophically for a neuron with a large mean and a small spread).
+_STATS_FORMAT = "superposition.StreamingStatistics/2"
+_OLD_STATS_FORMATS = ("superposition.StreamingStatistics/1",)
 # StreamingStatistics.update works through a batch this many rows at a time, so its float64
-# temporaries (x, x^2, x^3, x^4: ~4 x rows x neurons x 8 bytes) stay small and the same size
+# temporaries (~4 x rows x neurons x 8 bytes) stay small and the same size
 # whatever the batch: a long batch no longer raises the peak, and equal-sized blocks are reused
 # by the allocator instead of fragmenting the heap.
 _UPDATE_ROWS = 256
@@ -334,17 +337,24 @@ class Activations:
 
 
 class StreamingStatistics:
-    """Per-neuron statistics and the neuron Gram matrix, accumulated batch by batch.
+    """Per-neuron statistics and the neuron × neuron matrices, accumulated batch by batch.
 
-    Memory is ``O(n_neurons^2)`` (the Gram matrix, float64) and does not grow with the number of
-    tokens. Sums and the Gram matrix are accumulated in float64, so centring them afterwards (for
-    Pearson correlation) keeps its precision. Two accumulators over disjoint
-    shards :meth:`merge` into exactly the accumulator of one pass over both.
+    Memory is ``O(n_neurons^2)`` (one float64 ``[neurons, neurons]`` matrix) and does not grow
+    with the number of tokens. Nothing is kept as raw power sums: every block of 256 rows is
+    centred on its own mean and merged with the pairwise updates in
+    :mod:`superposition.metrics` (central moments for mean, variance, skewness and kurtosis;
+    the centred co-moment ``sum (x - μ)(x - μ)^T`` for Pearson correlation), so a neuron with a
+    large mean and a small spread keeps its precision. The raw Gram matrix ``X^T X`` for the
+    uncentred cosine is rebuilt from the co-moment and the means without loss. Two
+    accumulators over disjoint shards :meth:`merge` into the accumulator of one pass over both
+    (up to round-off).
+
+    Results come back in the batches' dtype: float64 when any batch was float64, else float32.
 
     Args:
         n_neurons: the number of columns, or ``None`` to take it from the first batch.
         threshold: a neuron is active on a token when its value is ``> threshold``.
-        gram: keep ``X^T X`` (needed for :meth:`cosine_similarity`); ``False`` saves
+        gram: keep the co-moment matrix (needed for :meth:`cosine_similarity`); ``False`` saves
             ``n_neurons^2`` memory and the matrix product per batch.
         layer: the layer these statistics describe (for the record).
         module_name: the hooked module (for the record).
@@ -357,7 +367,7 @@ class StreamingStatistics:
         >>> s.count, s.finalise().mean
         (3, tensor([2.0000, 0.3333]))
         >>> a, b = StreamingStatistics().update(X[:1]), StreamingStatistics().update(X[1:])
-        >>> torch.equal(a.merge(b).cosine_similarity(), s.cosine_similarity())
+        >>> torch.allclose(a.merge(b).cosine_similarity(), s.cosine_similarity())
         True
     """
 
@@ -381,21 +391,23 @@ class StreamingStatistics:
         self.module_name = module_name
         self.model_name = model_name
         self.count = 0
-        self._sums: Tensor | None = None  # [4, neurons] float64: sum x, x^2, x^3, x^4
+        # The dtype results come back in: float64 once any float64 batch arrived.
+        self.dtype = torch.float32
+        self._moments: Tensor | None = None  # [4, neurons] float64: mean, M2, M3, M4
         self._active: Tensor | None = None  # [neurons] int64
-        self._gram: Tensor | None = None  # [neurons, neurons] float64
+        self._comoment: Tensor | None = None  # [neurons, neurons] float64
         if n_neurons is not None:
             self._allocate(n_neurons)
 
     def _allocate(self, n: int) -> None:
-        self._sums = torch.zeros(4, n, dtype=torch.float64)
+        self._moments = torch.zeros(4, n, dtype=torch.float64)
         self._active = torch.zeros(n, dtype=torch.int64)
-        self._gram = torch.zeros(n, n, dtype=torch.float64) if self.keep_gram else None
+        self._comoment = torch.zeros(n, n, dtype=torch.float64) if self.keep_gram else None
 
     @property
     def n_neurons(self) -> int | None:
         """Number of neurons, ``None`` before the first batch."""
-        return None if self._sums is None else int(self._sums.shape[1])
+        return None if self._moments is None else int(self._moments.shape[1])
 
     def __repr__(self) -> str:
         return (
@@ -417,13 +429,9 @@ class StreamingStatistics:
                 else type(X).__name__
             )
             raise ValueError(f"X must be a floating-point [tokens, neurons] tensor, got {got}")
-        if self._sums is None:
-            self._allocate(X.shape[1])
-        assert self._sums is not None
-        assert self._active is not None
-        if X.shape[1] != self._sums.shape[1]:
+        if self._moments is not None and X.shape[1] != self._moments.shape[1]:
             raise ValueError(
-                f"X must have {self._sums.shape[1]} neurons (columns) like earlier batches, "
+                f"X must have {self._moments.shape[1]} neurons (columns) like earlier batches, "
                 f"got shape {tuple(X.shape)}"
             )
         if X.shape[0] == 0:
@@ -433,23 +441,30 @@ class StreamingStatistics:
             raise ValueError(
                 f"X must be finite, got NaN or inf in a batch of shape {tuple(X.shape)}"
             )
+        if self._moments is None:
+            self._allocate(X.shape[1])
+        assert self._moments is not None
+        assert self._active is not None
         self._active += (self.threshold < X).sum(0)
         for block in torch.split(X, _UPDATE_ROWS):
-            Xd = block.double()
-            self._sums += metrics.power_sums(Xd)
-            if self._gram is not None:
-                # float64 products: Pearson correlation centres this matrix afterwards
-                # (X^T X - n mu mu^T), which cancels catastrophically in float32.
-                self._gram.addmm_(Xd.mT, Xd)
-        self.count += int(X.shape[0])
+            moments, _ = metrics.block_moments(block)
+            if self._comoment is not None:
+                metrics.accumulate_comoment(
+                    self._comoment, self.count, self._moments[0], block, moments[0]
+                )
+            self._moments = metrics.merge_moments(
+                self.count, self._moments, block.shape[0], moments
+            )
+            self.count += int(block.shape[0])
+        self.dtype = torch.promote_types(self.dtype, X.dtype)
         return self
 
     def merge(self, other: StreamingStatistics) -> StreamingStatistics:
         """A new accumulator equal to one pass over both shards (neither input changes).
 
         Raises:
-            ValueError: the two disagree on neurons, threshold or whether they keep the Gram
-                matrix.
+            ValueError: the two disagree on neurons, threshold or whether they keep the
+                co-moment matrix.
         """
         if not isinstance(other, StreamingStatistics):
             raise TypeError(f"can only merge a StreamingStatistics, got {type(other).__name__}")
@@ -470,61 +485,95 @@ class StreamingStatistics:
             module_name=self.module_name,
             model_name=self.model_name,
         )
+        out.dtype = torch.promote_types(self.dtype, other.dtype)
         for part in (self, other):
-            if part._sums is None:
+            if part._moments is None or part.count == 0:
                 continue
-            assert out._sums is not None
+            assert out._moments is not None
             assert out._active is not None
             assert part._active is not None
-            out._sums += part._sums
+            if out._comoment is not None and part._comoment is not None:
+                out._comoment = metrics.merge_comoments(
+                    out.count,
+                    out._moments[0],
+                    out._comoment,
+                    part.count,
+                    part._moments[0],
+                    part._comoment,
+                )
+            out._moments = metrics.merge_moments(out.count, out._moments, part.count, part._moments)
             out._active += part._active
-            if out._gram is not None and part._gram is not None:
-                out._gram += part._gram
             out.count += part.count
         return out
 
     def _require(self) -> tuple[Tensor, Tensor]:
-        if self._sums is None or self._active is None or self.count == 0:
+        if self._moments is None or self._active is None or self.count == 0:
             raise ValueError("no tokens have been accumulated yet; call update(X) first")
-        return self._sums, self._active
+        return self._moments, self._active
 
     def finalise(self) -> NeuronStatistics:
-        """Mean, variance, frequency and kurtosis of every neuron so far.
+        """Mean, variance, frequency, skewness and kurtosis of every neuron so far.
 
-        See :func:`superposition.metrics.statistics_from_sums`.
+        See :func:`superposition.metrics.statistics_from_moments`.
 
         Raises:
             ValueError: nothing was accumulated.
         """
-        sums, active = self._require()
-        return metrics.statistics_from_sums(self.count, sums, active, threshold=self.threshold)
+        moments, active = self._require()
+        return metrics.statistics_from_moments(
+            self.count, moments, active, threshold=self.threshold, dtype=self.dtype
+        )
 
-    @property
-    def gram(self) -> Tensor:
-        """``[neurons, neurons]`` float64 ``X^T X`` over every token so far.
-
-        Raises:
-            ValueError: nothing was accumulated, or the accumulator was made with ``gram=False``.
-        """
+    def _require_comoment(self) -> Tensor:
         self._require()
-        if self._gram is None:
+        if self._comoment is None:
             raise ValueError(
                 "this accumulator was made with gram=False, so it has no Gram matrix; "
                 "make it with gram=True to get cosine similarity"
             )
-        return self._gram
+        return self._comoment
+
+    @property
+    def comoment(self) -> Tensor:
+        """``[neurons, neurons]`` float64 centred Gram matrix ``sum (x - μ)(x - μ)^T``.
+
+        Divided by :attr:`count` it is the (population) covariance matrix.
+
+        Raises:
+            ValueError: nothing was accumulated, or the accumulator was made with ``gram=False``.
+        """
+        return self._require_comoment()
+
+    @property
+    def gram(self) -> Tensor:
+        """``[neurons, neurons]`` float64 raw Gram matrix ``X^T X`` over every token so far.
+
+        Rebuilt from the co-moment, ``C + n μ μ^T``: adding two terms that are both bounded by
+        ``|x_i| |x_j|`` loses nothing (the reverse, centring ``X^T X``, would). A new matrix per
+        call.
+
+        Raises:
+            ValueError: nothing was accumulated, or the accumulator was made with ``gram=False``.
+        """
+        comoment = self._require_comoment()
+        mean = self._require()[0][0]
+        return comoment.addr(mean, mean, alpha=float(self.count))
 
     def cosine_similarity(self, *, center: bool = False) -> Tensor:
-        """``[neurons, neurons]`` float32 cosine similarity (``center=True``: Pearson correlation).
+        """``[neurons, neurons]`` cosine similarity (``center=True``: Pearson correlation).
 
-        Exactly what :func:`superposition.metrics.cosine_similarity` gives on the stacked batches,
-        up to floating-point round-off.
+        What :func:`superposition.metrics.cosine_similarity` gives on the stacked batches, up to
+        floating-point round-off, in the batches' dtype.
         """
-        gram = self.gram
-        sums, _ = self._require()
+        comoment = self._require_comoment()
+        mean = self._require()[0][0]
         if center:
-            return metrics.cosine_similarity_from_gram(gram, sums=sums[0], count=self.count).float()
-        return metrics.cosine_similarity_from_gram(gram).float()
+            sim = metrics.cosine_similarity_from_comoment(
+                comoment, mean, self.count, precision=self.dtype
+            )
+        else:
+            sim = metrics.cosine_similarity_from_gram(self.gram, precision=self.dtype)
+        return sim.to(self.dtype)
 
     def cosine_distance(self, *, center: bool = False) -> Tensor:
         """``1 - cosine_similarity(center=center)``."""
@@ -537,19 +586,20 @@ class StreamingStatistics:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the running sums to ``path.safetensors`` (to merge shards from other machines).
+        """Write the accumulator to ``path.safetensors`` (to merge shards from other machines).
 
         ``path`` may be given with or without the suffix; the file is written atomically.
         """
         from safetensors.torch import save_file
 
-        sums, active = self._require()
-        tensors = {"sums": sums, "active": active}
-        if self._gram is not None:
-            tensors["gram"] = self._gram
+        moments, active = self._require()
+        tensors = {"moments": moments, "active": active}
+        if self._comoment is not None:
+            tensors["comoment"] = self._comoment
         meta = {
             "format": _STATS_FORMAT,
             "count": str(self.count),
+            "dtype": str(self.dtype).removeprefix("torch."),
             "threshold": repr(self.threshold),
             "layer": str(self.layer),
             "module_name": self.module_name,
@@ -563,6 +613,10 @@ class StreamingStatistics:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> StreamingStatistics:
         """Read what :meth:`save` wrote.
+
+        Raises:
+            ValueError: the file is not a saved :class:`StreamingStatistics`, or was written by
+                an older version in a format this one cannot read.
 
         Examples:
             >>> import tempfile, torch
@@ -580,19 +634,31 @@ class StreamingStatistics:
             )
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("format") != _STATS_FORMAT:
+            fmt = meta.get("format")
+            if fmt in _OLD_STATS_FORMATS:
+                raise ValueError(
+                    f"{path} was written in the old format {fmt!r}, which kept raw power sums "
+                    f"and X^T X: statistics recovered from those lose precision for neurons "
+                    f"with a large mean and a small spread, so this version reads only "
+                    f"{_STATS_FORMAT!r}; stream the activations again and save them anew"
+                )
+            if fmt != _STATS_FORMAT:
                 raise ValueError(
                     f"{path} is not a saved StreamingStatistics (expected format "
-                    f"{_STATS_FORMAT!r}, got {meta.get('format')!r})"
+                    f"{_STATS_FORMAT!r}, got {fmt!r})"
                 )
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        dtype = getattr(torch, meta.get("dtype", ""), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"{path} names no floating-point dtype, got {meta.get('dtype')!r}")
         out = cls(
             threshold=float(meta["threshold"]),
-            gram="gram" in t,
+            gram="comoment" in t,
             layer=int(meta["layer"]),
             module_name=meta["module_name"],
             model_name=meta["model_name"],
         )
-        out._sums, out._active, out._gram = t["sums"], t["active"], t.get("gram")
+        out._moments, out._active, out._comoment = t["moments"], t["active"], t.get("comoment")
         out.count = int(meta["count"])
+        out.dtype = dtype
         return out
