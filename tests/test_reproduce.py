@@ -35,7 +35,7 @@ def _strip_volatile(m: dict[str, Any]) -> dict[str, Any]:
 
 def test_metrics_json_has_the_documented_keys(quick_runs: tuple[Path, Path]) -> None:
     m = json.loads((quick_runs[0] / "metrics.json").read_text())
-    assert set(m) == {"section3", "section5", "config", "timings_s"}
+    assert set(m) == {"section3", "section5", "double_descent", "config", "timings_s"}
     assert set(m["section3"]["results"]) == {
         "1_linear_top_m_orthogonal",
         "2_relu_dense_top_m",

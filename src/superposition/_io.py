@@ -14,14 +14,19 @@ same thing, and ``load`` takes either spelling.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["atomic_path", "atomic_write", "saved_paths"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["atomic_path", "atomic_write", "load_saved", "save_with_config", "saved_paths"]
 
 TENSOR_SUFFIX = ".safetensors"
 
@@ -98,3 +103,52 @@ def saved_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     if not base.name:
         raise ValueError(f"expected a file name such as 'run/acts', got {str(path)!r}")
     return base.with_name(base.name + TENSOR_SUFFIX), base.with_name(base.name + ".json")
+
+
+def save_with_config(
+    path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]
+) -> Path:
+    """Write ``tensors`` to ``path.safetensors`` and ``meta`` to ``path.json``, atomically.
+
+    The convention of every model's ``save``: tensors are detached and moved to the CPU, nothing
+    is pickled. Returns the tensor file's path.
+    """
+    from safetensors.torch import save_file
+
+    weights, config = saved_paths(path)
+    with atomic_path(weights) as temp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
+    atomic_write(config, json.dumps(meta, indent=2) + "\n")
+    return weights
+
+
+def load_saved(
+    path: str | os.PathLike[str], what: str, format_version: int
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` written by :func:`save_with_config`, checked before use.
+
+    Args:
+        path: with or without its ``.safetensors`` suffix.
+        what: the class being loaded, for the messages.
+        format_version: the ``meta["format_version"]`` this reader understands.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: the files were written in another format version.
+    """
+    from safetensors.torch import load_file
+
+    weights, config = saved_paths(path)
+    for p in (weights, config):
+        if not p.exists():
+            raise FileNotFoundError(
+                f"cannot load a {what} from {str(path)!r}: {str(p)!r} does not exist"
+            )
+    meta = json.loads(config.read_text())
+    if not isinstance(meta, dict) or meta.get("format_version") != format_version:
+        got = meta.get("format_version") if isinstance(meta, dict) else None
+        raise ValueError(
+            f"{str(config)!r} has format_version {got!r}, expected {format_version}; "
+            f"it was not written by this version's {what}.save"
+        )
+    return load_file(str(weights)), meta

@@ -20,7 +20,6 @@ the normalised space.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import metrics
-from superposition._io import atomic_path, atomic_write, saved_paths
+from superposition._io import load_saved, save_with_config
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import FitConfig, FitHistory, Schedule, train
 
@@ -520,9 +519,6 @@ class SparseAutoencoder(nn.Module):
             ...     torch.equal(SparseAutoencoder.load(p).W_dec, sae.W_dec)
             True
         """
-        from safetensors.torch import save_file
-
-        weights, config = saved_paths(path)
         tensors = {
             "W_enc": self.W_enc,
             "W_dec": self.W_dec,
@@ -533,11 +529,8 @@ class SparseAutoencoder(nn.Module):
         }
         if self.kind == "jumprelu":
             tensors["log_threshold"] = self.log_threshold
-        with atomic_path(weights) as temp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
         meta = {"format_version": _FORMAT_VERSION, "config": self.config(), "fitted": self.fitted}
-        atomic_write(config, json.dumps(meta, indent=2) + "\n")
-        return weights
+        return save_with_config(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> SparseAutoencoder:
@@ -548,22 +541,8 @@ class SparseAutoencoder(nn.Module):
             Traceback (most recent call last):
             FileNotFoundError: ...
         """
-        from safetensors.torch import load_file
-
-        weights, cfg_path = saved_paths(path)
-        for p in (weights, cfg_path):
-            if not p.exists():
-                raise FileNotFoundError(
-                    f"cannot load a SparseAutoencoder from {str(path)!r}: {str(p)!r} does not exist"
-                )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{str(cfg_path)!r} has format_version {meta.get('format_version')!r}, "
-                f"expected {_FORMAT_VERSION}"
-            )
+        tensors, meta = load_saved(path, "SparseAutoencoder", _FORMAT_VERSION)
         model = cls(**meta["config"])
-        tensors = load_file(str(weights))
         with torch.no_grad():
             model.W_enc.copy_(tensors["W_enc"])
             model.W_dec.copy_(tensors["W_dec"])

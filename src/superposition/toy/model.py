@@ -18,7 +18,6 @@ its own sparsity and importance (see :class:`~superposition.toy.data.SparseFeatu
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import metrics
-from superposition._io import atomic_path, atomic_write, saved_paths
+from superposition._io import load_saved, save_with_config
 from superposition.toy.data import FiniteFeatureDataset, SparseFeatureDataset
 from superposition.toy.train import Schedule, TrainConfig, TrainHistory, train
 
@@ -412,17 +411,11 @@ class ToyModel(nn.Module):
             ...     torch.equal(ToyModel.load(p).W, model.W)
             True
         """
-        from safetensors.torch import save_file
-
-        weights, config = saved_paths(path)
         tensors = {"W": self.W, "b": self.b}
         if self.activation == "abs":
             tensors["W_out"] = self.W_out
-        with atomic_path(weights) as temp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
         meta = {"format_version": _FORMAT_VERSION, "config": self.config()}
-        atomic_write(config, json.dumps(meta, indent=2) + "\n")
-        return weights
+        return save_with_config(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ToyModel:
@@ -433,22 +426,8 @@ class ToyModel(nn.Module):
             Traceback (most recent call last):
             FileNotFoundError: ...
         """
-        from safetensors.torch import load_file
-
-        weights, cfg_path = saved_paths(path)
-        for p in (weights, cfg_path):
-            if not p.exists():
-                raise FileNotFoundError(
-                    f"cannot load a ToyModel from {str(path)!r}: {str(p)!r} does not exist"
-                )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{str(cfg_path)!r} has format_version {meta.get('format_version')!r}, "
-                f"expected {_FORMAT_VERSION}"
-            )
+        tensors, meta = load_saved(path, "ToyModel", _FORMAT_VERSION)
         model = cls(**meta["config"])
-        tensors = load_file(str(weights))
         with torch.no_grad():
             model.W.copy_(tensors["W"])
             model.b.copy_(tensors["b"])
