@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -226,17 +227,7 @@ def test_concat_of_every_text_rebuilds_the_whole() -> None:
     acts = make()
     pad = torch.zeros(acts.n_tokens, dtype=torch.bool)
     pad[-1] = True
-    acts = Activations(
-        acts.values,
-        tokens=acts.tokens,
-        token_ids=acts.token_ids,
-        text_index=acts.text_index,
-        position=acts.position,
-        layer=acts.layer,
-        module_name=acts.module_name,
-        model_name=acts.model_name,
-        is_pad=pad,
-    )
+    acts = dataclasses.replace(acts, is_pad=pad)
     back = Activations.concat([acts.for_text(i) for i in range(acts.n_texts)])
     assert torch.equal(back.values, acts.values)
     for name in ("token_ids", "text_index", "position", "is_pad"):
@@ -247,16 +238,7 @@ def test_concat_of_every_text_rebuilds_the_whole() -> None:
 
 def test_concat_refuses_parts_of_different_neurons() -> None:
     acts = make()
-    other = Activations(
-        acts.values[:, :2].contiguous(),
-        tokens=acts.tokens,
-        token_ids=acts.token_ids,
-        text_index=acts.text_index,
-        position=acts.position,
-        layer=acts.layer,
-        module_name=acts.module_name,
-        model_name=acts.model_name,
-    )
+    other = dataclasses.replace(acts, values=acts.values[:, :2].contiguous())
     with pytest.raises(ValueError, match=r"same neurons .*parts\[1\] has"):
         Activations.concat([acts, other])
     with pytest.raises(ValueError, match="at least one"):

@@ -290,3 +290,26 @@ def test_probe_progress_and_no_progress(
     code, _, err = run([*argv, "--out", str(tmp_path / "b"), "--no-progress"], capsys)
     assert code == 0
     assert err == ""
+
+
+@pytest.mark.parametrize(("flag", "full"), [([], False), (["--full-double-descent"], True)])
+def test_reproduce_passes_the_double_descent_scale_to_the_config(
+    flag: list[str],
+    full: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import superposition.report as report
+
+    seen: list[report.ReproduceConfig] = []
+
+    def fake(cfg: report.ReproduceConfig) -> dict[str, object]:
+        seen.append(cfg)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(report, "reproduce", fake)
+    code, _, err = run(["reproduce", "--out", str(tmp_path / "o"), *flag], capsys)
+    assert code == 2
+    assert "stop here" in err
+    assert [c.full_double_descent for c in seen] == [full]

@@ -150,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    rep.add_argument(
+        "--full-double-descent",
+        action="store_true",
+        help="run the memorization / double-descent section at the ARENA replication's scale "
+        "(n = 1,000 features, T up to 2,000: about 10 more minutes on 2 CPU cores)",
+    )
 
     toy = sub.add_parser(
         "toy",
@@ -242,6 +248,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         quick=args.quick,
         seed=args.seed,
         progress=not args.no_progress,
+        full_double_descent=args.full_double_descent,
     )
     result = reproduce(cfg)
     print(summary(result))
