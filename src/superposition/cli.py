@@ -29,10 +29,11 @@ _EXAMPLES = {
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
 }
 
-# Wall time of `superposition reproduce` (MiniLM, layer 0), measured on 2 CPU cores that other
-# jobs were also using (load ~7): --quick 106 s, the full run 238 s. A quiet machine is faster.
-_QUICK_TIME = "about 2 minutes"
-_FULL_TIME = "about 4"
+# `superposition reproduce` (MiniLM, layer 0, with the small double-descent sweep) on 2 CPU
+# cores: --quick 54 s of CPU (88 s wall beside two other jobs), the full run 67 s of CPU (102 s
+# wall beside them). On a quiet machine the wall time is close to the CPU time.
+_QUICK_TIME = "about 1 minute"
+_FULL_TIME = "about 1.5 minutes"
 
 # Errors a library call raises for bad input; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)

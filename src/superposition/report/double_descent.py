@@ -180,7 +180,7 @@ def double_descent(rep: Report, *, quick: bool, seed: int, progress: bool) -> No
 
     Args:
         rep: the report being built (``rep.metrics["double_descent"]`` gets the numbers).
-        quick: the small setting (n = 200, S = 0.98, 3,000 steps; about a minute) instead of
+        quick: the small setting (n = 200, S = 0.98, 3,000 steps; about 15 s) instead of
             the ARENA-scale one (n = 1,000, S = 0.99, 10,000 steps).
         seed: seeds everything.
         progress: print one line per training-set size.
