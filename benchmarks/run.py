@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks.run            # the full run (under 15 minutes on 2 CPU cores)
     python -m benchmarks.run --quick    # a smoke run of every benchmark (about a minute)
-    python -m benchmarks.run --only toy probe
+    python -m benchmarks.run --only toy probe   # replaces those suites' rows in latest.json
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Row, machine
 
@@ -45,7 +46,7 @@ def _write_json(path: Path, payload: object) -> None:
     os.replace(tmp, path)
 
 
-def _plot(rows: list[Row], path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     ratios = [r for r in rows if r["unit"] == "x"]
@@ -63,6 +64,26 @@ def _plot(rows: list[Row], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _kept(path: Path, replaced: set[str]) -> dict[str, Any]:
+    """The rows and suite records of an earlier results file that this run does not replace.
+
+    A run of some suites (``--only``) keeps the other suites' rows, each with the date and
+    machine of the run that measured it; a file written before rows named their suite is
+    replaced whole.
+    """
+    empty: dict[str, Any] = {"suites": {}, "rows": []}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return empty
+    if not isinstance(old.get("suites"), dict) or not all("suite" in r for r in old["rows"]):
+        return empty
+    return {
+        "suites": {s: v for s, v in old["suites"].items() if s not in replaced},
+        "rows": [r for r in old["rows"] if r["suite"] not in replaced],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -74,26 +95,29 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     timings: dict[str, float] = {}
+    suite_of: dict[str, str] = {}
     for suite in args.only:
         module = importlib.import_module(f"benchmarks.bench_{suite}")
         t0 = time.perf_counter()
         print(f"running {suite} ...", file=sys.stderr, flush=True)
-        rows.extend(module.run(quick=args.quick))
+        new = module.run(quick=args.quick)
+        suite_of.update((r["name"], suite) for r in new)
+        rows.extend(new)
         timings[suite] = round(time.perf_counter() - t0, 1)
 
     print(_table(rows))
     name = "quick.json" if args.quick else "latest.json"
-    _write_json(
-        args.out / name,
-        {
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "quick": args.quick,
-            "machine": machine(),
-            "seconds": timings,
-            "rows": rows,
-        },
-    )
-    _plot(rows, args.out / name.replace(".json", ".png"))
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    suites = {s: {"date": now, "seconds": t, "machine": machine()} for s, t in timings.items()}
+    kept = _kept(args.out / name, set(args.only))
+    payload = {
+        "date": now,
+        "quick": args.quick,
+        "suites": {**kept["suites"], **suites},
+        "rows": kept["rows"] + [{**r, "suite": suite_of[r["name"]]} for r in rows],
+    }
+    _write_json(args.out / name, payload)
+    _plot(payload["rows"], args.out / name.replace(".json", ".png"))
     missed = [r["name"] for r in rows if r["bar"] and not r["met"]]
     print(
         f"\n{len(rows) - len(missed)} of {len(rows)} rows met their bar"

@@ -48,16 +48,27 @@ def render(results: Path, image: str | None = None) -> str:
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"`{results.name}` could not be read ({type(err).__name__}: {err}).\n"
 
-    machine = data.get("machine") or {}
-    about = ", ".join(f"{k} {v}" for k, v in machine.items())
     kind = "a quick smoke run (small sizes)" if data.get("quick") else "a full run"
-    seconds = data.get("seconds") or {}
-    took = ", ".join(f"{k} {v} s" for k, v in seconds.items())
+    suites: dict[str, Any] = data.get("suites") or {}
+    if suites:
+        # Suites may come from different runs (``--only``): say when and where each ran.
+        first = next(iter(suites.values()))
+        machine = first.get("machine") or {}
+        took = "; ".join(
+            f"{name} on {info.get('date', '?')} ({info.get('seconds', '?')} s)"
+            for name, info in suites.items()
+        )
+        head = f"Results of {kind}" + (f", suites: {took}" if took else "")
+    else:
+        machine = data.get("machine") or {}
+        seconds = data.get("seconds") or {}
+        took = ", ".join(f"{k} {v} s" for k, v in seconds.items())
+        head = f"Results of {kind} on {data.get('date', 'an unknown date')}" + (
+            f"; time per suite: {took}" if took else ""
+        )
+    about = ", ".join(f"{k} {v}" for k, v in machine.items())
     lines = [
-        f"Results of {kind} on {data.get('date', 'an unknown date')}"
-        + (f" ({about})" if about else "")
-        + (f"; time per suite: {took}" if took else "")
-        + ".",
+        head + (f" (machine: {about})" if about else "") + ".",
         "",
         "| benchmark | value | unit | target | met |",
         "| --- | ---: | --- | --- | --- |",
