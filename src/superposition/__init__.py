@@ -8,7 +8,7 @@ from superposition.probe import (
     StreamingStatistics,
     load_model,
 )
-from superposition.sae import SAEMetrics, SparseAutoencoder, SyntheticFeatures
+from superposition.sae import SAEMetrics, SparseAutoencoder, SyntheticFeatures, edit_neurons
 from superposition.toy import FiniteFeatureDataset, SparseFeatureDataset, ToyModel
 
 __version__ = "0.1.0.dev0"
@@ -25,6 +25,7 @@ __all__ = [
     "SyntheticFeatures",
     "ToyModel",
     "__version__",
+    "edit_neurons",
     "load_model",
     "metrics",
     "plot",

@@ -1,5 +1,7 @@
-"""Dictionary learning: sparse autoencoders and the ground truth to check them against."""
+"""Dictionary learning: sparse autoencoders, the ground truth to check them against, and
+interventions on the neurons they are trained on."""
 
+from superposition.sae.edit import edit_neurons
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import FitConfig, FitHistory
@@ -12,4 +14,5 @@ __all__ = [
     "SAEMetrics",
     "SparseAutoencoder",
     "SyntheticFeatures",
+    "edit_neurons",
 ]

@@ -1,0 +1,270 @@
+"""Interventions on the MLP neurons of a layer: replace them by a function of themselves.
+
+:func:`edit_neurons` runs a model with the neurons of one layer (the input of the MLP's output
+projection, the very tensor :class:`~superposition.ActivationProbe` reads) passed through a
+function ``fn: [..., n_neurons] -> [..., n_neurons]``. The edits the field uses are built on it:
+
+* :func:`splice` replaces the neurons by an SAE's reconstruction;
+* :func:`zero_ablation` / :func:`mean_ablation` remove the layer's MLP (mean ablation keeps
+  each neuron at its mean over a corpus, e.g. ``probe.stream(texts).finalise().mean``);
+* :func:`ablate_neurons` removes some neurons; :func:`ablate_latents` removes some SAE latents'
+  contribution and keeps everything else (the SAE's error term included);
+* :func:`steer` adds a direction, such as an SAE decoder row, at every token.
+
+The hook is a forward pre-hook registered on entry and removed on exit, also when the forward
+pass raises; a model that shares one MLP module across layers (ALBERT) is edited only at the
+requested layer's call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from superposition.probe.locate import MLPSite, locate_mlp
+
+if TYPE_CHECKING:
+    from superposition.sae.model import SparseAutoencoder
+
+__all__ = [
+    "NeuronEdit",
+    "ablate_latents",
+    "ablate_neurons",
+    "edit_neurons",
+    "mean_ablation",
+    "splice",
+    "steer",
+    "zero_ablation",
+]
+
+NeuronEdit = Callable[[Tensor], Tensor]
+"""A function of the neurons ``[..., n_neurons]`` that returns a tensor of the same shape."""
+
+
+def _rows(fn: Callable[[Tensor], Tensor]) -> NeuronEdit:
+    """Apply a function of ``[rows, n]`` to ``[..., n]`` (SAEs take two-dimensional input)."""
+
+    def edit(x: Tensor) -> Tensor:
+        return fn(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    return edit
+
+
+@contextmanager
+def edit_neurons(
+    model: nn.Module, layer: int, fn: NeuronEdit, *, module: str | None = None
+) -> Iterator[MLPSite]:
+    """Run ``model`` with the MLP neurons of ``layer`` replaced by ``fn(neurons)``.
+
+    Args:
+        model: a Hugging Face model (any architecture :func:`~superposition.probe.locate_mlp`
+            knows), or any module with ``module=``.
+        layer: the layer whose neurons are edited (negative counts from the end).
+        fn: maps the neurons ``[batch, seq, n_neurons]`` (the shape the output projection
+            receives) to a tensor of the same shape; padding positions are passed too.
+        module: the dotted path of the MLP output projection, as in ``ActivationProbe``.
+
+    Yields:
+        The :class:`~superposition.probe.MLPSite` being edited.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        RuntimeError: ``fn`` returned something other than a tensor of the input's shape
+            (raised from inside the forward pass; the hook is removed all the same).
+
+    Examples:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2Model
+        >>> gpt2 = GPT2Model(GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50)).eval()
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> clean = gpt2(ids).last_hidden_state
+        >>> with edit_neurons(gpt2, 0, lambda x: x):
+        ...     same = gpt2(ids).last_hidden_state
+        >>> with edit_neurons(gpt2, 0, zero_ablation):
+        ...     ablated = gpt2(ids).last_hidden_state
+        >>> torch.equal(same, clean), torch.equal(ablated, clean)
+        (True, False)
+    """
+    if not callable(fn):
+        raise TypeError(
+            f"fn must be a function of the neurons [..., n_neurons] -> same shape, "
+            f"got {type(fn).__name__}"
+        )
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer must be one int (edit one layer at a time), got {layer!r}")
+    (site,) = locate_mlp(model, layer, module=module)
+    # Where one module serves several layers (ALBERT), its calls are counted per forward pass
+    # of the model; anywhere else every call is the layer's (whatever the caller runs).
+    shared = sum(s.module is site.module for s in locate_mlp(model, "all", module=module)) > 1
+    calls = [0]
+
+    def reset(mod: nn.Module, args: tuple[Any, ...]) -> None:
+        calls[0] = 0
+
+    def hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        call = calls[0]
+        calls[0] += 1
+        if (shared and call != site.call_index) or not args:
+            return None
+        x = args[0]
+        out = fn(x)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise RuntimeError(
+                f"the edit of layer {site.layer}'s neurons ({site.module_name}) must return a "
+                f"tensor of the input's shape {tuple(x.shape)}, got {got}"
+            )
+        return (out.to(dtype=x.dtype, device=x.device), *args[1:])
+
+    handles = []
+    try:
+        if shared:
+            handles.append(model.register_forward_pre_hook(reset))
+        handles.append(site.module.register_forward_pre_hook(hook))
+        yield site
+    finally:
+        for handle in reversed(handles):
+            handle.remove()
+
+
+def zero_ablation(x: Tensor) -> Tensor:
+    """Every neuron set to 0: the layer's MLP contributes only its output bias.
+
+    Examples:
+        >>> zero_ablation(torch.ones(2, 3))
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]])
+    """
+    return torch.zeros_like(x)
+
+
+def _vector(value: Tensor | Sequence[float], name: str) -> Tensor:
+    v = torch.as_tensor(value)
+    if v.ndim != 1 or not v.is_floating_point():
+        raise ValueError(
+            f"{name} must be a float vector [n_neurons], got shape {tuple(v.shape)} and dtype "
+            f"{v.dtype}"
+        )
+    return v
+
+
+def _check_width(x: Tensor, n: int, name: str) -> None:
+    if x.shape[-1] != n:
+        raise RuntimeError(
+            f"{name} has {n} entries but the layer has {x.shape[-1]} neurons; compute it on "
+            "the same model and layer"
+        )
+
+
+def mean_ablation(mean: Tensor | Sequence[float]) -> NeuronEdit:
+    """Every neuron held at its mean ``mean: [n_neurons]``.
+
+    The mean is over a corpus's tokens, e.g. ``probe.stream(texts).finalise().mean``.
+
+    Examples:
+        >>> mean_ablation(torch.tensor([1.0, 2.0]))(torch.zeros(1, 2, 2))
+        tensor([[[1., 2.],
+                 [1., 2.]]])
+    """
+    m = _vector(mean, "mean")
+
+    def edit(x: Tensor) -> Tensor:
+        _check_width(x, m.numel(), "mean")
+        return m.to(dtype=x.dtype, device=x.device).expand_as(x).clone()
+
+    return edit
+
+
+def ablate_neurons(
+    neurons: int | Sequence[int], value: Tensor | Sequence[float] | None = None
+) -> NeuronEdit:
+    """Neurons ``neurons`` set to 0, or to ``value[neuron]`` (e.g. their means); others kept.
+
+    Examples:
+        >>> ablate_neurons([1])(torch.ones(1, 3))
+        tensor([[1., 0., 1.]])
+    """
+    idx = torch.as_tensor([neurons] if isinstance(neurons, int) else list(neurons))
+    if idx.dtype != torch.long or idx.ndim != 1:
+        raise ValueError(f"neurons must be an int or a list of ints, got {neurons!r}")
+    fill = None if value is None else _vector(value, "value")
+
+    def edit(x: Tensor) -> Tensor:
+        n = x.shape[-1]
+        if idx.numel() and not (-n <= int(idx.min()) and int(idx.max()) < n):
+            raise RuntimeError(f"neurons {idx.tolist()} out of range for a layer of {n} neurons")
+        out = x.clone()
+        if fill is None:
+            out[..., idx] = 0
+        else:
+            _check_width(x, fill.numel(), "value")
+            out[..., idx] = fill.to(dtype=x.dtype, device=x.device)[idx]
+        return out
+
+    return edit
+
+
+def splice(sae: SparseAutoencoder) -> NeuronEdit:
+    """The neurons replaced by the SAE's reconstruction ``sae(x)``.
+
+    Examples:
+        >>> from superposition import SparseAutoencoder
+        >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+        >>> splice(sae)(torch.randn(2, 3, 4)).shape
+        torch.Size([2, 3, 4])
+    """
+
+    @torch.no_grad()
+    def reconstruct(x: Tensor) -> Tensor:
+        return sae(x).to(x.dtype)
+
+    return _rows(reconstruct)
+
+
+def ablate_latents(sae: SparseAutoencoder, latents: int | Sequence[int]) -> NeuronEdit:
+    """The contribution of SAE latents ``latents`` removed: ``x - Σ_i z_i W_dec,i / scale``.
+
+    Everything the SAE does not explain (its error ``x - x̂``) stays, so only those latents'
+    part of the neurons changes.
+
+    Examples:
+        >>> from superposition import SparseAutoencoder
+        >>> sae = SparseAutoencoder(4, 8, k=8, kind="topk", seed=0)
+        >>> x = torch.randn(5, 4)
+        >>> every = ablate_latents(sae, range(8))(x)  # all latents: x̂ - b_dec/scale removed
+        >>> torch.allclose(every, x - sae(x) + sae.decode(torch.zeros(1, 8)), atol=1e-6)
+        True
+    """
+    idx = torch.as_tensor([latents] if isinstance(latents, int) else list(latents))
+    if idx.dtype != torch.long or idx.ndim != 1:
+        raise ValueError(f"latents must be an int or a list of ints, got {latents!r}")
+    if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < sae.d_sae):
+        raise ValueError(f"latents must be in [0, {sae.d_sae}), got {idx.tolist()}")
+
+    @torch.no_grad()
+    def remove(x: Tensor) -> Tensor:
+        z = sae.encode(x)[:, idx]
+        part = (z @ sae.W_dec[idx]) / sae.scale
+        return x - part.to(x.dtype)
+
+    return _rows(remove)
+
+
+def steer(direction: Tensor | Sequence[float], scale: float = 1.0) -> NeuronEdit:
+    """``scale · direction`` added to the neurons at every token (e.g. an SAE decoder row).
+
+    Examples:
+        >>> steer(torch.tensor([1.0, 0.0]), 2.0)(torch.zeros(1, 2))
+        tensor([[2., 0.]])
+    """
+    d = _vector(direction, "direction")
+
+    def edit(x: Tensor) -> Tensor:
+        _check_width(x, d.numel(), "direction")
+        return x + scale * d.to(dtype=x.dtype, device=x.device)
+
+    return edit
