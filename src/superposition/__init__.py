@@ -5,7 +5,10 @@ from superposition.probe import (
     PAPER_TEXTS,
     ActivationProbe,
     Activations,
+    Corpus,
     StreamingStatistics,
+    default_corpus,
+    load_corpus,
     load_model,
 )
 from superposition.sae import SAEMetrics, SparseAutoencoder, SyntheticFeatures, edit_neurons
@@ -17,6 +20,7 @@ __all__ = [
     "PAPER_TEXTS",
     "ActivationProbe",
     "Activations",
+    "Corpus",
     "FiniteFeatureDataset",
     "SAEMetrics",
     "SparseAutoencoder",
@@ -25,7 +29,9 @@ __all__ = [
     "SyntheticFeatures",
     "ToyModel",
     "__version__",
+    "default_corpus",
     "edit_neurons",
+    "load_corpus",
     "load_model",
     "metrics",
     "plot",

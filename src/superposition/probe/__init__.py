@@ -5,6 +5,7 @@
 """
 
 from superposition.probe.activations import Activations, StreamingStatistics
+from superposition.probe.corpus import DEFAULT_CORPUS, Corpus, default_corpus, load_corpus
 from superposition.probe.locate import ARCHITECTURES, MLPSite, locate_mlp, n_layers
 from superposition.probe.models import DEFAULT_MODEL, load_model
 from superposition.probe.probe import ActivationProbe
@@ -12,12 +13,16 @@ from superposition.probe.texts import PAPER_TEXTS
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_CORPUS",
     "DEFAULT_MODEL",
     "PAPER_TEXTS",
     "ActivationProbe",
     "Activations",
+    "Corpus",
     "MLPSite",
     "StreamingStatistics",
+    "default_corpus",
+    "load_corpus",
     "load_model",
     "locate_mlp",
     "n_layers",

@@ -220,7 +220,8 @@ def splice(sae: SparseAutoencoder) -> NeuronEdit:
 
     @torch.no_grad()
     def reconstruct(x: Tensor) -> Tensor:
-        return sae(x).to(x.dtype)
+        out: Tensor = sae(x)
+        return out.to(x.dtype)
 
     return _rows(reconstruct)
 
