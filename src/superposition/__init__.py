@@ -11,7 +11,13 @@ from superposition.probe import (
     load_corpus,
     load_model,
 )
-from superposition.sae import SAEMetrics, SparseAutoencoder, SyntheticFeatures, edit_neurons
+from superposition.sae import (
+    ActivationStore,
+    SAEMetrics,
+    SparseAutoencoder,
+    SyntheticFeatures,
+    edit_neurons,
+)
 from superposition.toy import FiniteFeatureDataset, SparseFeatureDataset, ToyModel
 
 __version__ = "0.1.0.dev0"
@@ -19,6 +25,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "PAPER_TEXTS",
     "ActivationProbe",
+    "ActivationStore",
     "Activations",
     "Corpus",
     "FiniteFeatureDataset",

@@ -201,6 +201,11 @@ class Corpus:
             texts = itertools.islice(texts, self.limit)
         return texts
 
+    @property
+    def known_length(self) -> int | None:
+        """``len(self)`` when it is known without reading the source, else ``None``."""
+        return None if self._length is None else len(self)
+
     def __len__(self) -> int:
         """Number of texts; counted once by reading the source when it has no length."""
         if self._length is None:

@@ -3,11 +3,13 @@ interventions on the neurons they are trained on."""
 
 from superposition.sae.edit import edit_neurons
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
+from superposition.sae.store import ActivationStore
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import FitConfig, FitHistory
 
 __all__ = [
     "KINDS",
+    "ActivationStore",
     "FitConfig",
     "FitHistory",
     "Kind",

@@ -1,0 +1,253 @@
+"""The activation store: a corpus's MLP neurons as shuffled training batches, in bounded memory.
+
+:class:`ActivationStore` runs an :class:`~superposition.ActivationProbe` (one layer, padding
+dropped) over a corpus a chunk of texts at a time and passes the rows through a shuffling
+buffer: rows accumulate until the buffer holds ``buffer_rows``, the buffer is permuted, and
+whole batches are taken from it until half of it is left, so a batch mixes tokens from many
+texts. Each epoch yields every token of the corpus exactly once (the last batch may be
+short); memory is the buffer plus one chunk, whatever the corpus's size.
+
+With ``cache_dir`` the first pass also writes each chunk's rows to a safetensors shard
+(``shard-00000.safetensors``, ...) and a ``manifest.json`` after every shard. Later epochs,
+and later runs with the same model, layer and corpus, read the shards (memory-mapped) instead
+of running the model; an interrupted first pass resumes after its last complete shard. The
+shards hold exactly what the probe returned, and the same seed shuffles them the same way, so
+training from the cache is bit-identical to training from the model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from superposition._io import atomic_path, atomic_write
+from superposition.probe.corpus import Corpus, load_corpus
+from superposition.probe.probe import ActivationProbe
+
+__all__ = ["ActivationStore"]
+
+_FORMAT = "ActivationStore/1"
+
+
+def _positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class ActivationStore:
+    """Shuffled ``[batch, n_neurons]`` batches of one layer's MLP neurons over a corpus.
+
+    Iterate it (``for batch in store``) for ``epochs`` passes over the corpus, or hand it to
+    :meth:`~superposition.SparseAutoencoder.fit` as its source.
+
+    Args:
+        probe: an :class:`~superposition.ActivationProbe` of one layer without padding.
+        texts: anything :func:`~superposition.load_corpus` takes (a list, a file, a dataset,
+            a :class:`~superposition.Corpus`).
+        batch_size: rows per batch.
+        buffer_rows: rows the shuffling buffer holds before it is permuted (the bound on
+            memory, with one chunk: ``buffer_rows x n_neurons x 4`` bytes); at least
+            ``2 x batch_size``.
+        chunk_texts: texts per call of the probe (and per cached shard).
+        epochs: passes over the corpus per iteration of the store.
+        seed: seed of the shuffling; the same seed gives the same batches.
+        cache_dir: a folder for the cached shards (created if needed); ``None`` keeps
+            nothing on disk.
+        progress: a tqdm bar over the texts the model runs on.
+
+    Raises:
+        ValueError: a probe of several layers or with padding, bad sizes, or a ``cache_dir``
+            holding the activations of another model, layer or corpus.
+
+    Examples:
+        >>> from superposition import ActivationProbe, load_model
+        >>> bert, tokenizer = load_model()
+        >>> probe = ActivationProbe(bert, layer=0, tokenizer=tokenizer, progress=False)
+        >>> store = ActivationStore(probe, ["a cat sat", "on the mat"], batch_size=4, seed=0)
+        >>> [tuple(b.shape) for b in store]  # 10 tokens: [CLS] a cat sat [SEP] x 2
+        [(4, 1536), (4, 1536), (2, 1536)]
+    """
+
+    def __init__(
+        self,
+        probe: ActivationProbe[Any, Any],
+        texts: Corpus | Iterable[str] | str | os.PathLike[str] | Any,
+        *,
+        batch_size: int = 4096,
+        buffer_rows: int = 32_768,
+        chunk_texts: int = 256,
+        epochs: int = 1,
+        seed: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+    ) -> None:
+        if not isinstance(probe, ActivationProbe):
+            raise TypeError(f"probe must be an ActivationProbe, got {type(probe).__name__}")
+        if len(probe.sites) != 1:
+            raise ValueError(
+                f"the store reads one layer, but the probe reads layers {probe.layers}; "
+                "make one ActivationProbe per layer"
+            )
+        if probe.keep_padding:
+            raise ValueError(
+                "the probe keeps padding rows, which are not data; use keep_padding=False"
+            )
+        self.batch_size = _positive(batch_size, "batch_size")
+        self.buffer_rows = _positive(buffer_rows, "buffer_rows")
+        if buffer_rows < 2 * batch_size:
+            raise ValueError(
+                f"buffer_rows must be at least 2 x batch_size = {2 * batch_size} so that "
+                f"batches mix texts, got {buffer_rows}"
+            )
+        self.chunk_texts = _positive(chunk_texts, "chunk_texts")
+        self.epochs = _positive(epochs, "epochs")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.probe = probe
+        self.corpus = load_corpus(texts)
+        self.seed = seed
+        self.progress = progress
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._identity = {
+            "format": _FORMAT,
+            "model": getattr(getattr(probe.model, "config", None), "name_or_path", "")
+            or type(probe.model).__name__,
+            "module": probe.sites[0].module_name,
+            "corpus": self.corpus.name,
+            "chunk_texts": self.chunk_texts,
+        }
+        if self.cache_dir is not None:
+            self._check_cache()
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationStore({self.probe!r}, corpus={self.corpus.name!r}, "
+            f"batch_size={self.batch_size}, buffer_rows={self.buffer_rows}, "
+            f"epochs={self.epochs}, seed={self.seed}, cache_dir={self.cache_dir})"
+        )
+
+    # ------------------------------------------------------------------ the cache
+
+    def _manifest_path(self) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / "manifest.json"
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = self._manifest_path()
+        if not path.is_file():
+            return None
+        try:
+            manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{path} is not a readable manifest ({err})") from err
+        return manifest
+
+    def _check_cache(self) -> None:
+        assert self.cache_dir is not None
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ValueError(f"cache_dir {str(self.cache_dir)!r} exists and is not a folder")
+        manifest = self._read_manifest()
+        if manifest is None:
+            return
+        theirs = {k: manifest.get(k) for k in self._identity}
+        if theirs != self._identity:
+            diff = {k: (theirs[k], v) for k, v in self._identity.items() if theirs[k] != v}
+            raise ValueError(
+                f"cache_dir {str(self.cache_dir)!r} holds other activations (cached vs asked: "
+                f"{diff}); use another folder or delete this one"
+            )
+
+    @property
+    def cached(self) -> bool:
+        """Whether the whole corpus is in ``cache_dir`` (later epochs read it from disk)."""
+        if self.cache_dir is None:
+            return False
+        manifest = self._read_manifest()
+        return bool(manifest and manifest.get("complete"))
+
+    def _write_manifest(self, shards: list[dict[str, Any]], complete: bool) -> None:
+        payload = {**self._identity, "shards": shards, "complete": complete}
+        atomic_write(self._manifest_path(), json.dumps(payload, indent=1))
+
+    def _from_cache(self, shards: list[dict[str, Any]]) -> Iterator[Tensor]:
+        from safetensors import safe_open
+
+        assert self.cache_dir is not None
+        for shard in shards:
+            with safe_open(str(self.cache_dir / shard["file"]), framework="pt") as fh:
+                yield fh.get_tensor("values")
+
+    # ------------------------------------------------------------------ the data
+
+    def _probe_chunks(self, texts: Iterator[str], done: int = 0) -> Iterator[tuple[int, Tensor]]:
+        """``(n_texts, rows)`` per chunk of texts, straight from the probe."""
+        from tqdm.auto import tqdm
+
+        total = self.corpus.known_length
+        with tqdm(
+            total=total, initial=done, disable=not self.progress, desc="activations", unit="text"
+        ) as bar:
+            while chunk := list(itertools.islice(texts, self.chunk_texts)):
+                yield len(chunk), self.probe.run(chunk).values
+                bar.update(len(chunk))
+
+    def _chunks(self) -> Iterator[Tensor]:
+        """The corpus's rows, a chunk at a time, in corpus order (cached where possible)."""
+        if self.cache_dir is None:
+            for _, rows in self._probe_chunks(iter(self.corpus)):
+                yield rows
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        manifest = self._read_manifest()
+        shards: list[dict[str, Any]] = list(manifest["shards"]) if manifest else []
+        yield from self._from_cache(shards)
+        if manifest and manifest.get("complete"):
+            return
+        done = sum(s["texts"] for s in shards)
+        texts = itertools.islice(iter(self.corpus), done, None)  # resume after the last shard
+        for n_texts, rows in self._probe_chunks(texts, done):
+            name = f"shard-{len(shards):05d}.safetensors"
+            from safetensors.torch import save_file
+
+            with atomic_path(self.cache_dir / name) as tmp:
+                save_file({"values": rows.contiguous()}, str(tmp))
+            shards.append({"file": name, "texts": n_texts, "rows": rows.shape[0]})
+            self._write_manifest(shards, complete=False)
+            yield rows
+        self._write_manifest(shards, complete=True)
+
+    def _epoch(self, generator: torch.Generator) -> Iterator[Tensor]:
+        """One pass: every row once, through the shuffling buffer."""
+        buffer: Tensor | None = None
+        keep = self.buffer_rows // 2
+        B = self.batch_size
+        for rows in self._chunks():
+            buffer = rows if buffer is None else torch.cat([buffer, rows])
+            if buffer.shape[0] < self.buffer_rows:
+                continue
+            buffer = buffer[torch.randperm(buffer.shape[0], generator=generator)]
+            n_out = (buffer.shape[0] - keep) // B * B
+            for start in range(0, n_out, B):
+                yield buffer[start : start + B]
+            buffer = buffer[n_out:]
+        if buffer is not None and buffer.shape[0]:
+            buffer = buffer[torch.randperm(buffer.shape[0], generator=generator)]
+            for start in range(0, buffer.shape[0], B):
+                yield buffer[start : start + B]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        for _ in range(self.epochs):
+            yield from self._epoch(generator)
