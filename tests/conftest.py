@@ -206,3 +206,45 @@ def minilm(minilm_path: str) -> tuple[Any, Any]:
 def bert() -> torch.nn.Module:
     """A fresh tiny BERT (2 layers, 48 neurons) that a test may modify."""
     return _build("bert")[0]
+
+
+# --------------------------------------------------------------------------- editing by hand
+# An independent way to edit a layer's neurons: replace the MLP output projection *module* by a
+# wrapper that edits its input (no hooks), to check edit_neurons and what is built on it.
+
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+from torch import Tensor, nn  # noqa: E402
+
+
+class EditedModule(nn.Module):
+    """``inner`` with ``fn`` applied to its input on the ``when``-th call of each forward pass."""
+
+    def __init__(self, inner: nn.Module, fn: Callable[[Tensor], Tensor], when: int | None):
+        super().__init__()
+        self.inner, self.fn, self.when, self.calls = inner, fn, when, 0
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # T5 reads wo.weight.dtype
+            return getattr(super().__getattr__("inner"), name)
+
+    def forward(self, x: Tensor) -> Any:
+        call, self.calls = self.calls, self.calls + 1
+        if self.when is None or call == self.when:
+            x = self.fn(x)
+        return self.inner(x)
+
+
+@contextmanager
+def replaced_module(model: nn.Module, name: str, wrapper: EditedModule) -> Iterator[None]:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    original = getattr(parent, child)
+    setattr(parent, child, wrapper)
+    try:
+        yield
+    finally:
+        setattr(parent, child, original)

@@ -6,15 +6,14 @@ applies the edit to its input (no hooks involved) and runs the same forward pass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from conftest import ARCHS, _build, tiny_model
+from conftest import ARCHS, EditedModule, _build, replaced_module, tiny_model
 from superposition import ActivationProbe, SparseAutoencoder
 from superposition.probe import locate_mlp
 from superposition.sae.edit import (
@@ -42,44 +41,12 @@ def _out(model: nn.Module) -> Tensor:
         return model(**_inputs(model)).last_hidden_state
 
 
-class _Edited(nn.Module):
-    """``inner`` with ``fn`` applied to its input on the ``when``-th call of each forward pass."""
-
-    def __init__(self, inner: nn.Module, fn: Callable[[Tensor], Tensor], when: int | None):
-        super().__init__()
-        self.inner, self.fn, self.when, self.calls = inner, fn, when, 0
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:  # T5 reads wo.weight.dtype
-            return getattr(super().__getattr__("inner"), name)
-
-    def forward(self, x: Tensor) -> Any:
-        call, self.calls = self.calls, self.calls + 1
-        if self.when is None or call == self.when:
-            x = self.fn(x)
-        return self.inner(x)
-
-
-@contextmanager
-def _replaced(model: nn.Module, name: str, wrapper: _Edited) -> Iterator[None]:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    original = getattr(parent, child)
-    setattr(parent, child, wrapper)
-    try:
-        yield
-    finally:
-        setattr(parent, child, original)
-
-
 def _by_replacement(
     model: nn.Module, layer: int, fn: Callable[[Tensor], Tensor], shared: bool = False
 ) -> Tensor:
     (site,) = locate_mlp(model, layer)
-    wrapper = _Edited(site.module, fn, site.call_index if shared else None)
-    with _replaced(model, site.module_name, wrapper):
+    wrapper = EditedModule(site.module, fn, site.call_index if shared else None)
+    with replaced_module(model, site.module_name, wrapper):
         return _out(model)
 
 

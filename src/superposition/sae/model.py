@@ -36,6 +36,7 @@ from superposition.sae.train import FitConfig, FitHistory, Schedule, train
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
+    from superposition.sae.fidelity import Fidelity
 
 __all__ = ["KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
 
@@ -299,6 +300,16 @@ class SparseAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``."""
         return self.decode(self.encode(x))
+
+    def fidelity(self, model: nn.Module, texts: Any, layer: int, **kwargs: Any) -> Fidelity:
+        """How much of ``model``'s behaviour survives this SAE spliced into ``layer``.
+
+        Loss recovered against zero- and mean-ablation on ``texts``: see
+        :func:`superposition.sae.fidelity.sae_fidelity`, whose keyword arguments it takes.
+        """
+        from superposition.sae.fidelity import sae_fidelity
+
+        return sae_fidelity(self, model, texts, layer, **kwargs)
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, *, batch_size: int = 65_536) -> SAEMetrics:
