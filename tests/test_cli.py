@@ -313,3 +313,68 @@ def test_reproduce_passes_the_double_descent_scale_to_the_config(
     assert code == 2
     assert "stop here" in err
     assert [c.full_double_descent for c in seen] == [full]
+
+
+# --------------------------------------------------------------------------- superposition sae
+
+
+def test_sae_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["sae", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"]):
+        code, out, _ = run(argv, capsys)
+        assert code == 0
+        assert "superposition sae train" in out
+
+
+def test_sae_train_and_eval(
+    tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = tmp_path / "t.jsonl"
+    lines = [f"The cat number {i} sat on mat {i % 7} while it rained." for i in range(30)]
+    texts.write_text("".join(json.dumps({"body": t}) + "\n" for t in lines))
+    out = tmp_path / "sae"
+    argv = ["sae", "train", "--model", str(tiny_bert_folder), "--corpus", str(texts)]
+    argv += ["--text-column", "body", "--d-sae", "96", "--k", "4", "--batch-size", "64"]
+    argv += ["--samples", "1000", "--eval-texts", "5", "--out", str(out), "--no-progress"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "training (not held-out) tokens" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["samples"] == 1000
+    assert metrics["d_in"] == 48
+    assert metrics["d_sae"] == 96
+    assert metrics["eval"]["n_texts"] == 5
+    assert metrics["eval"]["l0"] <= 4
+    assert metrics["held_out"] is False
+    from superposition import SparseAutoencoder
+
+    sae = SparseAutoencoder.load(out / "sae")
+    assert sae.k == 4
+    assert sae.fitted
+
+    code, stdout, err = run(["sae", "eval", "--sae", str(out), "--eval-texts", "3"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout[stdout.index("{") :])
+    assert result["n_texts"] == 3
+    assert set(result["fidelity"]["effects"]) == {"sae", "zero", "mean"}
+
+
+def test_sae_train_rejects_bad_arguments_before_any_work(
+    tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = _texts(tmp_path)
+    out = tmp_path / "o"
+    base = ["sae", "train", "--model", str(tiny_bert_folder), "--out", str(out)]
+    cases = [
+        (["--corpus", str(tmp_path / "missing.txt")], "does not exist"),
+        (["--corpus", str(texts), "--k", "200", "--d-sae", "100"], "k must be at most d_sae=100"),
+        (["--corpus", str(texts), "--samples", "0"], "--samples must be a positive int"),
+        (["--corpus", str(texts), "--eval-texts", "0"], "--eval-texts must be a positive int"),
+    ]
+    for extra, message in cases:
+        code, _, err = run([*base, *extra], capsys)
+        assert code == 2
+        assert message in _error_line(err)
+    assert not out.exists()
+    code, _, err = run(["sae", "eval", "--sae", str(tmp_path)], capsys)
+    assert code == 2
+    assert "holds no sae.safetensors" in _error_line(err)

@@ -1,4 +1,4 @@
-"""The command line: ``superposition reproduce | toy | probe``.
+"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval``.
 
 Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
 usage errors; every check that can run before the work starts does (the model name, the layer,
@@ -24,6 +24,8 @@ _EXAMPLES = {
     "  superposition reproduce --model bert-base-uncased --layer 0 --quick",
     "toy": "example:\n  superposition toy --features 20 --hidden 5 --activation relu "
     "--probability 1 0.1 0.01 --importance 0.7 --out toy-out",
+    "sae": "example:\n  superposition sae train --layer 0 --d-sae 6144 --k 32 --out sae-out\n"
+    "  superposition sae eval --sae sae-out",
     "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
     "  superposition probe --texts texts.txt --layer all --no-progress\n"
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
@@ -124,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"superposition {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, parser_class=_Parser, metavar="{reproduce,toy,probe}"
+        dest="command", required=True, parser_class=_Parser, metavar="{reproduce,toy,probe,sae}"
     )
 
     rep = sub.add_parser(
@@ -224,7 +226,107 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the neuron sample, Figure 6 (default: 0)"
     )
     probe.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sae = sub.add_parser(
+        "sae",
+        help="train or evaluate a sparse autoencoder on a model's MLP neurons",
+        description="Dictionary learning on the MLP neurons of one layer: `sae train` streams "
+        "a corpus through the model into a shuffling activation store and trains a sparse "
+        "autoencoder; `sae eval` measures one on held-out text (FVU, L0, dead latents, and the "
+        "loss recovered when it is spliced into the model).",
+        epilog=_EXAMPLES["sae"],
+        formatter_class=fmt,
+    )
+    sae_sub = sae.add_subparsers(
+        dest="sae_command", required=True, parser_class=_Parser, metavar="{train,eval}"
+    )
+    train = sae_sub.add_parser(
+        "train",
+        help="train an SAE on one layer's neurons over a corpus",
+        description="Train a sparse autoencoder on the MLP neurons of one layer over a corpus, "
+        "then evaluate it on held-out text. Writes sae.safetensors, sae.json (the SAE), and "
+        "metrics.json (its settings, quality and fidelity).",
+        epilog=_EXAMPLES["sae"],
+        formatter_class=fmt,
+    )
+    _model_arguments(train)
+    _corpus_arguments(train)
+    train.add_argument(
+        "--kind",
+        default="topk",
+        choices=["topk", "batchtopk", "jumprelu", "relu"],
+        help="SAE architecture (default: %(default)s)",
+    )
+    train.add_argument("--d-sae", type=int, default=None, help="latents (default: 4 x neurons)")
+    train.add_argument(
+        "--k", type=int, default=32, help="active latents per token, TopK kinds (default: 32)"
+    )
+    train.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="training tokens (default: one pass over the training corpus)",
+    )
+    train.add_argument(
+        "--batch-size", type=int, default=4096, help="tokens per step (default: %(default)s)"
+    )
+    train.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder to cache activations in (reused by later runs and epochs)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument(
+        "--out", type=Path, default=Path("sae-out"), help="output folder (default: %(default)s)"
+    )
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    ev = sae_sub.add_parser(
+        "eval",
+        help="evaluate a trained SAE on held-out text",
+        description="Evaluate an SAE written by `sae train` on held-out text: FVU, L0, dead "
+        "latents, and loss recovered when spliced into the model. Prints JSON.",
+        epilog=_EXAMPLES["sae"],
+        formatter_class=fmt,
+    )
+    ev.add_argument("--sae", type=Path, required=True, help="folder written by `sae train`")
+    ev.add_argument("--model", default=None, help="model (default: the one it was trained on)")
+    ev.add_argument("--layer", type=int, default=None, help="layer (default: its training layer)")
+    ev.add_argument(
+        "--corpus",
+        default=None,
+        help="held-out texts: a .txt/.jsonl file or folder, or 'gutenberg' (default: the "
+        "held-out split of the training corpus when it was 'gutenberg')",
+    )
+    ev.add_argument(
+        "--text-column", default=None, help="JSONL field of the text (default: as in training)"
+    )
+    ev.add_argument(
+        "--eval-texts", type=int, default=2000, help="at most this many texts (default: 2000)"
+    )
     return parser
+
+
+def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    from superposition.probe.corpus import DEFAULT_CORPUS
+
+    parser.add_argument(
+        "--corpus",
+        default=DEFAULT_CORPUS,
+        help=f"training texts: a .txt file (a text per line), a .jsonl file, a folder of them, "
+        f"or {DEFAULT_CORPUS!r}: two public-domain novels, about 790k tokens "
+        f"(default: %(default)s; its held-out split is evaluated on)",
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="JSONL field of the text (default: text)"
+    )
+    parser.add_argument(
+        "--eval-texts",
+        type=int,
+        default=2000,
+        help="held-out texts to evaluate on (default: %(default)s)",
+    )
 
 
 def _read_texts(path: Path) -> list[str]:
@@ -351,6 +453,167 @@ def _save_probe(acts: Any, folder: Path, *, n_texts: int, args: argparse.Namespa
         plot.save_figure(fig, folder / f"{name}.png")
 
 
+def _corpora(name: str, text_column: str, eval_texts: int) -> tuple[Any, Any, bool]:
+    """``(train, held_out, truly_held_out)`` for ``--corpus``; the default corpus has a
+    held-out split, a user's corpus is evaluated on its first texts (not held out)."""
+    from superposition.probe.corpus import DEFAULT_CORPUS, default_corpus, load_corpus
+
+    if eval_texts < 1:
+        raise ValueError(f"--eval-texts must be a positive int, got {eval_texts}")
+    if name == DEFAULT_CORPUS:
+        return default_corpus("train"), default_corpus("test").head(eval_texts), True
+    train = load_corpus(Path(name), text_column=text_column)
+    return train, train.head(eval_texts), False
+
+
+def _evaluate_sae(
+    sae: Any, model: Any, tokenizer: Any, layer: int, texts: Any, progress: bool
+) -> dict[str, Any]:
+    from superposition.probe import ActivationProbe
+
+    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=progress or None)
+    acts = probe.run(list(texts))
+    quality = sae.evaluate(acts.values)
+    fidelity = sae.fidelity(model, texts, layer, tokenizer=tokenizer)
+    return {
+        "n_texts": fidelity.n_texts,
+        "n_tokens": acts.n_tokens,
+        "l0": quality.l0,
+        "fvu": quality.fvu,
+        "mse": quality.mse,
+        "dead_fraction": quality.dead_fraction,
+        "shrinkage": quality.shrinkage,
+        "fidelity": fidelity.to_dict(),
+    }
+
+
+def _sae_train(args: argparse.Namespace) -> int:
+    import time
+
+    from superposition.probe import ActivationProbe, load_model
+    from superposition.sae import ActivationStore, SparseAutoencoder
+
+    for name in ("batch_size", "k"):
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value}")
+    if args.samples is not None and args.samples < 1:
+        raise ValueError(f"--samples must be a positive int, got {args.samples}")
+    if args.d_sae is not None and args.d_sae < 1:
+        raise ValueError(f"--d-sae must be a positive int, got {args.d_sae}")
+    train_texts, eval_texts, held_out = _corpora(args.corpus, args.text_column, args.eval_texts)
+    _check_out(args.out)
+    progress = not args.no_progress
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(args.model)
+    probe = ActivationProbe(model, layer=args.layer, tokenizer=tokenizer, progress=False)
+    first = next(iter(train_texts), None)
+    if first is None:
+        raise ValueError(f"--corpus {args.corpus!r} holds no text")
+    width = probe.run([first]).n_neurons
+    topk = args.kind in ("topk", "batchtopk")
+    sae = SparseAutoencoder(
+        width, args.d_sae or 4 * width, kind=args.kind, k=args.k if topk else None, seed=args.seed
+    )  # checks d_sae and k before any work
+    limit = probe._limit(tokenizer)
+    tokens = sum(
+        len(ids)
+        for ids in tokenizer(list(train_texts), truncation=limit is not None, max_length=limit)[
+            "input_ids"
+        ]
+    )
+    samples = args.samples or tokens
+    store = ActivationStore(
+        probe,
+        train_texts,
+        batch_size=args.batch_size,
+        # up to 16 batches, within 1 GiB of float32 rows
+        buffer_rows=max(2 * args.batch_size, min(16 * args.batch_size, 2**28 // width)),
+        epochs=-(-samples // tokens) + 1,
+        seed=args.seed,
+        cache_dir=args.cache,
+        progress=progress,
+    )
+    _make_out(args.out)
+    t1 = time.perf_counter()
+    sae.fit(store, samples=samples, batch_size=args.batch_size, progress=progress)
+    t2 = time.perf_counter()
+    sae.save(args.out / "sae")
+    result = _evaluate_sae(sae, model, tokenizer, args.layer, eval_texts, progress)
+    t3 = time.perf_counter()
+    model_name = getattr(model, "name_or_path", None) or args.model
+    payload = {
+        "model": model_name,
+        "layer": args.layer,
+        "module": probe.sites[0].module_name,
+        "corpus": args.corpus,
+        "text_column": args.text_column,
+        "train_tokens_per_epoch": tokens,
+        "samples": samples,
+        "kind": args.kind,
+        "d_in": width,
+        "d_sae": sae.d_sae,
+        "k": sae.k,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "held_out": held_out,
+        "eval": result,
+        "seconds": {
+            "load": round(t1 - t0, 1),
+            "train": round(t2 - t1, 1),
+            "eval": round(t3 - t2, 1),
+        },
+    }
+    atomic_write(args.out / "metrics.json", json.dumps(payload, indent=1))
+    _print_eval(result, held_out)
+    print(f"trained in {t2 - t1:.0f} s on {samples:,} tokens; saved to {args.out.resolve()}")
+    return 0
+
+
+def _print_eval(result: dict[str, Any], held_out: bool) -> None:
+    fid = result["fidelity"]
+    where = "held-out" if held_out else "training (not held-out)"
+    print(
+        f"on {result['n_tokens']:,} {where} tokens: L0 {result['l0']:.1f}, FVU "
+        f"{result['fvu']:.3f}, dead {100 * result['dead_fraction']:.1f}%, loss recovered "
+        f"{fid['loss_recovered']:.3f} vs zero-ablation ({fid['loss_recovered_mean']:.3f} vs "
+        f"mean-ablation; {fid['metric']})"
+    )
+
+
+def _sae_eval(args: argparse.Namespace) -> int:
+    from superposition.probe import load_model
+    from superposition.probe.corpus import DEFAULT_CORPUS
+    from superposition.sae import SparseAutoencoder
+
+    folder = args.sae
+    trained: dict[str, Any] = {}
+    if (folder / "metrics.json").is_file():
+        trained = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    if not (folder / "sae.safetensors").is_file():
+        raise ValueError(
+            f"--sae {str(folder)!r} holds no sae.safetensors; pass a folder written by "
+            "`superposition sae train`"
+        )
+    sae = SparseAutoencoder.load(folder / "sae")
+    corpus = args.corpus or trained.get("corpus")
+    if corpus is None:
+        raise ValueError("pass --corpus: the SAE's folder does not say what it was trained on")
+    column = args.text_column or trained.get("text_column", "text")
+    _, eval_texts, held_out = _corpora(corpus, column, args.eval_texts)
+    held_out = held_out or (args.corpus is not None and args.corpus != DEFAULT_CORPUS)
+    layer = args.layer if args.layer is not None else int(trained.get("layer", 0))
+    model, tokenizer = load_model(args.model or trained.get("model"))
+    result = _evaluate_sae(sae, model, tokenizer, layer, eval_texts, False)
+    _print_eval(result, held_out)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _sae(args: argparse.Namespace) -> int:
+    return _sae_train(args) if args.sae_command == "train" else _sae_eval(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``superposition`` command.
 
@@ -366,8 +629,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    prog = f"superposition {args.command}"
-    run = {"reproduce": _reproduce, "toy": _toy, "probe": _probe}[args.command]
+    prog = f"superposition {args.command}" + (
+        f" {args.sae_command}" if args.command == "sae" else ""
+    )
+    run = {"reproduce": _reproduce, "toy": _toy, "probe": _probe, "sae": _sae}[args.command]
     try:
         return run(args)
     except _USER_ERRORS as err:
