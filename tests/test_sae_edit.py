@@ -23,6 +23,7 @@ from superposition.sae.edit import (
     mean_ablation,
     splice,
     steer,
+    top_k_neurons,
     zero_ablation,
 )
 
@@ -205,3 +206,17 @@ def test_mean_ablation_with_the_probes_mean_matches_a_manual_mean(tokenizer: Any
         got = _out(model)
     expected = _by_replacement(model, 0, lambda x: acts.values.mean(0).expand_as(x))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_top_k_neurons_keeps_the_largest_magnitudes() -> None:
+    x = torch.randn(3, 5, 48)
+    kept = top_k_neurons(4)(x)
+    assert ((kept != 0).sum(-1) == 4).all()
+    # every kept value is the input's, and no dropped neuron is larger than a kept one
+    torch.testing.assert_close(kept[kept != 0], x[kept != 0])
+    smallest_kept = kept.abs().masked_fill(kept == 0, float("inf")).amin(-1)
+    largest_dropped = x.abs().masked_fill(kept != 0, 0.0).amax(-1)
+    assert (largest_dropped <= smallest_kept).all()
+    assert torch.equal(top_k_neurons(48)(x), x)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        top_k_neurons(0)

@@ -9,7 +9,9 @@ function ``fn: [..., n_neurons] -> [..., n_neurons]``. The edits the field uses 
   each neuron at its mean over a corpus, e.g. ``probe.stream(texts).finalise().mean``);
 * :func:`ablate_neurons` removes some neurons; :func:`ablate_latents` removes some SAE latents'
   contribution and keeps everything else (the SAE's error term included);
-* :func:`steer` adds a direction, such as an SAE decoder row, at every token.
+* :func:`steer` adds a direction, such as an SAE decoder row, at every token;
+* :func:`top_k_neurons` keeps each token's ``k`` largest neurons (by magnitude): the neuron
+  basis as a "dictionary" with the same L0 as a TopK SAE, the baseline an SAE must beat.
 
 The hook is a forward pre-hook registered on entry and removed on exit, also when the forward
 pass raises; a model that shares one MLP module across layers (ALBERT) is edited only at the
@@ -38,6 +40,7 @@ __all__ = [
     "mean_ablation",
     "splice",
     "steer",
+    "top_k_neurons",
     "zero_ablation",
 ]
 
@@ -267,5 +270,24 @@ def steer(direction: Tensor | Sequence[float], scale: float = 1.0) -> NeuronEdit
     def edit(x: Tensor) -> Tensor:
         _check_width(x, d.numel(), "direction")
         return x + scale * d.to(dtype=x.dtype, device=x.device)
+
+    return edit
+
+
+def top_k_neurons(k: int) -> NeuronEdit:
+    """Each token keeps its ``k`` neurons of largest magnitude; the others are set to 0.
+
+    Examples:
+        >>> top_k_neurons(2)(torch.tensor([[0.5, -3.0, 1.0, 0.1]]))
+        tensor([[ 0., -3.,  1.,  0.]])
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+
+    def edit(x: Tensor) -> Tensor:
+        if k >= x.shape[-1]:
+            return x
+        idx = x.abs().topk(k, dim=-1).indices
+        return torch.zeros_like(x).scatter_(-1, idx, x.gather(-1, idx))
 
     return edit
