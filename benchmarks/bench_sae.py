@@ -10,6 +10,13 @@ ratio (bar: at least 3x; medians of three interleaved runs of each) and the MCC 
 (bar for ours: at least 0.99; every run is the same, so the last one is scored). A second
 pair of rows times a realistic width, ``d_in=768, d_sae=16384, k=32``, for 50 steps.
 
+The pipeline rows time the real-model path end to end: the shipped MiniLM's layer 0 over 600
+paragraphs of the default corpus, probe -> :class:`~superposition.ActivationStore` -> a TopK
+SAE (``d_sae=6144, k=32``, batch 4096), against the probe alone on the same texts (bar: at
+most 2x), against the probe and the SAE's training on the captured rows run separately (the
+store's own cost; bar: at most 1.2x), and the peak memory of that pipeline over 3,000
+paragraphs against 300, each in a fresh process (bar: at most 1.2x).
+
 Run ``python benchmarks/bench_sae.py`` (``--quick`` for a short smoke run).
 """
 
@@ -21,6 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -144,6 +152,115 @@ def _compare(d_in: int, d_sae: int, k: int, samples: int, score: bool, repeat: i
     return rows
 
 
+# --------------------------------------------------------------------------- probe -> store -> SAE
+
+PIPE_DSAE, PIPE_K, PIPE_BATCH = 6144, 32, 4096  # the issue's MiniLM layer-0 SAE
+
+
+def _pipeline_parts(n_texts: int) -> tuple[Any, Any, Any]:
+    from superposition import ActivationProbe, default_corpus, load_model
+
+    model, tokenizer = load_model()
+    probe = ActivationProbe(model, 0, tokenizer=tokenizer, batch_size=64, progress=False)
+    return model, probe, default_corpus("train").head(n_texts)
+
+
+def _run_pipeline(probe: Any, texts: Any, n_tokens: int) -> None:
+    from superposition import ActivationStore
+
+    store = ActivationStore(probe, texts, batch_size=PIPE_BATCH, buffer_rows=4 * PIPE_BATCH)
+    sae = SparseAutoencoder(1536, PIPE_DSAE, kind="topk", k=PIPE_K, seed=0)
+    sae.fit(store, samples=n_tokens, batch_size=PIPE_BATCH)
+
+
+def pipeline_peak_mb(n_texts: int) -> float:
+    """Peak extra memory of probe -> store -> SAE over ``n_texts`` texts (fresh process)."""
+    from benchmarks.common import peak_extra_mb
+
+    _, probe, texts = _pipeline_parts(n_texts)
+    n_tokens = probe.run(list(texts)).n_tokens
+    probe.run(list(texts.head(8)))  # warm-up: thread pools and kernels are not per-token memory
+    extra, _ = peak_extra_mb(lambda: _run_pipeline(probe, texts, n_tokens))
+    return extra
+
+
+def _peak_in_subprocess(n_texts: int) -> float:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    code = f"from benchmarks.bench_sae import pipeline_peak_mb; print(pipeline_peak_mb({n_texts}))"
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": f"{root / 'src'}:{root}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _pipeline(quick: bool) -> list[Row]:
+    """End-to-end tokens/s of probe -> store -> SAE against the probe alone, and memory."""
+    import warnings
+
+    _, probe, texts = _pipeline_parts(200 if quick else 600)
+    n_tokens = probe.run(list(texts)).n_tokens
+
+    def probe_alone() -> None:
+        for start in range(0, len(texts), 256):
+            probe.run(list(texts)[start : start + 256])
+
+    def pipeline() -> None:
+        _run_pipeline(probe, texts, n_tokens)
+
+    rows_in_memory = probe.run(list(texts)).values
+
+    def sae_alone() -> None:
+        sae = SparseAutoencoder(1536, PIPE_DSAE, kind="topk", k=PIPE_K, seed=0)
+        sae.fit(rows_in_memory, samples=n_tokens, batch_size=PIPE_BATCH)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few paragraphs are truncated to 512 tokens
+        t = side_by_side(
+            {"probe": probe_alone, "pipeline": pipeline, "sae": sae_alone},
+            repeat=1 if quick else 3,
+        )
+    ratio = t["pipeline"] / t["probe"]
+    overhead = t["pipeline"] / (t["probe"] + t["sae"])
+    # The SAE's encoder alone is d_in x d_sae multiply-adds per token; layer 0 of MiniLM
+    # (embeddings, attention and the MLP it cannot skip) is far less.
+    label = f"pipeline MiniLM layer 0 -> store -> TopK SAE d_sae={PIPE_DSAE} k={PIPE_K}"
+    rows = [
+        row(f"{label}: probe alone tokens/s ({n_tokens:,} tokens)", n_tokens / t["probe"], "tok/s"),
+        row(f"{label}: end-to-end tokens/s", n_tokens / t["pipeline"], "tok/s"),
+        row(f"{label}: time vs the probe alone", ratio, "x", "<= 2.0x", ratio <= 2.0),
+        row(f"{label}: SAE fit alone on captured rows vs the probe", t["sae"] / t["probe"], "x"),
+        row(
+            f"{label}: time vs probe + SAE fit run separately (the store's overhead)",
+            overhead,
+            "x",
+            "<= 1.2x",
+            overhead <= 1.2,
+        ),
+    ]
+    if not quick:
+        small, large = 300, 3000
+        mem_small, mem_large = _peak_in_subprocess(small), _peak_in_subprocess(large)
+        grow = mem_large / mem_small
+        rows += [
+            row(f"{label}: peak memory, {large} texts", mem_large, "MiB"),
+            row(
+                f"{label}: peak memory {large} / {small} texts",
+                grow,
+                "x",
+                "<= 1.2x",
+                grow <= 1.2,
+            ),
+        ]
+    return rows
+
+
 def run(quick: bool = False) -> list[Row]:
     """Both rows of the benchmark (module docstring); 2 CPU threads for both trainers."""
     threads = torch.get_num_threads()
@@ -152,6 +269,7 @@ def run(quick: bool = False) -> list[Row]:
         small = 200_000 if quick else 2_000_000
         rows = _compare(128, 512, 5, small, score=True, repeat=1 if quick else 3)
         rows += _compare(768, 16384, 32, (10 if quick else 50) * BATCH, score=False, repeat=1)
+        rows += _pipeline(quick)
     finally:
         torch.set_num_threads(threads)
     return rows
