@@ -114,6 +114,25 @@ def _is_causal_lm(model: nn.Module) -> bool:
     )
 
 
+def _probe(
+    model: nn.Module,
+    layer: int,
+    tokenizer: Any,
+    module: str | None,
+    batch_size: int,
+    max_length: int | None,
+) -> ActivationProbe[Any, Any]:
+    return ActivationProbe(
+        model,
+        layer=layer,
+        tokenizer=tokenizer,
+        module=module,
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=False,
+    )
+
+
 def _embedding(hidden: Tensor, mask: Tensor) -> Tensor:
     w = mask.to(hidden.dtype)[..., None]
     return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
@@ -155,15 +174,7 @@ def edit_effects(
     """
     if not edits:
         raise ValueError("edits must name at least one edit, got none")
-    probe = ActivationProbe(
-        model,
-        layer=layer,
-        tokenizer=tokenizer,
-        module=module,
-        batch_size=batch_size,
-        max_length=max_length,
-        progress=False,
-    )
+    probe = _probe(model, layer, tokenizer, module, batch_size, max_length)
     seqs = probe._encode(list(load_corpus(texts)))
     if not seqs:
         raise ValueError("texts is empty: fidelity needs at least one text")
@@ -254,17 +265,10 @@ def sae_fidelity(
         >>> f.metric, f.n_texts, sorted(f.effects)
         ('embedding distance (1 - cos)', 1, ['mean', 'sae', 'zero'])
     """
+    texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
     if mean is None:
-        probe = ActivationProbe(
-            model,
-            layer=layer,
-            tokenizer=tokenizer,
-            module=module,
-            batch_size=batch_size,
-            max_length=max_length,
-            progress=False,
-        )
-        mean = probe.stream(load_corpus(texts)).finalise().mean
+        probe = _probe(model, layer, tokenizer, module, batch_size, max_length)
+        mean = probe.stream(texts).finalise().mean
     n = sae.d_in
     if mean.shape != (n,):
         raise ValueError(f"mean must have shape [{n}] (the SAE's d_in), got {tuple(mean.shape)}")
