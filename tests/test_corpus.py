@@ -160,3 +160,20 @@ def test_default_corpus_arguments_and_a_missing_package(monkeypatch: pytest.Monk
             module.default_corpus()
     finally:
         module._gutenberg.cache_clear()
+
+
+def test_fingerprints_follow_the_texts(tmp_path: Path) -> None:
+    import os
+
+    assert load_corpus(TEXTS).fingerprint == load_corpus(list(TEXTS)).fingerprint
+    assert load_corpus(TEXTS).fingerprint != load_corpus(TEXTS[::-1]).fingerprint
+    c = load_corpus(TEXTS)
+    shards = {c.shard(r, 2).fingerprint for r in range(2)} | {c.head(1).fingerprint}
+    assert len(shards | {c.fingerprint}) == 4
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(TEXTS))
+    before = load_corpus(path).fingerprint
+    assert load_corpus(path).fingerprint == before
+    path.write_text("\n".join(TEXTS[:2]))
+    os.utime(path, ns=(1, 1))
+    assert load_corpus(path).fingerprint != before

@@ -151,3 +151,21 @@ def test_bad_arguments_fail_before_any_work(tokenizer: Any, tmp_path: Path) -> N
         _store(_probe(tokenizer, layer=1), cache_dir=cache)
     with pytest.raises(ValueError, match=r"holds other activations.*'corpus'"):
         ActivationStore(probe, TEXTS[:5], chunk_texts=CHUNK, cache_dir=cache)
+
+
+def test_the_cache_knows_the_texts_and_the_weights(tokenizer: Any, tmp_path: Path) -> None:
+    from conftest import _build
+
+    probe = _probe(tokenizer)
+    cache = tmp_path / "cache"
+    list(_store(probe, cache_dir=cache))
+    same_count = [t.upper() for t in TEXTS]  # same name ("list of 40 texts"), other texts
+    with pytest.raises(ValueError, match="'corpus_fingerprint'"):
+        ActivationStore(probe, same_count, chunk_texts=CHUNK, cache_dir=cache)
+    other_model = _build("bert")[0]
+    with torch.no_grad():
+        next(other_model.parameters()).add_(1.0)  # same architecture and name, other weights
+    other = ActivationProbe(other_model, layer=0, tokenizer=tokenizer, progress=False)
+    with pytest.raises(ValueError, match="'weights'"):
+        _store(other, cache_dir=cache)
+    assert _store(probe, cache_dir=cache).cached  # the same model and texts still reuse it

@@ -22,6 +22,7 @@ public domain outside the United States.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -192,6 +193,7 @@ class Corpus:
     rank: int = 0
     world: int = 1
     limit: int | None = None
+    _source_id: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[str]:
         texts: Iterator[str] = self._open()
@@ -215,6 +217,24 @@ class Corpus:
         n = max(0, -(-(self._length - self.rank) // self.world))
         return n if self.limit is None else min(n, self.limit)
 
+    @property
+    def fingerprint(self) -> str:
+        """A short hash that changes when the texts do (what caches of activations key on).
+
+        Files are identified by path, size and modification time, Hugging Face datasets by
+        their own fingerprint; other sources by hashing every text once.
+        """
+        if self._source_id is not None:
+            source = self._source_id()
+        else:
+            digest = hashlib.sha1()
+            for text in self._open():
+                digest.update(text.encode("utf-8"))
+                digest.update(b"\0")
+            source = digest.hexdigest()
+        view = f"{source}|{self.rank}/{self.world}|{self.limit}"
+        return hashlib.sha1(view.encode("utf-8")).hexdigest()[:16]
+
     def shard(self, rank: int, world: int) -> Corpus:
         """Texts ``rank, rank + world, rank + 2·world, ...`` of this corpus: ``world`` shares
         that together hold every text exactly once (deterministic by position)."""
@@ -224,14 +244,16 @@ class Corpus:
             raise ValueError(f"rank must be an int in [0, {world}), got {rank!r}")
         if self.world > 1 or self.limit is not None:
             raise ValueError("shard a whole corpus: this one is already a shard or a head")
-        return Corpus(self.name, self._open, self._length, rank, world)
+        return Corpus(self.name, self._open, self._length, rank, world, None, self._source_id)
 
     def head(self, n: int) -> Corpus:
         """The first ``n`` texts."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
         limit = n if self.limit is None else min(n, self.limit)
-        return Corpus(self.name, self._open, self._length, self.rank, self.world, limit)
+        return Corpus(
+            self.name, self._open, self._length, self.rank, self.world, limit, self._source_id
+        )
 
 
 def load_corpus(
@@ -275,7 +297,11 @@ def load_corpus(
             for f in files:
                 yield from _read_txt(f) if f.suffix == ".txt" else _read_jsonl(f, text_column)
 
-        return Corpus(str(path), read_files)
+        def file_ids() -> str:
+            stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            return f"files {text_column} {stats}"
+
+        return Corpus(str(path), read_files, _source_id=file_ids)
     if _is_hf_dataset(source):
         dataset: Any = source
         columns = dataset.column_names
@@ -291,7 +317,12 @@ def load_corpus(
                 if isinstance(text, str) and text.strip():
                     yield text
 
-        return Corpus(f"{type(source).__name__} column {text_column!r}", read_rows)
+        own = getattr(dataset, "_fingerprint", None)
+        return Corpus(
+            f"{type(source).__name__} column {text_column!r}",
+            read_rows,
+            _source_id=(lambda: f"dataset {own} {text_column}") if own else None,
+        )
     if isinstance(source, Iterable):
         items = source
 

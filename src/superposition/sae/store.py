@@ -17,6 +17,7 @@ training from the cache is bit-identical to training from the model.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -42,6 +43,18 @@ def _positive(value: object, name: str) -> int:
     return value
 
 
+def _weights_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of the model's weights (the first 1024 values of each parameter): enough to tell
+    two models apart, cheap for a large one."""
+    digest = hashlib.sha1()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            head = param.detach().reshape(-1)[:1024].to("cpu", torch.float64)
+            digest.update(name.encode("utf-8"))
+            digest.update(head.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class ActivationStore:
     """Shuffled ``[batch, n_neurons]`` batches of one layer's MLP neurons over a corpus.
 
@@ -65,7 +78,8 @@ class ActivationStore:
 
     Raises:
         ValueError: a probe of several layers or with padding, bad sizes, or a ``cache_dir``
-            holding the activations of another model, layer or corpus.
+            holding the activations of another model (by name and weights), layer or corpus
+            (by name and content).
 
     Examples:
         >>> from superposition import ActivationProbe, load_model
@@ -121,7 +135,9 @@ class ActivationStore:
             "model": getattr(getattr(probe.model, "config", None), "name_or_path", "")
             or type(probe.model).__name__,
             "module": probe.sites[0].module_name,
+            "weights": _weights_fingerprint(probe.model),
             "corpus": self.corpus.name,
+            "corpus_fingerprint": self.corpus.fingerprint,
             "chunk_texts": self.chunk_texts,
         }
         if self.cache_dir is not None:
