@@ -177,3 +177,10 @@ def test_fingerprints_follow_the_texts(tmp_path: Path) -> None:
     path.write_text("\n".join(TEXTS[:2]))
     os.utime(path, ns=(1, 1))
     assert load_corpus(path).fingerprint != before
+
+
+def test_a_generators_fingerprint_does_not_use_it_up() -> None:
+    c = load_corpus(t for t in TEXTS)
+    assert c.fingerprint == c.fingerprint
+    assert list(c) == TEXTS
+    assert load_corpus(t for t in TEXTS).fingerprint != c.fingerprint

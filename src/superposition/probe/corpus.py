@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,7 +338,10 @@ def load_corpus(
 
         if isinstance(source, (list, tuple)):
             return Corpus(f"list of {len(source)} texts", read_items)
-        return Corpus(type(source).__name__, read_items)
+        # Hashing a one-shot iterable (a generator) would use it up: it gets an identity of
+        # its own instead, which no later corpus shares.
+        once = f"iterable {uuid.uuid4().hex}"
+        return Corpus(type(source).__name__, read_items, _source_id=lambda: once)
     raise TypeError(
         "source must be a list of strings, a path to a .txt / .jsonl file or folder, or a "
         f"datasets.Dataset, got {type(source).__name__}"
