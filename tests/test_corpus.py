@@ -24,7 +24,7 @@ def test_a_list_is_read_again_on_every_iteration() -> None:
     c = load_corpus([*TEXTS, "", "   "])
     assert list(c) == TEXTS
     assert list(c) == TEXTS
-    assert len(c) == 3
+    assert c.count() == 3
     assert c.name == "list of 5 texts"
 
 
@@ -80,7 +80,7 @@ def test_shards_hold_every_text_exactly_once(n: int, world: int) -> None:
     c = load_corpus(texts)
     shards = [list(c.shard(r, world)) for r in range(world)]
     assert sorted(t for s in shards for t in s) == sorted(texts)
-    assert [len(c.shard(r, world)) for r in range(world)] == [len(s) for s in shards]
+    assert [c.shard(r, world).count() for r in range(world)] == [len(s) for s in shards]
     sizes = [len(s) for s in shards]
     assert max(sizes) - min(sizes) <= 1
 
@@ -88,7 +88,7 @@ def test_shards_hold_every_text_exactly_once(n: int, world: int) -> None:
 def test_shard_and_head_arguments() -> None:
     c = load_corpus(TEXTS)
     assert list(c.head(2)) == TEXTS[:2]
-    assert len(c.head(10)) == 3
+    assert c.head(10).count() == 3
     assert list(c.head(2).head(5)) == TEXTS[:2]
     with pytest.raises(ValueError, match=r"rank must be an int in \[0, 2\), got 2"):
         c.shard(2, 2)
@@ -182,5 +182,8 @@ def test_fingerprints_follow_the_texts(tmp_path: Path) -> None:
 def test_a_generators_fingerprint_does_not_use_it_up() -> None:
     c = load_corpus(t for t in TEXTS)
     assert c.fingerprint == c.fingerprint
+    with pytest.raises(TypeError, match="cannot be counted without using it up"):
+        c.count()
+    assert c.known_length is None
     assert list(c) == TEXTS
     assert load_corpus(t for t in TEXTS).fingerprint != c.fingerprint

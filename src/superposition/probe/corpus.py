@@ -92,7 +92,7 @@ def default_corpus(split: str = "train", books: Iterable[str] | None = None) -> 
 
     Examples:
         >>> train, test = default_corpus("train"), default_corpus("test")
-        >>> len(train) > 8 * len(test) > 0, next(iter(test))[:30]
+        >>> train.count() > 8 * test.count() > 0, next(iter(test))[:30]
         (True, 'To Sherlock Holmes she is alwa')
     """
     if split not in ("train", "test", "all"):
@@ -182,7 +182,7 @@ class Corpus:
 
     Examples:
         >>> c = load_corpus(["a cat", "", "a dog", "a bird"])
-        >>> list(c), len(c)
+        >>> list(c), c.count()
         (['a cat', 'a dog', 'a bird'], 3)
         >>> list(c.shard(1, 2)), list(c.head(1))
         (['a dog'], ['a cat'])
@@ -195,6 +195,7 @@ class Corpus:
     world: int = 1
     limit: int | None = None
     _source_id: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    _once: bool = field(default=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[str]:
         texts: Iterator[str] = self._open()
@@ -206,17 +207,31 @@ class Corpus:
 
     @property
     def known_length(self) -> int | None:
-        """``len(self)`` when it is known without reading the source, else ``None``."""
-        return None if self._length is None else len(self)
+        """The number of texts when it is known without reading the source, else ``None``."""
+        return None if self._length is None else self._share(self._length)
 
-    def __len__(self) -> int:
-        """Number of texts; counted once by reading the source when it has no length."""
-        if self._length is None:
-            full = sum(1 for _ in self._open())
-            object.__setattr__(self, "_length", full)
-        assert self._length is not None
-        n = max(0, -(-(self._length - self.rank) // self.world))
+    def _share(self, full: int) -> int:
+        n = max(0, -(-(full - self.rank) // self.world))
         return n if self.limit is None else min(n, self.limit)
+
+    def count(self) -> int:
+        """The number of texts, reading the source once if that is the only way to know.
+
+        (``Corpus`` has no ``len()``: ``list(corpus)`` would call it, and read a file twice.)
+
+        Raises:
+            TypeError: the source is a one-shot iterable (a generator), which counting would
+                use up.
+        """
+        if self._length is None:
+            if self._once:
+                raise TypeError(
+                    "a corpus read from a one-shot iterable (a generator) cannot be counted "
+                    "without using it up; pass a list"
+                )
+            object.__setattr__(self, "_length", sum(1 for _ in self._open()))
+        assert self._length is not None
+        return self._share(self._length)
 
     @property
     def fingerprint(self) -> str:
@@ -245,7 +260,9 @@ class Corpus:
             raise ValueError(f"rank must be an int in [0, {world}), got {rank!r}")
         if self.world > 1 or self.limit is not None:
             raise ValueError("shard a whole corpus: this one is already a shard or a head")
-        return Corpus(self.name, self._open, self._length, rank, world, None, self._source_id)
+        return Corpus(
+            self.name, self._open, self._length, rank, world, None, self._source_id, self._once
+        )
 
     def head(self, n: int) -> Corpus:
         """The first ``n`` texts."""
@@ -253,7 +270,14 @@ class Corpus:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
         limit = n if self.limit is None else min(n, self.limit)
         return Corpus(
-            self.name, self._open, self._length, self.rank, self.world, limit, self._source_id
+            self.name,
+            self._open,
+            self._length,
+            self.rank,
+            self.world,
+            limit,
+            self._source_id,
+            self._once,
         )
 
 
@@ -341,7 +365,7 @@ def load_corpus(
         # Hashing a one-shot iterable (a generator) would use it up: it gets an identity of
         # its own instead, which no later corpus shares.
         once = f"iterable {uuid.uuid4().hex}"
-        return Corpus(type(source).__name__, read_items, _source_id=lambda: once)
+        return Corpus(type(source).__name__, read_items, _source_id=lambda: once, _once=True)
     raise TypeError(
         "source must be a list of strings, a path to a .txt / .jsonl file or folder, or a "
         f"datasets.Dataset, got {type(source).__name__}"
