@@ -71,8 +71,9 @@ def edit_neurons(
             receives) to a tensor of the same shape; padding positions are passed too.
         module: the dotted path of the MLP output projection, as in ``ActivationProbe``.
 
-    Yields:
-        The :class:`~superposition.probe.MLPSite` being edited.
+    Returns:
+        A context manager; ``with edit_neurons(...) as site`` gives the
+        :class:`~superposition.probe.MLPSite` being edited.
 
     Raises:
         TypeError: ``fn`` is not callable.
