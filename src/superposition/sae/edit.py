@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition.probe.locate import MLPSite, locate_mlp
+from superposition.sae.model import _positive_int
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -156,6 +157,13 @@ def _vector(value: Tensor | Sequence[float], name: str) -> Tensor:
     return v
 
 
+def _indices(value: int | Sequence[int], name: str) -> Tensor:
+    idx = torch.as_tensor([value] if isinstance(value, int) else list(value))
+    if idx.dtype != torch.long or idx.ndim != 1:
+        raise ValueError(f"{name} must be an int or a list of ints, got {value!r}")
+    return idx
+
+
 def _check_width(x: Tensor, n: int, name: str) -> None:
     if x.shape[-1] != n:
         raise RuntimeError(
@@ -192,9 +200,7 @@ def ablate_neurons(
         >>> ablate_neurons([1])(torch.ones(1, 3))
         tensor([[1., 0., 1.]])
     """
-    idx = torch.as_tensor([neurons] if isinstance(neurons, int) else list(neurons))
-    if idx.dtype != torch.long or idx.ndim != 1:
-        raise ValueError(f"neurons must be an int or a list of ints, got {neurons!r}")
+    idx = _indices(neurons, "neurons")
     fill = None if value is None else _vector(value, "value")
 
     def edit(x: Tensor) -> Tensor:
@@ -244,9 +250,7 @@ def ablate_latents(sae: SparseAutoencoder, latents: int | Sequence[int]) -> Neur
         >>> torch.allclose(every, x - sae(x) + sae.decode(torch.zeros(1, 8)), atol=1e-6)
         True
     """
-    idx = torch.as_tensor([latents] if isinstance(latents, int) else list(latents))
-    if idx.dtype != torch.long or idx.ndim != 1:
-        raise ValueError(f"latents must be an int or a list of ints, got {latents!r}")
+    idx = _indices(latents, "latents")
     if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < sae.d_sae):
         raise ValueError(f"latents must be in [0, {sae.d_sae}), got {idx.tolist()}")
 
@@ -282,8 +286,7 @@ def top_k_neurons(k: int) -> NeuronEdit:
         >>> top_k_neurons(2)(torch.tensor([[0.5, -3.0, 1.0, 0.1]]))
         tensor([[ 0., -3.,  1.,  0.]])
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    _positive_int(k, "k")
 
     def edit(x: Tensor) -> Tensor:
         if k >= x.shape[-1]:

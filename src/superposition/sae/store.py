@@ -31,16 +31,11 @@ from torch import Tensor
 from superposition._io import atomic_path, atomic_write
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
+from superposition.sae.model import _positive_int
 
 __all__ = ["ActivationStore"]
 
 _FORMAT = "ActivationStore/1"
-
-
-def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _weights_fingerprint(model: torch.nn.Module) -> str:
@@ -114,15 +109,15 @@ class ActivationStore:
             raise ValueError(
                 "the probe keeps padding rows, which are not data; use keep_padding=False"
             )
-        self.batch_size = _positive(batch_size, "batch_size")
-        self.buffer_rows = _positive(buffer_rows, "buffer_rows")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.buffer_rows = _positive_int(buffer_rows, "buffer_rows")
         if buffer_rows < 2 * batch_size:
             raise ValueError(
                 f"buffer_rows must be at least 2 x batch_size = {2 * batch_size} so that "
                 f"batches mix texts, got {buffer_rows}"
             )
-        self.chunk_texts = _positive(chunk_texts, "chunk_texts")
-        self.epochs = _positive(epochs, "epochs")
+        self.chunk_texts = _positive_int(chunk_texts, "chunk_texts")
+        self.epochs = _positive_int(epochs, "epochs")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.probe = probe
@@ -229,10 +224,10 @@ class ActivationStore:
             return
         done = sum(s["texts"] for s in shards)
         texts = itertools.islice(iter(self.corpus), done, None)  # resume after the last shard
+        from safetensors.torch import save_file
+
         for n_texts, rows in self._probe_chunks(texts, done):
             name = f"shard-{len(shards):05d}.safetensors"
-            from safetensors.torch import save_file
-
             with atomic_path(self.cache_dir / name) as tmp:
                 save_file({"values": rows.contiguous()}, str(tmp))
             shards.append({"file": name, "texts": n_texts, "rows": rows.shape[0]})
