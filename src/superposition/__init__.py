@@ -1,6 +1,6 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
-from superposition import metrics, plot
+from superposition import metrics, plot, units
 from superposition.probe import (
     PAPER_TEXTS,
     ActivationProbe,
@@ -19,6 +19,14 @@ from superposition.sae import (
     edit_neurons,
 )
 from superposition.toy import FiniteFeatureDataset, SparseFeatureDataset, ToyModel
+from superposition.units import (
+    UnitBasis,
+    UnitStatistics,
+    UnitTable,
+    collect_units,
+    context_embedder,
+    score_units,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -35,11 +43,18 @@ __all__ = [
     "StreamingStatistics",
     "SyntheticFeatures",
     "ToyModel",
+    "UnitBasis",
+    "UnitStatistics",
+    "UnitTable",
     "__version__",
+    "collect_units",
+    "context_embedder",
     "default_corpus",
     "edit_neurons",
     "load_corpus",
     "load_model",
     "metrics",
     "plot",
+    "score_units",
+    "units",
 ]

@@ -21,6 +21,7 @@ How a run goes:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import warnings
@@ -347,18 +348,29 @@ class ActivationProbe(Generic[_R, _S]):
             for s in self.sites
         ]
 
-        def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor) -> None:
+        def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor, first: int) -> None:
             flat = x.reshape(-1, x.shape[-1])
             # A few hundred rows at a time: the copy that drops the padding stays small and the
             # same size for every batch, so peak memory does not follow the longest batch.
             for src in torch.split(batch.src.to(flat.device), _STREAM_BLOCK_ROWS):
                 accs[slot].update(flat.index_select(0, src).to("cpu", torch.float32))
 
+        self._stream(texts, sink)
+        return accs[0] if self._single else accs  # type: ignore[return-value]
+
+    def _stream(
+        self,
+        texts: Iterable[str] | Mapping[str, Any],
+        sink: Callable[[int, int, _Batch, Tensor, int], None],
+    ) -> None:
+        """Run ``texts`` a chunk of batches at a time; ``sink(slot, batch_no, batch, x, first)``
+        gets each hooked ``x: [B, S, H]`` with ``first``, the corpus index of the chunk's first
+        text (``batch.texts`` index within the chunk)."""
         if isinstance(texts, Mapping):
             seqs = self._encode(texts)
             with self._progress(len(seqs)) as bar:
-                self._forward_all(self._plan(seqs), sink, bar)
-            return accs[0] if self._single else accs  # type: ignore[return-value]
+                self._forward_all(self._plan(seqs), functools.partial(_with_first, sink, 0), bar)
+            return
         size = self.batch_size * _STREAM_CHUNK_BATCHES
         parts = _chunks(texts, size)
         first = next(parts, None)
@@ -372,9 +384,12 @@ class ActivationProbe(Generic[_R, _S]):
         with self._progress(total) as bar:
             n_seen = 0
             for part in itertools.chain([first], parts):
-                self._forward_all(self._plan(self._encode(part, first=n_seen)), sink, bar)
+                self._forward_all(
+                    self._plan(self._encode(part, first=n_seen)),
+                    functools.partial(_with_first, sink, n_seen),
+                    bar,
+                )
                 n_seen += len(part)
-        return accs[0] if self._single else accs  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ tokenization
 
@@ -726,6 +741,17 @@ class ActivationProbe(Generic[_R, _S]):
                     )
                 if bar is not None:
                     bar.advance(len(batch.texts), int(batch.src.numel()))
+
+
+def _with_first(
+    sink: Callable[[int, int, _Batch, Tensor, int], None],
+    first: int,
+    slot: int,
+    batch_no: int,
+    batch: _Batch,
+    x: Tensor,
+) -> None:
+    sink(slot, batch_no, batch, x, first)
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

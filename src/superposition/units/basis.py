@@ -1,0 +1,186 @@
+"""Unit bases: the neurons of a layer, the latents of an SAE, or a random rotation of the neurons.
+
+Everything that looks at *units* (top contexts, scores, plots, the explorer) takes a
+:class:`UnitBasis` and never asks which kind it holds: a basis turns a ``[tokens, neurons]``
+batch of MLP activations into ``[tokens, units]`` and knows each unit's direction over the
+neurons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from superposition.sae.model import SparseAutoencoder
+
+__all__ = ["BasisKind", "UnitBasis"]
+
+BasisKind = Literal["neurons", "sae", "rotation"]
+
+
+class UnitBasis:
+    """Units over the ``n_neurons`` MLP neurons of one layer.
+
+    Build one with :meth:`neurons`, :meth:`sae` or :meth:`rotation`; :meth:`of` turns ``None``
+    (neurons), a :class:`~superposition.SparseAutoencoder` or a basis into a basis.
+
+    Attributes:
+        kind: ``"neurons"``, ``"sae"`` or ``"rotation"``.
+        n_neurons: the width of the activations it reads.
+        n_units: how many units it has.
+        name: a short label for plots and tables (``"neurons"``, ``"SAE latents"``...).
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[1.0, 2.0, 0.0]])
+        >>> UnitBasis.neurons(3).encode(x)
+        tensor([[1., 2., 0.]])
+        >>> r = UnitBasis.rotation(3, seed=0)
+        >>> torch.allclose(r.encode(x).norm(), x.norm()), r.label(2)
+        (True, 'rotated 2')
+    """
+
+    def __init__(
+        self,
+        kind: BasisKind,
+        n_neurons: int,
+        n_units: int,
+        encode: Callable[[Tensor], Tensor] | None,
+        directions: Callable[[], Tensor],
+        *,
+        name: str,
+        unit_label: str,
+    ) -> None:
+        self.kind: BasisKind = kind
+        self.n_neurons = n_neurons
+        self.n_units = n_units
+        self._encode = encode
+        self._directions = directions
+        self.name = name
+        self.unit_label = unit_label
+
+    def __repr__(self) -> str:
+        return f"UnitBasis({self.kind!r}, n_neurons={self.n_neurons}, n_units={self.n_units})"
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def neurons(cls, n_neurons: int) -> UnitBasis:
+        """The neurons themselves: unit ``i`` is neuron ``i``."""
+        n = _width(n_neurons)
+        return cls(
+            "neurons",
+            n,
+            n,
+            None,
+            lambda: torch.eye(n),
+            name="neurons",
+            unit_label="neuron",
+        )
+
+    @classmethod
+    def sae(cls, sae: SparseAutoencoder) -> UnitBasis:
+        """The latents of a trained SAE: unit ``i`` is ``sae.encode(x)[:, i]``, its direction
+        the decoder row ``W_dec[i]``."""
+        from superposition.sae.model import SparseAutoencoder
+
+        if not isinstance(sae, SparseAutoencoder):
+            raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
+
+        def encode(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                z: Tensor = sae.encode(x)
+            return z.float()
+
+        return cls(
+            "sae",
+            sae.d_in,
+            sae.d_sae,
+            encode,
+            lambda: sae.W_dec.detach().float().clone(),
+            name="SAE latents",
+            unit_label="latent",
+        )
+
+    @classmethod
+    def rotation(cls, n_neurons: int, *, seed: int = 0) -> UnitBasis:
+        """A uniformly random orthogonal rotation of the neurons: a null basis that holds the
+        same information as the neurons but no privileged directions.
+
+        Unit ``i`` reads ``x · q_i`` for the rows ``q_i`` of a Haar-random orthogonal matrix
+        (QR of a Gaussian matrix with the signs of ``R``'s diagonal folded in, Mezzadri 2007).
+        """
+        n = _width(n_neurons)
+        g = torch.Generator().manual_seed(seed)
+        q, r = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+        Q = (q * torch.sign(torch.diagonal(r))).T.contiguous().float()  # rows are the units
+        QT = Q.T.contiguous()
+
+        def encode(x: Tensor) -> Tensor:
+            return torch.matmul(x.float(), QT)
+
+        return cls(
+            "rotation",
+            n,
+            n,
+            encode,
+            lambda: Q.clone(),
+            name="rotated neurons",
+            unit_label="rotated",
+        )
+
+    @classmethod
+    def of(cls, units: UnitBasis | SparseAutoencoder | None, n_neurons: int) -> UnitBasis:
+        """``units`` as a basis over ``n_neurons`` neurons: ``None`` means the neurons.
+
+        Raises:
+            TypeError: ``units`` is none of these.
+            ValueError: the basis reads a different number of neurons.
+        """
+        from superposition.sae.model import SparseAutoencoder
+
+        if units is None:
+            basis = cls.neurons(n_neurons)
+        elif isinstance(units, SparseAutoencoder):
+            basis = cls.sae(units)
+        elif isinstance(units, UnitBasis):
+            basis = units
+        else:
+            raise TypeError(
+                "units must be None (the neurons), a SparseAutoencoder or a UnitBasis, got "
+                f"{type(units).__name__}"
+            )
+        if basis.n_neurons != n_neurons:
+            raise ValueError(
+                f"the units read {basis.n_neurons} neurons but the layer has {n_neurons}; "
+                "train the SAE (or build the basis) on this layer's activations"
+            )
+        return basis
+
+    # ------------------------------------------------------------------ use
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``[tokens, n_neurons]`` activations to ``[tokens, n_units]`` float32 unit values."""
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.n_neurons:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a [tokens, {self.n_neurons}] tensor, got {got}")
+        return x.float() if self._encode is None else self._encode(x)
+
+    @property
+    def directions(self) -> Tensor:
+        """``[n_units, n_neurons]``: each unit's direction over the neurons (a copy)."""
+        return self._directions()
+
+    def label(self, unit: int) -> str:
+        """``"neuron 12"``, ``"latent 12"`` or ``"rotated 12"``."""
+        return f"{self.unit_label} {unit}"
+
+
+def _width(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_neurons must be a positive int, got {n!r}")
+    return n

@@ -1,0 +1,669 @@
+"""Per-unit records streamed over a corpus: top activating contexts, random samples of the
+tokens a unit fires on, activation moments and activation mass per category of text.
+
+:class:`UnitStatistics` keeps ``O(units × (top_k + samples) × window)`` numbers whatever the
+size of the corpus, and two accumulators over disjoint shards :meth:`~UnitStatistics.merge`
+into exactly the accumulator of one pass over both: every choice is made under one total order.
+
+* Top contexts: the ``top_k`` tokens with the largest activation, ties broken by the smaller
+  text index, then the smaller position.
+* Samples: among the tokens where the unit is active (``> threshold``), the ``samples`` with
+  the smallest priority ``hash(text index, position)`` (a bottom-k sketch: a uniform sample,
+  the same whichever way the corpus was split), ties broken by text index and position. They
+  show what the unit does below its extremes, as OpenAI's neuron records and SAE dashboards
+  keep quantile samples beside the top activations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from superposition.probe.activations import StreamingStatistics
+
+__all__ = ["Context", "UnitStatistics", "context_rows"]
+
+# Keys that sort after every real entry (no entry yet).
+_EMPTY_KEY = 1 << 62
+_MASK32 = 0xFFFFFFFF
+_FORMAT = "superposition.UnitStatistics/1"
+
+
+def _ordered_bits(values: Tensor) -> Tensor:
+    """float32 values to int64 keys with the same order (``-0`` counted as ``+0``)."""
+    bits = (values.float() + 0.0).view(torch.int32).to(torch.int64)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def _priority(text: Tensor, pos: Tensor) -> Tensor:
+    """A 31-bit hash of ``(text, position)``: the order in which active tokens are sampled.
+
+    Integer mixing (multiply, xor-shift) kept below 2**63 so it is exact in int64 everywhere.
+    """
+    h = ((text & _MASK32) * 0x5BD1E995 + (pos & _MASK32) * 0x27D4EB2F) & _MASK32
+    h = h ^ (h >> 15)
+    h = (h * 0x2C1B3C6D) & _MASK32
+    h = h ^ (h >> 12)
+    h = (h * 0x297A2D39) & _MASK32
+    h = h ^ (h >> 15)
+    return h & 0x7FFFFFFF
+
+
+def _lexsort(keys: Sequence[Tensor], descending_first: bool) -> Tensor:
+    """Permutation along dim 0 sorting by ``keys[0]`` then ``keys[1]``... (each ascending,
+    except ``keys[0]`` descending when asked), column by column."""
+    perm: Tensor | None = None
+    for i in range(len(keys) - 1, -1, -1):
+        k = keys[i] if perm is None else keys[i].gather(0, perm)
+        o = k.argsort(dim=0, stable=True, descending=descending_first and i == 0)
+        perm = o if perm is None else perm.gather(0, o)
+    assert perm is not None
+    return perm
+
+
+def context_rows(text_index: Tensor, before: int, after: int) -> Tensor:
+    """``[rows, before + 1 + after]`` indices of each row's neighbours in the same text
+    (``-1`` past a text's ends), for rows grouped by text in position order.
+
+    Examples:
+        >>> import torch
+        >>> context_rows(torch.tensor([0, 0, 0, 1]), 1, 1).tolist()
+        [[-1, 0, 1], [0, 1, 2], [1, 2, -1], [-1, 3, -1]]
+    """
+    R = text_index.shape[0]
+    offsets = torch.arange(-before, after + 1)
+    rows = torch.arange(R)[:, None] + offsets
+    inside = (rows >= 0) & (rows < R)
+    rows = rows.clamp(0, max(R - 1, 0))
+    same = text_index[rows] == text_index[:, None] if R else inside
+    return torch.where(inside & same, rows, -1)
+
+
+@dataclass(frozen=True)
+class Context:
+    """One token where a unit fired, with the tokens around it.
+
+    Attributes:
+        value: the unit's activation on the token.
+        text_index: the text it is in (index in the corpus).
+        position: its position in the text (in tokens).
+        token_ids: the window's token ids (the token is at ``center``); tokens past the text's
+            ends are left out.
+        values: the unit's activation on each token of the window.
+        center: the token's index in the window.
+        tokens: the window's token strings, when a tokenizer is known.
+    """
+
+    value: float
+    text_index: int
+    position: int
+    token_ids: list[int]
+    values: list[float]
+    center: int
+    tokens: list[str] | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The firing token's string, when a tokenizer is known."""
+        return None if self.tokens is None else self.tokens[self.center]
+
+
+class UnitStatistics:
+    """Streamed records of every unit of a basis: top contexts, samples, moments, categories.
+
+    Feed it with :meth:`update` (or let :func:`~superposition.units.collect_units` do it from an
+    :class:`~superposition.ActivationProbe`); read it with :meth:`top`, :meth:`samples` and
+    :func:`~superposition.units.score_units`.
+
+    Args:
+        n_units: how many units.
+        top_k: contexts kept per unit (the largest activations).
+        samples: random active tokens kept per unit.
+        window: tokens kept before and after each context's token: an int for both sides or
+            ``(before, after)``.
+        threshold: a unit is active on a token when its value is ``> threshold``.
+        categories: names of the text categories, for
+            :func:`~superposition.metrics.category_spread`; :meth:`update` then takes each
+            row's category index.
+        basis_name, unit_label: how the units are named (from the :class:`UnitBasis`).
+        layer, module_name, model_name: where the activations came from (for the record).
+
+    Examples:
+        >>> import torch
+        >>> s = UnitStatistics(2, top_k=2, samples=1, window=1)
+        >>> vals = torch.tensor([[1.0, 0.0], [3.0, 0.5], [2.0, 0.0]])
+        >>> _ = s.update(vals, text_index=torch.tensor([0, 0, 1]), position=torch.tensor([0, 1, 0]),
+        ...              token_ids=torch.tensor([7, 8, 9]))
+        >>> [(c.value, c.token_ids, c.center) for c in s.top(0)]
+        [(3.0, [7, 8], 1), (2.0, [9], 0)]
+        >>> s.count, s.density.tolist()
+        (3, [1.0, 0.3333333432674408])
+    """
+
+    def __init__(
+        self,
+        n_units: int,
+        *,
+        top_k: int = 20,
+        samples: int = 20,
+        window: int | tuple[int, int] = (10, 5),
+        threshold: float = 0.0,
+        categories: Sequence[str] | None = None,
+        basis_name: str = "units",
+        unit_label: str = "unit",
+        layer: int = 0,
+        module_name: str = "",
+        model_name: str = "",
+    ) -> None:
+        for name, v, low in (("n_units", n_units, 1), ("top_k", top_k, 1), ("samples", samples, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                kind = "positive" if low else "non-negative"
+                raise ValueError(f"{name} must be a {kind} int, got {v!r}")
+        before, after = (window, window) if isinstance(window, int) else tuple(window)
+        for v in (before, after):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(
+                    f"window must be a non-negative int or (before, after) ints, got {window!r}"
+                )
+        if categories is not None:
+            categories = [str(c) for c in categories]
+            if len(categories) < 1 or len(set(categories)) != len(categories):
+                raise ValueError(
+                    f"categories must be distinct names, at least one, got {categories!r}"
+                )
+        self.n_units = n_units
+        self.top_k = top_k
+        self.n_samples = samples
+        self.window = (before, after)
+        self.threshold = float(threshold)
+        self.categories = categories
+        self.basis_name = basis_name
+        self.unit_label = unit_label
+        self.layer = layer
+        self.module_name = module_name
+        self.model_name = model_name
+        self.tokenizer: Any = None
+        self.stats = StreamingStatistics(n_units, threshold=threshold, gram=False)
+        W = before + 1 + after
+        U = n_units
+        self._top = _Slots(top_k, U, W, empty_key=float("-inf"), key_dtype=torch.float32)
+        self._smp = _Slots(samples, U, W, empty_key=_EMPTY_KEY, key_dtype=torch.int64)
+        C = len(categories) if categories is not None else 0
+        self.category_mass = torch.zeros(U, C, dtype=torch.float64)
+        self.category_tokens = torch.zeros(C, dtype=torch.int64)
+
+    def __repr__(self) -> str:
+        return (
+            f"UnitStatistics(n_units={self.n_units}, count={self.count}, top_k={self.top_k}, "
+            f"samples={self.n_samples}, window={self.window}, basis={self.basis_name!r})"
+        )
+
+    # ------------------------------------------------------------------ accumulate
+
+    @property
+    def count(self) -> int:
+        """Tokens seen."""
+        return self.stats.count
+
+    def update(
+        self,
+        values: Tensor,
+        *,
+        text_index: Tensor,
+        position: Tensor,
+        token_ids: Tensor,
+        neighbours: Tensor | None = None,
+        category: Tensor | None = None,
+    ) -> UnitStatistics:
+        """Add ``[rows, units]`` unit values of some tokens; returns ``self``.
+
+        Args:
+            values: the units' values on each token.
+            text_index, position, token_ids: ``[rows]`` each token's text (index in the
+                corpus), position in it and token id.
+            neighbours: ``[rows, before + 1 + after]`` the row of each token's window
+                neighbours in this update (``-1``: none), as :func:`context_rows` builds;
+                by default from ``text_index``, for rows grouped by text in position order.
+                A token's window only reaches tokens passed in the same update: pass whole
+                texts.
+            category: ``[rows]`` each token's category index (when ``categories`` were given).
+
+        Raises:
+            ValueError: a shape or dtype does not match, or a category is missing or unknown.
+        """
+        R = self._check_rows(values, text_index, position, token_ids, neighbours, category)
+        if R == 0:
+            return self
+        values = values.detach().float().cpu()
+        text_index = text_index.to(torch.int64)
+        position = position.to(torch.int64)
+        token_ids = token_ids.to(torch.int64)
+        if neighbours is None:
+            neighbours = context_rows(text_index, *self.window)
+        # Rows in (text, position) order: the row's rank is then the tie-break of the total
+        # order inside this update.
+        order = _lexsort([text_index, position], descending_first=False)
+        rank = torch.empty(R, dtype=torch.int64)
+        rank[order] = torch.arange(R)
+        self.stats.update(values)
+        ctx_ids = torch.where(neighbours >= 0, token_ids[neighbours.clamp_min(0)], -1)
+        # Top contexts: value, then the earlier token. The in-update choice uses one int64 key
+        # (value bits, then reversed rank), so equal values are settled like the merge does.
+        k = min(self.top_k, R)
+        key = (_ordered_bits(values) << 32) + (_MASK32 - rank)[:, None]
+        rows = key.topk(k, dim=0).indices  # [k, U]
+        self._top.offer(
+            values.gather(0, rows), rows, values, text_index, position, ctx_ids, neighbours
+        )
+        if self.n_samples:
+            active = values > self.threshold
+            prio = _priority(text_index, position)
+            skey = torch.where(active, ((prio << 32) + rank)[:, None], torch.iinfo(torch.int64).max)
+            k = min(self.n_samples, R)
+            picked = skey.topk(k, dim=0, largest=False)
+            rows = picked.indices
+            found = picked.values != torch.iinfo(torch.int64).max
+            self._smp.offer(
+                torch.where(found, prio[rows], _EMPTY_KEY),
+                rows,
+                values,
+                text_index,
+                position,
+                ctx_ids,
+                neighbours,
+                valid=found,
+            )
+        if self.categories is not None:
+            assert category is not None
+            C = len(self.categories)
+            onehot = torch.zeros(R, C, dtype=torch.float64)
+            onehot[torch.arange(R), category.to(torch.int64)] = 1.0
+            self.category_mass += values.clamp_min(0.0).to(torch.float64).T @ onehot
+            self.category_tokens += torch.bincount(category.to(torch.int64), minlength=C)
+        return self
+
+    def _check_rows(
+        self,
+        values: Tensor,
+        text_index: Tensor,
+        position: Tensor,
+        token_ids: Tensor,
+        neighbours: Tensor | None,
+        category: Tensor | None,
+    ) -> int:
+        if not isinstance(values, Tensor) or values.ndim != 2 or not values.is_floating_point():
+            got = (
+                f"shape {tuple(values.shape)}, dtype {values.dtype}"
+                if isinstance(values, Tensor)
+                else type(values).__name__
+            )
+            raise ValueError(f"values must be a floating-point [rows, units] tensor, got {got}")
+        R, U = values.shape
+        if U != self.n_units:
+            raise ValueError(f"values must have {self.n_units} units (columns), got {U}")
+        named = (("text_index", text_index), ("position", position), ("token_ids", token_ids))
+        for name, t in named:
+            if not isinstance(t, Tensor) or tuple(t.shape) != (R,) or t.is_floating_point():
+                got = f"shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"{name} must be an integer [{R}] tensor (one per row), got {got}")
+        if R and bool((text_index < 0).any() | (position < 0).any()):
+            raise ValueError("text_index and position must be non-negative")
+        W = sum(self.window) + 1
+        if neighbours is not None and (
+            not isinstance(neighbours, Tensor) or tuple(neighbours.shape) != (R, W)
+        ):
+            got = f"shape {tuple(neighbours.shape)}" if isinstance(neighbours, Tensor) else "?"
+            raise ValueError(f"neighbours must be a [{R}, {W}] tensor of row indices, got {got}")
+        if self.categories is None:
+            if category is not None:
+                raise ValueError(
+                    "category was given but this UnitStatistics has no categories; pass "
+                    "categories=[names] when creating it"
+                )
+        else:
+            C = len(self.categories)
+            if (
+                not isinstance(category, Tensor)
+                or tuple(category.shape) != (R,)
+                or category.is_floating_point()
+            ):
+                raise ValueError(f"category must be an integer [{R}] tensor of category indices")
+            if R and bool(((category < 0) | (category >= C)).any()):
+                raise ValueError(
+                    f"category indices must be in [0, {C}), got {category.tolist()[:8]}"
+                )
+        if R and not bool(torch.isfinite(values).all()):
+            raise ValueError(
+                f"values must be finite, got NaN or inf in shape {tuple(values.shape)}"
+            )
+        return R
+
+    def merge(self, other: UnitStatistics) -> UnitStatistics:
+        """A new accumulator equal to one pass over both shards (neither input changes).
+
+        Equal exactly in the kept contexts and samples, counts and category token counts;
+        moments and category mass up to round-off.
+
+        Raises:
+            TypeError, ValueError: ``other`` is not a UnitStatistics with the same settings.
+        """
+        if not isinstance(other, UnitStatistics):
+            raise TypeError(f"can only merge a UnitStatistics, got {type(other).__name__}")
+        mine = (self.n_units, self.top_k, self.n_samples, self.window, self.threshold)
+        theirs = (other.n_units, other.top_k, other.n_samples, other.window, other.threshold)
+        if mine != theirs or self.categories != other.categories:
+            raise ValueError(
+                "cannot merge UnitStatistics with different settings: (n_units, top_k, samples, "
+                f"window, threshold) {mine} vs {theirs}, categories {self.categories} vs "
+                f"{other.categories}"
+            )
+        out = UnitStatistics(
+            self.n_units,
+            top_k=self.top_k,
+            samples=self.n_samples,
+            window=self.window,
+            threshold=self.threshold,
+            categories=self.categories,
+            basis_name=self.basis_name,
+            unit_label=self.unit_label,
+            layer=self.layer,
+            module_name=self.module_name,
+            model_name=self.model_name,
+        )
+        out.tokenizer = self.tokenizer if self.tokenizer is not None else other.tokenizer
+        out.stats = self.stats.merge(other.stats)
+        out._top = self._top.merged(other._top, descending=True)
+        out._smp = self._smp.merged(other._smp, descending=False)
+        out.category_mass = self.category_mass + other.category_mass
+        out.category_tokens = self.category_tokens + other.category_tokens
+        return out
+
+    # ------------------------------------------------------------------ read
+
+    @property
+    def density(self) -> Tensor:
+        """``[units]`` fraction of tokens where each unit is active (``> threshold``)."""
+        return self.stats.finalise().frequency
+
+    @property
+    def max_activation(self) -> Tensor:
+        """``[units]`` each unit's largest value (``-inf`` before any token)."""
+        return self._top.key[0].clone()
+
+    def _unit(self, unit: int) -> int:
+        n = self.n_units
+        if isinstance(unit, bool) or not isinstance(unit, int) or not -n <= unit < n:
+            raise IndexError(
+                f"unit must be an int in [-{self.n_units}, {self.n_units}), got {unit!r}"
+            )
+        return unit % self.n_units
+
+    def top(self, unit: int) -> list[Context]:
+        """The unit's top contexts, largest activation first."""
+        return self._top.contexts(self._unit(unit), self.window[0], self.tokenizer)
+
+    def samples(self, unit: int) -> list[Context]:
+        """Random tokens where the unit is active, in decreasing activation."""
+        out = self._smp.contexts(self._unit(unit), self.window[0], self.tokenizer)
+        return sorted(out, key=lambda c: (-c.value, c.text_index, c.position))
+
+    def top_arrays(self) -> dict[str, Tensor]:
+        """The top contexts of all units as tensors: ``value [top_k, units]``, ``text_index``,
+        ``position``, ``token_ids [top_k, units, window]`` (``-1`` outside the text) and
+        ``values [top_k, units, window]`` (NaN outside); empty slots have value ``-inf``."""
+        return self._top.arrays()
+
+    def sample_arrays(self) -> dict[str, Tensor]:
+        """As :meth:`top_arrays` for the samples; empty slots have ``text_index`` ``-1``."""
+        return self._smp.arrays()
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write everything to ``path.safetensors`` (atomically); returns its path."""
+        from safetensors.torch import save_file
+
+        from superposition._io import atomic_path, saved_paths
+
+        tensors = {f"top.{k}": v.contiguous() for k, v in self._top.state().items()}
+        tensors |= {f"smp.{k}": v.contiguous() for k, v in self._smp.state().items()}
+        tensors["category_mass"] = self.category_mass
+        tensors["category_tokens"] = self.category_tokens
+        st = self.stats
+        if st._moments is not None and st._active is not None:
+            tensors["stats.moments"], tensors["stats.active"] = st._moments, st._active
+        meta = {
+            "format": _FORMAT,
+            "n_units": str(self.n_units),
+            "top_k": str(self.top_k),
+            "samples": str(self.n_samples),
+            "window": f"{self.window[0]},{self.window[1]}",
+            "threshold": repr(self.threshold),
+            "categories": json.dumps(self.categories),
+            "basis_name": self.basis_name,
+            "unit_label": self.unit_label,
+            "layer": str(self.layer),
+            "module_name": self.module_name,
+            "model_name": self.model_name,
+            "count": str(st.count),
+        }
+        target = saved_paths(path)[0]
+        with atomic_path(target) as temp:
+            save_file(tensors, str(temp), metadata=meta)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> UnitStatistics:
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file is not a saved :class:`UnitStatistics`.
+        """
+        from safetensors import safe_open
+
+        from superposition._io import saved_paths
+
+        path = saved_paths(path)[0]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"expected {path} (written by UnitStatistics.save), but it does not exist"
+            )
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != _FORMAT:
+                raise ValueError(
+                    f"{path} is not a saved UnitStatistics (expected format {_FORMAT!r}, got "
+                    f"{meta.get('format')!r})"
+                )
+            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        before, after = (int(v) for v in meta["window"].split(","))
+        out = cls(
+            int(meta["n_units"]),
+            top_k=int(meta["top_k"]),
+            samples=int(meta["samples"]),
+            window=(before, after),
+            threshold=float(meta["threshold"]),
+            categories=json.loads(meta["categories"]),
+            basis_name=meta["basis_name"],
+            unit_label=meta["unit_label"],
+            layer=int(meta["layer"]),
+            module_name=meta["module_name"],
+            model_name=meta["model_name"],
+        )
+        out._top.load_state({k[4:]: v for k, v in t.items() if k.startswith("top.")})
+        out._smp.load_state({k[4:]: v for k, v in t.items() if k.startswith("smp.")})
+        out.category_mass = t["category_mass"]
+        out.category_tokens = t["category_tokens"]
+        if "stats.moments" in t:
+            out.stats._moments, out.stats._active = t["stats.moments"], t["stats.active"]
+        out.stats.count = int(meta["count"])
+        return out
+
+
+class _Slots:
+    """``n`` kept entries per unit, ordered by (key, text index, position): the top contexts
+    (key = value, descending) or the samples (key = priority, ascending)."""
+
+    def __init__(
+        self, n: int, units: int, width: int, *, empty_key: float, key_dtype: torch.dtype
+    ) -> None:
+        self.n = n
+        self.empty_key = empty_key
+        self.key = torch.full((n, units), empty_key, dtype=key_dtype)
+        self.value = torch.full((n, units), float("-inf"))
+        self.text = torch.full((n, units), -1, dtype=torch.int64)
+        self.pos = torch.full((n, units), -1, dtype=torch.int64)
+        self.ids = torch.full((n, units, width), -1, dtype=torch.int32)
+        self.vals = torch.full((n, units, width), float("nan"))
+
+    def state(self) -> dict[str, Tensor]:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "text": self.text,
+            "pos": self.pos,
+            "ids": self.ids,
+            "vals": self.vals,
+        }
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        for name, t in state.items():
+            setattr(self, name, t)
+
+    def offer(
+        self,
+        keys: Tensor,
+        rows: Tensor,
+        values: Tensor,
+        text: Tensor,
+        pos: Tensor,
+        ctx_ids: Tensor,
+        neighbours: Tensor,
+        valid: Tensor | None = None,
+    ) -> None:
+        """Merge candidates (``rows [k, U]`` of this update, with ``keys``) into the slots."""
+        # Only units where some candidate beats the last kept entry can change.
+        descending = self.key.dtype.is_floating_point
+        last = self.key[-1]
+        best = keys[0]
+        beats = (best > last) | ((best == last) & (best != self.empty_key))
+        if not descending:
+            beats = (best < last) | ((best == last) & (best != self.empty_key))
+        units = beats.nonzero().squeeze(1)
+        if units.numel() == 0:
+            return
+        r = rows[:, units]
+        W = ctx_ids.shape[1]
+        nb = neighbours[r]  # [k, u, W]
+        cand_vals = values[nb.clamp_min(0), units[None, :, None].expand_as(nb)]
+        cand_vals = torch.where(nb >= 0, cand_vals, float("nan"))
+        ok = torch.ones_like(r, dtype=torch.bool) if valid is None else valid[:, units]
+        new = _SlotData(
+            key=keys[:, units],
+            value=torch.where(ok, values[r, units[None, :]], float("-inf")),
+            text=torch.where(ok, text[r], -1),
+            pos=torch.where(ok, pos[r], -1),
+            ids=ctx_ids[r].to(torch.int32).reshape(r.shape[0], r.shape[1], W),
+            vals=cand_vals,
+        )
+        old = _SlotData(
+            key=self.key[:, units],
+            value=self.value[:, units],
+            text=self.text[:, units],
+            pos=self.pos[:, units],
+            ids=self.ids[:, units],
+            vals=self.vals[:, units],
+        )
+        kept = _SlotData.choose(old, new, self.n, descending=descending)
+        self.key[:, units] = kept.key
+        self.value[:, units] = kept.value
+        self.text[:, units] = kept.text
+        self.pos[:, units] = kept.pos
+        self.ids[:, units] = kept.ids
+        self.vals[:, units] = kept.vals
+
+    def merged(self, other: _Slots, *, descending: bool) -> _Slots:
+        out = _Slots.__new__(_Slots)
+        out.n = self.n
+        out.empty_key = self.empty_key
+        kept = _SlotData.choose(
+            _SlotData(**self.state()), _SlotData(**other.state()), self.n, descending=descending
+        )
+        out.key, out.value, out.text, out.pos = kept.key, kept.value, kept.text, kept.pos
+        out.ids, out.vals = kept.ids, kept.vals
+        return out
+
+    def arrays(self) -> dict[str, Tensor]:
+        return {
+            "value": self.value.clone(),
+            "text_index": self.text.clone(),
+            "position": self.pos.clone(),
+            "token_ids": self.ids.clone(),
+            "values": self.vals.clone(),
+        }
+
+    def contexts(self, unit: int, before: int, tokenizer: Any) -> list[Context]:
+        out = []
+        for slot in range(self.n):
+            t = int(self.text[slot, unit])
+            if t < 0:
+                continue
+            ids = self.ids[slot, unit]
+            inside = ids >= 0
+            center = int(inside[:before].sum())
+            token_ids = ids[inside].tolist()
+            tokens = (
+                [str(s) for s in tokenizer.convert_ids_to_tokens(token_ids)]
+                if tokenizer is not None
+                else None
+            )
+            out.append(
+                Context(
+                    value=float(self.value[slot, unit]),
+                    text_index=t,
+                    position=int(self.pos[slot, unit]),
+                    token_ids=token_ids,
+                    values=self.vals[slot, unit][inside].tolist(),
+                    center=center,
+                    tokens=tokens,
+                )
+            )
+        return out
+
+
+@dataclass
+class _SlotData:
+    key: Tensor  # [m, U]
+    value: Tensor
+    text: Tensor
+    pos: Tensor
+    ids: Tensor  # [m, U, W]
+    vals: Tensor
+
+    @staticmethod
+    def choose(a: _SlotData, b: _SlotData, n: int, *, descending: bool) -> _SlotData:
+        """The first ``n`` of ``a`` and ``b`` together under (key, text, position); empty
+        entries (text ``-1``) have the empty key and sort last."""
+        key = torch.cat([a.key, b.key])
+        text = torch.cat([a.text, b.text])
+        pos = torch.cat([a.pos, b.pos])
+        perm = _lexsort([key, text, pos], descending_first=descending)[:n]
+        ids = torch.cat([a.ids, b.ids])
+        vals = torch.cat([a.vals, b.vals])
+        pw = perm[:, :, None].expand(-1, -1, ids.shape[2])
+        return _SlotData(
+            key=key.gather(0, perm),
+            value=torch.cat([a.value, b.value]).gather(0, perm),
+            text=text.gather(0, perm),
+            pos=pos.gather(0, perm),
+            ids=ids.gather(0, pw),
+            vals=vals.gather(0, pw),
+        )
