@@ -219,6 +219,31 @@ def _compare(
     return rows, t["plain"]
 
 
+def _units_rows(model: Any, tokenizer: Any, texts: list[str], repeat: int) -> list[Row]:
+    """Streaming with top-20 contexts and 20 samples per neuron vs streaming without."""
+    from superposition.units import collect_units
+
+    probe = ActivationProbe(model, 0, tokenizer=tokenizer, progress=False)
+    q1, ratio, q3 = paired_ratios(
+        lambda: collect_units(probe, texts, top_k=20, samples=20),
+        lambda: probe.stream(texts),
+        repeat=repeat,
+    )
+    n = f"MiniLM, {len(texts)} sentences"
+    return [
+        row(
+            f"units {n}: stream layer 0 with top-20 contexts + 20 samples per neuron vs "
+            "stream without (median of pairs)",
+            ratio,
+            "x",
+            "<= 1.5x",
+            ratio <= 1.5,
+        ),
+        row(f"units {n}: with contexts vs without, q1 of pairs", q1, "x"),
+        row(f"units {n}: with contexts vs without, q3 of pairs", q3, "x"),
+    ]
+
+
 def _memory_all_layers(label: str, model: Any, tokenizer: Any, texts: list[str]) -> Row:
     gc.collect()
     probe = ActivationProbe(model, "all", tokenizer=tokenizer, progress=False)
@@ -358,6 +383,7 @@ def run(quick: bool = False) -> list[Row]:
         "MiniLM", minilm, tokenizer, texts, repeat=1 if quick else 3, layer0_bar=False
     )
     rows += mini_rows
+    rows += _units_rows(minilm, tokenizer, texts, repeat=1 if quick else 5)
     small, large = (2_000, 20_000) if quick else (10_000, 100_000)
     rows += _stream_memory(minilm, tokenizer, small, large)
     return rows

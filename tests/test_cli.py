@@ -22,7 +22,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["reproduce", "toy", "probe"])
+@pytest.mark.parametrize("command", ["reproduce", "toy", "probe", "units"])
 def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run([command, "--help"], capsys)
     assert code == 0
@@ -198,7 +198,7 @@ def _texts(tmp_path: Path) -> Path:
     return texts
 
 
-@pytest.mark.parametrize("command", ["reproduce", "toy", "probe"])
+@pytest.mark.parametrize("command", ["reproduce", "toy", "probe", "units"])
 def test_out_is_an_existing_file(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -315,6 +315,50 @@ def test_reproduce_passes_the_double_descent_scale_to_the_config(
     assert [c.full_double_descent for c in seen] == [full]
 
 
+@pytest.mark.parametrize(
+    ("flag", "expect"),
+    [
+        ([], (True, False, None)),
+        (["--no-units"], (False, False, None)),
+        (["--full-units", "--sae", "sae-dir"], (True, True, Path("sae-dir"))),
+    ],
+)
+def test_reproduce_passes_the_units_options_to_the_config(
+    flag: list[str],
+    expect: tuple[bool, bool, Path | None],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import superposition.report as report
+
+    seen: list[report.ReproduceConfig] = []
+
+    def fake(cfg: report.ReproduceConfig) -> dict[str, object]:
+        seen.append(cfg)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(report, "reproduce", fake)
+    code, _, _ = run(["reproduce", "--out", str(tmp_path / "o"), *flag], capsys)
+    assert code == 2
+    assert [(c.units, c.full_units, c.sae) for c in seen] == [expect]
+
+
+def test_reproduce_rejects_an_sae_of_another_width_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import superposition as sp
+
+    sae_dir = tmp_path / "sae"
+    sae_dir.mkdir()
+    sp.SparseAutoencoder(100, 200, k=4, seed=0).save(sae_dir / "sae")
+    out = tmp_path / "o"
+    code, _, err = run(["reproduce", "--quick", "--sae", str(sae_dir), "--out", str(out)], capsys)
+    assert code == 2
+    assert "reads 100 neurons but layer 0 has 1536" in err
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- superposition sae
 
 
@@ -378,3 +422,53 @@ def test_sae_train_rejects_bad_arguments_before_any_work(
     code, _, err = run(["sae", "eval", "--sae", str(tmp_path)], capsys)
     assert code == 2
     assert "holds no sae.safetensors" in _error_line(err)
+
+
+# --------------------------------------------------------------------------- superposition units
+
+
+def test_units_writes_tables_records_figure_and_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import superposition as sp
+    from superposition.units import UnitStatistics
+
+    out = tmp_path / "u"
+    argv = ["units", "--texts", "24", "--rotation", "--coherence-units", "4", "--no-progress"]
+    code, stdout, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "neurons.csv",
+        "neurons.json",
+        "neurons.units.safetensors",
+        "rotated_neurons.csv",
+        "rotated_neurons.json",
+        "rotated_neurons.units.safetensors",
+        "scores.png",
+        "comparison.json",
+    }
+    rows = (out / "neurons.csv").read_text().splitlines()
+    assert len(rows) == 1 + 1536
+    doc = json.loads((out / "neurons.json").read_text())
+    coherence = [v for v in doc["columns"]["context_coherence"] if v is not None]
+    assert len(coherence) == 4
+    # The saved records give back the table's numbers.
+    stats = UnitStatistics.load(out / "neurons.units.safetensors")
+    table = sp.score_units(stats)
+    assert doc["columns"]["token_diversity"] == table.to_dict()["token_diversity"]
+    assert stats.categories == ["sherlock_holmes", "war_and_peace"]
+    assert "neurons: 1536 units, median token diversity" in stdout
+
+
+def test_units_rejects_bad_arguments_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "u"
+    code, _, err = run(["units", "--texts", "0", "--out", str(out)], capsys)
+    assert code == 2
+    assert "--texts must be a positive int" in err
+    code, _, err = run(["units", "--sae", str(tmp_path), "--out", str(out)], capsys)
+    assert code == 2
+    assert "holds no sae.safetensors" in err
+    assert not out.exists()

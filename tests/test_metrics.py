@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -143,3 +144,21 @@ def test_merging_millions_of_rows_matches_the_bernoulli_closed_form() -> None:
         n, metrics.merge_moments(na, zeros, nb, ones), torch.ones(1)
     )
     assert abs(float(s.kurtosis) - (1 - 6 * q) / q) < 1e-5
+
+
+def test_bootstrap_median_interval() -> None:
+    from superposition.metrics import bootstrap_median, resampled_medians
+
+    assert bootstrap_median(torch.full((9,), 2.5)) == (2.5, 2.5, 2.5)
+    x = torch.randn(2001, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    med, low, high = bootstrap_median(x, n_boot=400)
+    assert med == float(x.median())
+    # The median of n normal draws has standard error about 1.2533 / sqrt(n).
+    se = 1.2533 / math.sqrt(2001)
+    assert 2.5 * se < high - low < 5.5 * se
+    meds = resampled_medians(x, n_boot=400)
+    assert meds.shape == (400,)
+    assert bool(((meds >= x.min()) & (meds <= x.max())).all())
+    assert math.isnan(bootstrap_median(torch.tensor([math.nan]))[0])
+    with pytest.raises(ValueError, match="level must be in"):
+        bootstrap_median(x, level=1.0)

@@ -35,7 +35,7 @@ def _strip_volatile(m: dict[str, Any]) -> dict[str, Any]:
 
 def test_metrics_json_has_the_documented_keys(quick_runs: tuple[Path, Path]) -> None:
     m = json.loads((quick_runs[0] / "metrics.json").read_text())
-    assert set(m) == {"section3", "section5", "double_descent", "config", "timings_s"}
+    assert set(m) == {"section3", "section5", "double_descent", "units", "config", "timings_s"}
     assert set(m["section3"]["results"]) == {
         "1_linear_top_m_orthogonal",
         "2_relu_dense_top_m",
@@ -405,3 +405,32 @@ def test_double_descent_section_in_report_and_metrics(quick_runs: tuple[Path, Pa
     for name in ("double_descent_loss", "double_descent_dimensionality", "double_descent_geometry"):
         assert (out / f"{name}.png").is_file()
         assert f"alt='{name}'" in page or f'alt="{name}"' in page
+
+
+def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path]) -> None:
+    out = quick_runs[0]
+    m = json.loads((out / "metrics.json").read_text())["units"]
+    bases = {"neurons", "SAE latents", "rotated neurons", "random-weights neurons"}
+    summaries = m["comparison"]["summaries"]
+    assert {s["basis"] for s in summaries} == bases
+    assert {s["score"] for s in summaries} == {
+        "token_diversity",
+        "context_coherence",
+        "category_spread",
+    }
+    for s in summaries:
+        assert s["low"] <= s["median"] <= s["high"], s
+        if s["score"] == "token_diversity":
+            assert 1.0 <= s["low"] and s["high"] <= 20.0  # top_k = 20 contexts
+    counts = {s["basis"]: s["n"] for s in summaries if s["score"] == "token_diversity"}
+    assert counts["neurons"] == counts["rotated neurons"] == 1536
+    assert counts["SAE latents"] <= 2 * 1536
+    assert m["setting"]["quick"] is True
+    assert m["tokens"] > 10_000
+    page = (out / "report.html").read_text()
+    assert "Beyond the paper: what makes a neuron fire" in page
+    assert "Quick run" in page
+    assert "alt='units_scores'" in page
+    assert page.count("<mark") >= 12  # 3 + 3 neurons and latents, several contexts each
+    section = page[page.index("Beyond the paper") :]
+    assert section.count("Verdict:") == 3

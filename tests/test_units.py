@@ -386,3 +386,54 @@ def test_known_answers_category_spread(books: dict[str, Any]) -> None:
     assert mono == pytest.approx(0.0, abs=1e-12)
     assert poly > 0.3
     assert rand > 0.3
+
+
+def test_one_pass_over_several_bases_equals_separate_passes(tokenizer: Any) -> None:
+    model, n = tiny_model("llama")
+    texts = [f"sentence {i} with some words in it" for i in range(12)]
+    probe = sp.ActivationProbe(model, tokenizer=tokenizer, batch_size=4, progress=False)
+    sae = sp.SparseAutoencoder(n, 2 * n, k=3, seed=1)
+    rot = UnitBasis.rotation(n, seed=5)
+    together = collect_units(probe, texts, [None, sae, rot], top_k=4, samples=2)
+    assert [s.basis_name for s in together] == ["neurons", "SAE latents", "rotated neurons"]
+    for units, got in zip([None, sae, rot], together, strict=True):
+        _equal(got, collect_units(probe, texts, units, top_k=4, samples=2))
+    with pytest.raises(TypeError, match="units must be None"):
+        collect_units(probe, texts, [None, "sae"])  # type: ignore[list-item]
+
+
+def test_compare_units_intervals_and_verdict() -> None:
+    from superposition.units.compare import compare_units
+
+    g = torch.Generator().manual_seed(0)
+    neurons = UnitTable(
+        {
+            "unit": torch.arange(400),
+            "token_diversity": 6 + torch.randn(400, generator=g),
+            "context_coherence": 0.2 + 0.05 * torch.randn(400, generator=g),
+        }
+    )
+    latents = UnitTable(
+        {
+            "unit": torch.arange(300),
+            "token_diversity": 2 + torch.randn(300, generator=g),
+            "context_coherence": 0.2 + 0.05 * torch.randn(300, generator=g),
+        }
+    )
+    c = compare_units({"neurons": neurons, "SAE latents": latents}, n_boot=500)
+    d = c.difference("neurons", "SAE latents", "token_diversity")
+    assert d.low < d.difference < d.high
+    assert d.low > 3.0
+    assert d.more_monosemantic == "SAE latents"
+    s = c.summary("neurons", "token_diversity")
+    assert s.n == 400
+    assert s.low < s.median < s.high
+    assert s.median == pytest.approx(float(neurons["token_diversity"].median()))
+    coh = c.difference("neurons", "SAE latents", "context_coherence")
+    assert coh.low < 0 < coh.high  # same distribution: no clear difference
+    assert coh.more_monosemantic is None
+    text = c.verdict("neurons", "SAE latents")
+    assert "token diversity: neurons are more polysemantic than SAE latents" in text
+    assert "context coherence: no clear difference" in text
+    with pytest.raises(ValueError, match="at least two tables"):
+        compare_units({"neurons": neurons})

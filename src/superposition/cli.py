@@ -1,4 +1,4 @@
-"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval``.
+"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval | units``.
 
 Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
 usage errors; every check that can run before the work starts does (the model name, the layer,
@@ -26,6 +26,8 @@ _EXAMPLES = {
     "--probability 1 0.1 0.01 --importance 0.7 --out toy-out",
     "sae": "example:\n  superposition sae train --layer 0 --d-sae 6144 --k 32 --out sae-out\n"
     "  superposition sae eval --sae sae-out",
+    "units": "example:\n  superposition units --layer 0 --out units-out\n"
+    "  superposition units --layer 0 --sae sae-out --rotation --out units-out",
     "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
     "  superposition probe --texts texts.txt --layer all --no-progress\n"
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
@@ -126,7 +128,10 @@ def _parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"superposition {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, parser_class=_Parser, metavar="{reproduce,toy,probe,sae}"
+        dest="command",
+        required=True,
+        parser_class=_Parser,
+        metavar="{reproduce,toy,probe,sae,units}",
     )
 
     rep = sub.add_parser(
@@ -158,6 +163,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the memorization / double-descent section at the ARENA replication's scale "
         "(n = 1,000 features, T up to 2,000: about 10 more minutes on 2 CPU cores)",
+    )
+    rep.add_argument(
+        "--sae",
+        type=Path,
+        default=None,
+        help="an SAE folder from `superposition sae train` for this model and layer: the units "
+        "section uses it instead of training one",
+    )
+    rep.add_argument(
+        "--full-units",
+        action="store_true",
+        help="the units section at full scale (a 4x SAE on 400k tokens, 1,200 paragraphs)",
+    )
+    rep.add_argument(
+        "--no-units",
+        action="store_true",
+        help="skip the units section (neurons vs SAE latents vs nulls)",
     )
 
     toy = sub.add_parser(
@@ -305,6 +327,45 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--eval-texts", type=int, default=2000, help="at most this many texts (default: 2000)"
     )
+
+    un = sub.add_parser(
+        "units",
+        help="what makes each neuron (and SAE latent) fire: top contexts and scores",
+        description="Stream a corpus through one layer and score every unit: the neurons, the "
+        "latents of an SAE (--sae) and a random rotation of the neurons (--rotation, a null). "
+        "Writes per basis a table (CSV and JSON: max activation, density, kurtosis, token "
+        "diversity, context coherence, category spread), the records of its top contexts "
+        "(.units.safetensors), a figure of the score distributions and, for two or more "
+        "bases, comparison.json (medians with 95%% bootstrap intervals).",
+        epilog=_EXAMPLES["units"],
+        formatter_class=fmt,
+    )
+    _model_arguments(un)
+    un.add_argument("--sae", type=Path, default=None, help="a folder written by `sae train`")
+    un.add_argument(
+        "--rotation", action="store_true", help="also score a random rotation of the neurons"
+    )
+    un.add_argument(
+        "--corpus",
+        default=None,
+        help="texts: a .txt file (a text per line), a .jsonl file or a folder of them "
+        "(default: held-out paragraphs of the two novels, labelled by book)",
+    )
+    un.add_argument("--text-column", default="text", help="JSONL field of the text (default: text)")
+    un.add_argument(
+        "--texts", type=int, default=1200, help="at most this many texts (default: 1200)"
+    )
+    un.add_argument("--top-k", type=int, default=20, help="top contexts per unit (default: 20)")
+    un.add_argument(
+        "--coherence-units",
+        type=int,
+        default=200,
+        help="units per basis whose context coherence is computed, at random (it embeds each "
+        "top context with the model; 0 skips it; default: 200)",
+    )
+    un.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    un.add_argument("--out", type=Path, default=Path("units-out"), help="output folder")
+    un.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -352,6 +413,9 @@ def _reproduce(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         full_double_descent=args.full_double_descent,
+        units=not args.no_units,
+        full_units=args.full_units,
+        sae=args.sae,
     )
     result = reproduce(cfg)
     print(summary(result))
@@ -610,6 +674,79 @@ def _sae_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _units(args: argparse.Namespace) -> int:
+    from superposition.plot import save_figure, score_distributions
+    from superposition.probe import ActivationProbe, load_model
+    from superposition.probe.corpus import load_corpus
+    from superposition.report.units import book_texts, score_bases
+    from superposition.sae import SparseAutoencoder
+    from superposition.units import UnitBasis, collect_units, context_embedder
+    from superposition.units.compare import compare_units
+
+    for name in ("texts", "top_k"):
+        if getattr(args, name) < 1:
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be a positive int, got {getattr(args, name)}"
+            )
+    if args.coherence_units < 0:
+        raise ValueError(f"--coherence-units must be 0 or more, got {args.coherence_units}")
+    sae = None
+    if args.sae is not None:
+        if not (args.sae / "sae.safetensors").is_file():
+            raise ValueError(
+                f"--sae {str(args.sae)!r} holds no sae.safetensors; pass a folder written by "
+                "`superposition sae train`"
+            )
+        sae = SparseAutoencoder.load(args.sae / "sae")
+    labels: list[str] | None
+    if args.corpus is None:
+        texts, labels = book_texts(args.texts)
+    else:
+        texts = list(load_corpus(Path(args.corpus), text_column=args.text_column).head(args.texts))
+        labels = None
+        if not texts:
+            raise ValueError(f"--corpus {args.corpus!r} holds no text")
+    _check_out(args.out)
+    progress = not args.no_progress
+    model, tokenizer = load_model(args.model)
+    probe = ActivationProbe(
+        model, layer=args.layer, tokenizer=tokenizer, batch_size=32, progress=progress or None
+    )
+    width = probe.run(texts[:1]).n_neurons
+    if sae is not None and sae.d_in != width:
+        raise ValueError(
+            f"the SAE in {str(args.sae)!r} reads {sae.d_in} neurons but layer {args.layer} has "
+            f"{width}; pass an SAE trained on this model and layer"
+        )
+    bases: dict[str, Any] = {"neurons": None}
+    if sae is not None:
+        bases["SAE latents"] = sae
+    if args.rotation:
+        bases["rotated neurons"] = UnitBasis.rotation(width, seed=args.seed)
+    stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
+    named = dict(zip(bases, stats, strict=True))
+    tables = score_bases(named, context_embedder(model, tokenizer), args.coherence_units, args.seed)
+    _make_out(args.out)
+    for name, table in tables.items():
+        stem = name.replace(" ", "_").replace("-", "_").lower()
+        table.save(args.out, stem)
+        named[name].save(args.out / f"{stem}.units.safetensors")
+    save_figure(score_distributions(tables, seed=args.seed), args.out / "scores.png")
+    if len(tables) > 1:
+        cmp = compare_units(tables, seed=args.seed)
+        atomic_write(args.out / "comparison.json", json.dumps(cmp.to_dict(), indent=1))
+        for other in list(tables)[1:]:
+            print(cmp.verdict("neurons", other))
+    for name, table in tables.items():
+        td = table["token_diversity"]
+        print(
+            f"{name}: {len(table)} units, median token diversity "
+            f"{float(td[~td.isnan()].median()):.2f} over {stats[0].count:,} tokens"
+        )
+    print(f"saved to {args.out.resolve()}")
+    return 0
+
+
 def _sae(args: argparse.Namespace) -> int:
     return _sae_train(args) if args.sae_command == "train" else _sae_eval(args)
 
@@ -632,7 +769,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"superposition {args.command}" + (
         f" {args.sae_command}" if args.command == "sae" else ""
     )
-    run = {"reproduce": _reproduce, "toy": _toy, "probe": _probe, "sae": _sae}[args.command]
+    run = {
+        "reproduce": _reproduce,
+        "toy": _toy,
+        "probe": _probe,
+        "sae": _sae,
+        "units": _units,
+    }[args.command]
     try:
         return run(args)
     except _USER_ERRORS as err:

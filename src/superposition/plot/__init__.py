@@ -16,7 +16,8 @@ functions, so ``import superposition`` stays light.
 Layout: :mod:`~superposition.plot.toy` (toy models), :mod:`~superposition.plot.neurons`
 (real-model neurons, the seed paper's Figures 4–7), :mod:`~superposition.plot.sae`
 (dictionary learning), :mod:`~superposition.plot.memorization` (memorization and double
-descent); everything is re-exported here.
+descent), :mod:`~superposition.plot.units` (neurons vs SAE latents vs nulls); everything is
+re-exported here.
 """
 
 from superposition.plot._common import save_figure
@@ -53,6 +54,7 @@ from superposition.plot.toy import (
     phase_diagram,
     toy_weights,
 )
+from superposition.plot.units import TableLike, score_distributions
 
 __all__ = [
     "DIMENSION_FRACTIONS",
@@ -61,6 +63,7 @@ __all__ = [
     "ActivationsLike",
     "SAELike",
     "SAEPlots",
+    "TableLike",
     "ToyModelLike",
     "ToyModelPlots",
     "activation_sums",
@@ -79,6 +82,7 @@ __all__ = [
     "neuron_traces",
     "phase_diagram",
     "save_figure",
+    "score_distributions",
     "toy_weights",
     "training_curves",
 ]

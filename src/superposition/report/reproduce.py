@@ -30,6 +30,7 @@ from superposition.report._common import _dpi, _r
 from superposition.report.double_descent import double_descent
 from superposition.report.html import Claim, Report, Section, png, render
 from superposition.report.real import _SHARE, BELOW, _load, _section5
+from superposition.report.units import FULL, units_section
 from superposition.toy import SparseFeatureDataset, ToyModel
 
 __all__ = ["ReproduceConfig", "phase_losses", "reproduce", "summary"]
@@ -56,6 +57,13 @@ class ReproduceConfig:
         full_double_descent: the memorization section at the ARENA replication's scale
             (n = 1,000 features, T up to 2,000; about 10 minutes of CPU on 2 cores) instead of
             the small sweep (n = 200, T up to 1,000; about 15 s) that the tests check.
+        units: run the section "what makes a neuron fire, and does an SAE separate it?"
+            (neurons vs SAE latents vs two nulls, on the default corpus).
+        full_units: that section at full scale (:data:`superposition.report.units.FULL`:
+            a 4x SAE trained on the whole train split's worth of tokens, units read on 1,200
+            paragraphs) instead of the standard one.
+        sae: a folder written by ``superposition sae train`` (or ``SparseAutoencoder.save``)
+            for this model and layer: the units section uses it instead of training one.
     """
 
     out: Path = Path("superposition-out")
@@ -65,6 +73,9 @@ class ReproduceConfig:
     seed: int = 0
     progress: bool = True
     full_double_descent: bool = False
+    units: bool = True
+    full_units: bool = False
+    sae: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -72,6 +83,8 @@ class ReproduceConfig:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise ValueError(f"layer must be an int, got {self.layer!r}")
+        if self.sae is not None:
+            object.__setattr__(self, "sae", Path(self.sae))
 
     @property
     def steps(self) -> int:
@@ -386,6 +399,7 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
     rep = Report()
     with rep.timed("load_model"):
         loaded = _load(cfg)  # bad --model / --layer fail here, before anything is written
+        sae = _load_sae(cfg, loaded) if cfg.units and cfg.sae is not None else None
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     with rep.timed("section3"):
@@ -394,6 +408,18 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
         _section5(cfg, rep, loaded)
     with rep.timed("double_descent"):
         double_descent(rep, quick=not cfg.full_double_descent, seed=cfg.seed, progress=cfg.progress)
+    if cfg.units:
+        with rep.timed("units"):
+            units_section(
+                rep,
+                loaded,
+                layer=cfg.layer,
+                quick=cfg.quick,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                sae=sae,
+                setting=FULL if cfg.full_units else None,
+            )
     rep.metrics["config"] = {
         **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "versions": _versions(),
@@ -409,6 +435,24 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
     atomic_write(cfg.out / "report.html", render(rep, images, cfg))
     atomic_write(cfg.out / "metrics.json", json.dumps(rep.metrics, indent=2))
     return rep.metrics
+
+
+def _load_sae(cfg: ReproduceConfig, loaded: tuple[Any, Any, str]) -> Any:
+    """The SAE of ``cfg.sae``, checked against the layer's width before any work."""
+    from superposition.probe import ActivationProbe
+    from superposition.sae import SparseAutoencoder
+
+    assert cfg.sae is not None
+    # A folder from `superposition sae train` holds sae.safetensors; a path names the file.
+    sae = SparseAutoencoder.load(cfg.sae / "sae" if cfg.sae.is_dir() else cfg.sae)
+    model, tokenizer, _ = loaded
+    width = ActivationProbe(model, cfg.layer, tokenizer=tokenizer, progress=False).run(["a"])
+    if width.values.shape[1] != sae.d_in:
+        raise ValueError(
+            f"the SAE in {cfg.sae} reads {sae.d_in} neurons but layer {cfg.layer} has "
+            f"{width.values.shape[1]}; pass an SAE trained on this model and layer"
+        )
+    return sae
 
 
 def _note_resolution(rep: Report, dpi: int) -> None:
@@ -489,6 +533,15 @@ def summary(result: dict[str, Any]) -> str:
             f"Double descent: median test loss peaks at T = {dd['peak_T']} "
             f"(training-set sizes {dd['sizes'][0]}..{dd['sizes'][-1]})"
         )
+    units = result.get("units")
+    if units is not None:
+        meds = {(s["basis"], s["score"]): s["median"] for s in units["comparison"]["summaries"]}
+        cells = ", ".join(
+            f"{b} {meds[b, 'token_diversity']:.3g}"
+            for b in ("neurons", "SAE latents", "rotated neurons", "random-weights neurons")
+            if (b, "token_diversity") in meds
+        )
+        lines.append(f"Units, median token diversity (lower = monosemantic): {cells}")
     return "\n".join(lines)
 
 

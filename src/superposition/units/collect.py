@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence, Sized
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 import torch
 from torch import Tensor
@@ -23,17 +23,48 @@ __all__ = ["collect_units"]
 _BLOCK_TOKENS = 2048
 
 
+Units: TypeAlias = "UnitBasis | SparseAutoencoder | None"
+
+
+@overload
 def collect_units(
     probe: ActivationProbe[Any, Any],
     texts: Iterable[str] | Mapping[str, Any],
-    units: UnitBasis | SparseAutoencoder | None = None,
+    units: Units = None,
     *,
     top_k: int = 20,
     samples: int = 20,
     window: int | tuple[int, int] = (10, 5),
     threshold: float = 0.0,
     categories: Sequence[Any] | None = None,
-) -> UnitStatistics:
+) -> UnitStatistics: ...
+
+
+@overload
+def collect_units(
+    probe: ActivationProbe[Any, Any],
+    texts: Iterable[str] | Mapping[str, Any],
+    units: list[Units] | tuple[Units, ...],
+    *,
+    top_k: int = 20,
+    samples: int = 20,
+    window: int | tuple[int, int] = (10, 5),
+    threshold: float = 0.0,
+    categories: Sequence[Any] | None = None,
+) -> list[UnitStatistics]: ...
+
+
+def collect_units(
+    probe: ActivationProbe[Any, Any],
+    texts: Iterable[str] | Mapping[str, Any],
+    units: Units | list[Units] | tuple[Units, ...] = None,
+    *,
+    top_k: int = 20,
+    samples: int = 20,
+    window: int | tuple[int, int] = (10, 5),
+    threshold: float = 0.0,
+    categories: Sequence[Any] | None = None,
+) -> UnitStatistics | list[UnitStatistics]:
     """Stream ``texts`` through ``probe`` and keep, for every unit, its top contexts, random
     active samples, activation moments and (with ``categories``) activation mass per category.
 
@@ -44,14 +75,15 @@ def collect_units(
         probe: a probe of one layer.
         texts: strings (any iterable), a :class:`~superposition.Corpus`, or pre-tokenized input.
         units: ``None`` for the neurons, a :class:`~superposition.SparseAutoencoder` for its
-            latents, or any :class:`UnitBasis` (e.g. ``UnitBasis.rotation(n)``).
+            latents, or any :class:`UnitBasis` (e.g. ``UnitBasis.rotation(n)``); or a list of
+            these, all fed from one pass of the model (a list of statistics comes back).
         top_k, samples, window, threshold: as in :class:`UnitStatistics`.
         categories: a label per text (e.g. the book each paragraph comes from), for
             :func:`~superposition.metrics.category_spread`; names are sorted.
 
     Returns:
-        The :class:`UnitStatistics`, with the probe's tokenizer attached so contexts come with
-        token strings.
+        The :class:`UnitStatistics` (a list of them for a list of units), with the probe's
+        tokenizer attached so contexts come with token strings.
 
     Raises:
         ValueError: the probe has several layers, the units read another width, or the
@@ -98,22 +130,9 @@ def collect_units(
         B, S = batch.inputs["input_ids"].shape
         flat = x.reshape(B * S, x.shape[-1])
         if "stats" not in state:
-            basis = UnitBasis.of(units, int(flat.shape[1]))
-            state["basis"] = basis
-            state["stats"] = UnitStatistics(
-                basis.n_units,
-                top_k=top_k,
-                samples=samples,
-                window=window,
-                threshold=threshold,
-                categories=names,
-                basis_name=basis.name,
-                unit_label=basis.unit_label,
-                layer=site.layer,
-                module_name=site.module_name,
-                model_name=_model_name(probe),
-            )
-        basis, stats = state["basis"], state["stats"]
+            state["pairs"] = [(b, _records(b)) for b in _bases(flat.shape[1])]
+            state["stats"] = [s for _, s in state["pairs"]]
+        pairs: list[tuple[UnitBasis, UnitStatistics]] = state["pairs"]
         src = batch.src
         row_of = src // S
         texts_of = torch.tensor(batch.texts, dtype=torch.int64)[row_of] + first
@@ -138,21 +157,57 @@ def collect_units(
                         "arrived; pass one label per text"
                     )
                 category = label_index[t]
-            values = basis.encode(flat.index_select(0, src[rows].to(flat.device)).to("cpu"))
-            stats.update(
-                values,
-                text_index=t,
-                position=position[rows],
-                token_ids=token_ids[rows],
-                neighbours=context_rows(t, *stats.window),
-                category=category,
-            )
+            x_rows = flat.index_select(0, src[rows].to(flat.device)).to("cpu", torch.float32)
+            neighbours = context_rows(t, *pairs[0][1].window)
+            for basis, stats in pairs:
+                stats.update(
+                    basis.encode(x_rows),
+                    text_index=t,
+                    position=position[rows],
+                    token_ids=token_ids[rows],
+                    neighbours=neighbours,
+                    category=category,
+                )
             start = end
 
+    many = isinstance(units, (list, tuple))
+    wanted: list[Units] = list(units) if isinstance(units, (list, tuple)) else [units]
+    if not wanted:
+        raise ValueError("units is an empty list; pass None (the neurons), an SAE or a basis")
+
+    def _bases(n_neurons: int) -> list[UnitBasis]:
+        return [UnitBasis.of(u, int(n_neurons)) for u in wanted]
+
+    def _records(basis: UnitBasis) -> UnitStatistics:
+        return UnitStatistics(
+            basis.n_units,
+            top_k=top_k,
+            samples=samples,
+            window=window,
+            threshold=threshold,
+            categories=names,
+            basis_name=basis.name,
+            unit_label=basis.unit_label,
+            layer=site.layer,
+            module_name=site.module_name,
+            model_name=_model_name(probe),
+        )
+
+    # Settings are checked before the model runs: a bad top_k or window fails here.
+    UnitStatistics(1, top_k=top_k, samples=samples, window=window, threshold=threshold)
+    from superposition.sae.model import SparseAutoencoder as SAE
+
+    for u in wanted:
+        if u is not None and not isinstance(u, (UnitBasis, SAE)):
+            raise TypeError(
+                "units must be None (the neurons), a SparseAutoencoder or a UnitBasis (or a "
+                f"list of these), got {type(u).__name__}"
+            )
     probe._stream(texts, sink)
-    stats: UnitStatistics = state["stats"]
-    stats.tokenizer = tokenizer
-    return stats
+    out: list[UnitStatistics] = state["stats"]
+    for s in out:
+        s.tokenizer = tokenizer
+    return out if many else out[0]
 
 
 def _model_name(probe: ActivationProbe[Any, Any]) -> str:

@@ -11,7 +11,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,12 @@ class UnitTable:
         )
 
 
-def score_units(stats: UnitStatistics, *, embed: Embed | None = None) -> UnitTable:
+def score_units(
+    stats: UnitStatistics,
+    *,
+    embed: Embed | None = None,
+    embed_units: Sequence[int] | Tensor | None = None,
+) -> UnitTable:
     """Score every unit of ``stats``: max activation, density, kurtosis, token diversity, and
     context coherence (with ``embed``) and category spread (when it has categories).
 
@@ -156,6 +161,8 @@ def score_units(stats: UnitStatistics, *, embed: Embed | None = None) -> UnitTab
         stats: from :func:`~superposition.units.collect_units` or :meth:`UnitStatistics.update`.
         embed: turns token-id windows into embeddings, e.g. :func:`context_embedder` of a
             sentence-embedding model; each distinct top context is embedded once.
+        embed_units: compute context coherence for these units only (NaN for the others):
+            embedding every context of thousands of units takes a full model pass each.
 
     Examples:
         >>> import torch
@@ -185,7 +192,16 @@ def score_units(stats: UnitStatistics, *, embed: Embed | None = None) -> UnitTab
         "token_diversity": metrics.token_diversity(centre_ids, weights),
     }
     if embed is not None:
-        cols["context_coherence"] = metrics.context_coherence(_embed_top(top, embed), weights)
+        chosen = torch.arange(U) if embed_units is None else torch.as_tensor(embed_units).long()
+        if chosen.ndim != 1 or bool(((chosen < 0) | (chosen >= U)).any()):
+            raise ValueError(
+                f"embed_units must be unit indices in [0, {U}), got {chosen.tolist()[:8]}"
+            )
+        coherence = torch.full((U,), math.nan, dtype=torch.float64)
+        if chosen.numel():
+            part = {k: v[:, chosen] for k, v in top.items()}
+            coherence[chosen] = metrics.context_coherence(_embed_top(part, embed), weights[chosen])
+        cols["context_coherence"] = coherence
     if stats.categories is not None and int((stats.category_tokens > 0).sum()) >= 2:
         cols["category_spread"] = metrics.category_spread(
             stats.category_mass, stats.category_tokens
