@@ -358,6 +358,26 @@ def test_a_truncated_text_warns_once(tokenizer: Any) -> None:
     assert acts.for_text(0).n_tokens == 16
 
 
+def test_a_stream_of_many_chunks_warns_once_about_truncation(tokenizer: Any) -> None:
+    import warnings
+
+    from superposition.sae.store import ActivationStore
+
+    model, _ = tiny_model("bert")
+    # The store reads 2 texts at a time (3 chunks, two of them with a truncated text).
+    texts = ["short one", "word " * 40, "short two", "short three", "more " * 30, "end"]
+    probe = ActivationProbe(model, tokenizer=tokenizer, max_length=16, batch_size=1)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        probe.stream(iter(texts))
+        list(ActivationStore(probe, texts, batch_size=8, chunk_texts=2, seed=0))
+    msgs = [str(w.message) for w in rec if "truncated" in str(w.message)]
+    assert msgs == [
+        "2 of 6 texts are longer than max_length=16 tokens and were truncated (first: text 1); "
+        "pass a larger max_length= if the model allows it, or split the texts"
+    ] * 2
+
+
 def test_progress_bar_for_many_batches(tokenizer: Any, capsys: pytest.CaptureFixture[str]) -> None:
     model, _ = tiny_model("bert")
     ActivationProbe(model, tokenizer=tokenizer, batch_size=1).run(TEXTS)

@@ -423,7 +423,9 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path]) -> N
         if s["score"] == "token_diversity":
             assert 1.0 <= s["low"] and s["high"] <= 20.0  # top_k = 20 contexts
     counts = {s["basis"]: s["n"] for s in summaries if s["score"] == "token_diversity"}
-    assert counts["neurons"] == counts["rotated neurons"] == 1536
+    # A unit that never fires positively has no token diversity (NaN, not counted).
+    assert 1400 <= counts["neurons"] <= 1536
+    assert 1400 <= counts["rotated neurons"] <= 1536
     assert counts["SAE latents"] <= 2 * 1536
     assert m["setting"]["quick"] is True
     assert m["tokens"] > 10_000

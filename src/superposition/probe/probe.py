@@ -166,6 +166,8 @@ class ActivationProbe(Generic[_R, _S]):
 
     # Tests switch this off to check that stopping early changes nothing.
     _stop_early: bool = True
+    # Inside _one_truncation_warning: (truncated, texts, [first truncated], limit) per chunk.
+    _truncation_log: list[tuple[int, int, list[int], int | None]] | None = None
 
     @overload
     def __init__(
@@ -358,6 +360,36 @@ class ActivationProbe(Generic[_R, _S]):
         self._stream(texts, sink)
         return accs[0] if self._single else accs  # type: ignore[return-value]
 
+    @contextmanager
+    def _one_truncation_warning(self) -> Iterator[None]:
+        """Within, each chunk's truncated texts are counted; one warning for them all on exit
+        (a corpus read a chunk at a time would otherwise warn once per chunk)."""
+        outer = self._truncation_log
+        log: list[tuple[int, int, list[int], int | None]] = []
+        self._truncation_log = log
+        try:
+            yield
+        finally:
+            self._truncation_log = outer
+        if outer is not None:  # nested: the outermost block warns, once
+            outer.extend(log)
+            return
+        n = sum(t for t, _, _, _ in log)
+        if not n:
+            return
+        seen, first = 0, -1
+        for _, n_texts, idx, _ in log:
+            if idx and first < 0:
+                first = seen + idx[0]
+            seen += n_texts
+        limit = next(lim for t, _, _, lim in log if t)
+        message = (
+            f"{n} of {seen} texts are longer than max_length={limit} tokens and were truncated "
+            f"(first: text {first}); pass a larger max_length= if the model allows it, or "
+            "split the texts"
+        )
+        warnings.warn(message, UserWarning, stacklevel=3)
+
     def _stream(
         self,
         texts: Iterable[str] | Mapping[str, Any],
@@ -381,7 +413,7 @@ class ActivationProbe(Generic[_R, _S]):
         total: int | None = len(texts) if isinstance(texts, Sized) else None
         if total is None and len(first) < size:
             total = len(first)
-        with self._progress(total) as bar:
+        with self._progress(total) as bar, self._one_truncation_warning():
             n_seen = 0
             for part in itertools.chain([first], parts):
                 self._forward_all(
@@ -475,7 +507,9 @@ class ActivationProbe(Generic[_R, _S]):
         )
         ids_list: list[list[int]] = enc["input_ids"]
         truncated = self._truncated(tokenizer, enc, texts, ids_list, limit)
-        if truncated:
+        if self._truncation_log is not None:
+            self._truncation_log.append((len(truncated), len(texts), truncated[:1], limit))
+        elif truncated:
             warnings.warn(
                 f"{len(truncated)} of {len(texts)} texts are longer than max_length={limit} "
                 f"tokens and were truncated (first: text {first + truncated[0]}); pass a larger "

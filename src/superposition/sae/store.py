@@ -203,9 +203,16 @@ class ActivationStore:
         from tqdm.auto import tqdm
 
         total = self.corpus.known_length
-        with tqdm(
-            total=total, initial=done, disable=not self.progress, desc="activations", unit="text"
-        ) as bar:
+        with (
+            tqdm(
+                total=total,
+                initial=done,
+                disable=not self.progress,
+                desc="activations",
+                unit="text",
+            ) as bar,
+            self.probe._one_truncation_warning(),
+        ):
             while chunk := list(itertools.islice(texts, self.chunk_texts)):
                 yield len(chunk), self.probe.run(chunk).values
                 bar.update(len(chunk))
