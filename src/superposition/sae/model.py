@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from superposition import metrics
 from superposition._io import load_saved, save_with_config
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import FitConfig, FitHistory, Schedule, train
+from superposition.sae.train import FitConfig, FitHistory, Schedule, default_lr, train
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
@@ -362,7 +362,7 @@ class SparseAutoencoder(nn.Module):
         *,
         samples: int,
         batch_size: int = 4096,
-        lr: float = 4e-3,
+        lr: float | None = None,
         schedule: Schedule = "linear",
         warmup: float = 0.02,
         decay: float = 0.2,
@@ -388,7 +388,9 @@ class SparseAutoencoder(nn.Module):
                 :class:`~superposition.SyntheticFeatures`.
             samples: training samples in all (steps = ``ceil(samples / batch_size)``).
             batch_size: samples per step.
-            lr: peak learning rate of Adam.
+            lr: peak learning rate of Adam; default
+                :func:`~superposition.sae.train.default_lr` (4e-3 up to 512 latents, then
+                falling as ``1 / sqrt(d_sae)``).
             schedule: decay over the last ``decay`` fraction: ``"linear"``, ``"cosine"`` or
                 ``"constant"`` (none).
             warmup: fraction of steps of linear warm-up.
@@ -419,7 +421,7 @@ class SparseAutoencoder(nn.Module):
         config = FitConfig(
             samples=samples,
             batch_size=batch_size,
-            lr=lr,
+            lr=default_lr(self.d_sae) if lr is None else lr,
             betas=betas,
             schedule=schedule,
             warmup=warmup,
