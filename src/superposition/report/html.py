@@ -38,6 +38,7 @@ class Claim:
         measured: the fuller numbers behind it.
         figures: names of the figures shown with the claim.
         table: an HTML table of the numbers, shown before the figures.
+        source: whose claim it is ("Paper", or "Hypothesis" for the follow-up sections).
     """
 
     paper: str
@@ -46,6 +47,7 @@ class Claim:
     measured: str = ""
     figures: tuple[str, ...] = ()
     table: str = ""
+    source: str = "Paper"
 
 
 @dataclass
@@ -114,7 +116,7 @@ nav li{margin:.1rem 0}
 
 
 def _verdict_class(verdict: str) -> str:
-    if verdict == "reproduced":
+    if verdict in ("reproduced", "supported"):
         return "yes"
     return "no" if verdict.startswith("not") else "qualified"
 
@@ -154,7 +156,7 @@ def render(rep: Report, images: dict[str, bytes], cfg: ReproduceConfig) -> str:
         parts.append(f"<p>{section.intro}</p>")
         for i, claim in enumerate(section.claims):
             parts.append(f"<div class='claim' id='{_anchor(section.title)}-{i + 1}'>")
-            parts.append(f"<p class='paper'>Paper: {esc(claim.paper)}</p>")
+            parts.append(f"<p class='paper'>{esc(claim.source)}: {esc(claim.paper)}</p>")
             parts.append(
                 f"<p class='verdict'>Verdict: <b class='{_verdict_class(claim.verdict)}'>"
                 f"{esc(claim.verdict)}</b> — {esc(claim.because)}</p>"

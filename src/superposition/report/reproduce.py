@@ -60,8 +60,8 @@ class ReproduceConfig:
         units: run the section "what makes a neuron fire, and does an SAE separate it?"
             (neurons vs SAE latents vs two nulls, on the default corpus).
         full_units: that section at full scale (:data:`superposition.report.units.FULL`:
-            a 4x SAE trained on the whole train split's worth of tokens, units read on 1,200
-            paragraphs) instead of the standard one.
+            a 4x SAE trained on one pass over the train split, units read on 1,200
+            paragraphs) instead of :data:`~superposition.report.units.STANDARD`.
         sae: a folder written by ``superposition sae train`` (or ``SparseAutoencoder.save``)
             for this model and layer: the units section uses it instead of training one.
     """
