@@ -437,3 +437,16 @@ def test_compare_units_intervals_and_verdict() -> None:
     assert "context coherence: no clear difference" in text
     with pytest.raises(ValueError, match="at least two tables"):
         compare_units({"neurons": neurons})
+
+
+def test_an_empty_shard_merges_as_nothing() -> None:
+    g = torch.Generator().manual_seed(11)
+    data = _random_corpus(g, 8, 3)
+    full = UnitStatistics(3, top_k=3, samples=2, categories=["a", "b", "c"])
+    _feed(full, data, list(range(8)))
+    empty = UnitStatistics(3, top_k=3, samples=2, categories=["a", "b", "c"])
+    _equal(full.merge(empty), full)
+    _equal(empty.merge(full), full)
+    nothing = score_units(empty.merge(empty))
+    assert bool(nothing["density"].isnan().all())
+    assert bool(nothing["token_diversity"].isnan().all())
