@@ -372,10 +372,14 @@ def test_a_stream_of_many_chunks_warns_once_about_truncation(tokenizer: Any) -> 
         probe.stream(iter(texts))
         list(ActivationStore(probe, texts, batch_size=8, chunk_texts=2, seed=0))
     msgs = [str(w.message) for w in rec if "truncated" in str(w.message)]
-    assert msgs == [
-        "2 of 6 texts are longer than max_length=16 tokens and were truncated (first: text 1); "
-        "pass a larger max_length= if the model allows it, or split the texts"
-    ] * 2
+    assert (
+        msgs
+        == [
+            "2 of 6 texts are longer than max_length=16 tokens and were truncated (first: text 1); "
+            "pass a larger max_length= if the model allows it, or split the texts"
+        ]
+        * 2
+    )
 
 
 def test_progress_bar_for_many_batches(tokenizer: Any, capsys: pytest.CaptureFixture[str]) -> None:

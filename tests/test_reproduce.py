@@ -434,5 +434,5 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path]) -> N
     assert "Quick run" in page
     assert "alt='units_scores'" in page
     assert page.count("<mark") >= 12  # 3 + 3 neurons and latents, several contexts each
-    section = page[page.index("Beyond the paper") :]
+    section = page[page.index("<h2 id='beyond-the-paper") :]
     assert section.count("Verdict:") == 3

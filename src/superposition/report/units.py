@@ -13,6 +13,7 @@ spread (the two books), compared by medians with bootstrap intervals.
 from __future__ import annotations
 
 import html
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,13 +151,31 @@ def units_section(
             of training one.
         setting: overrides the setting chosen by ``quick``.
     """
+    model, tokenizer, name = loaded
+    s = setting or (QUICK if quick else STANDARD)
+    with warnings.catch_warnings():
+        # A few paragraphs of the novels are longer than the model's 512 tokens: their ends
+        # are cut, which is fine for this statistic and not worth a warning in the report.
+        warnings.filterwarnings("ignore", message=r".* were truncated", category=UserWarning)
+        _run(rep, model, tokenizer, name, layer, quick, seed, progress, sae, s)
+
+
+def _run(
+    rep: Report,
+    model: Any,
+    tokenizer: Any,
+    name: str,
+    layer: int,
+    quick: bool,
+    seed: int,
+    progress: bool,
+    sae: Any,
+    s: UnitsSetting,
+) -> None:
+    from superposition.probe.probe import ActivationProbe
     from superposition.report.real import _random_like
     from superposition.units import UnitBasis, collect_units, context_embedder
     from superposition.units.compare import compare_units
-
-    model, tokenizer, name = loaded
-    s = setting or (QUICK if quick else STANDARD)
-    from superposition.probe.probe import ActivationProbe
 
     with rep.timed("units.sae"):
         trained_here = sae is None
