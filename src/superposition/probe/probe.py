@@ -388,7 +388,7 @@ class ActivationProbe(Generic[_R, _S]):
             f"(first: text {first}); pass a larger max_length= if the model allows it, or "
             "split the texts"
         )
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, UserWarning, stacklevel=_caller_level())
 
     def _stream(
         self,
@@ -775,6 +775,24 @@ class ActivationProbe(Generic[_R, _S]):
                     )
                 if bar is not None:
                     bar.advance(len(batch.texts), int(batch.src.numel()))
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package (and
+    outside contextlib and the standard library's generator plumbing): the user's line."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if not name.startswith(package) and "contextlib" not in os.path.basename(name):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return 1
 
 
 def _with_first(
