@@ -784,13 +784,13 @@ def _caller_level() -> int:
     import sys
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     level = 1
     while frame is not None:
         name = os.path.abspath(frame.f_code.co_filename)
         if not name.startswith(package) and "contextlib" not in os.path.basename(name):
             return level
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
         level += 1
     return 1
 
