@@ -292,10 +292,19 @@ def test_probe_progress_and_no_progress(
     assert err == ""
 
 
-@pytest.mark.parametrize(("flag", "full"), [([], False), (["--full-double-descent"], True)])
-def test_reproduce_passes_the_double_descent_scale_to_the_config(
+@pytest.mark.parametrize(
+    ("flag", "expect"),
+    [
+        # (full_double_descent, units, full_units, sae)
+        ([], (False, True, False, None)),
+        (["--full-double-descent"], (True, True, False, None)),
+        (["--no-units"], (False, False, False, None)),
+        (["--full-units", "--sae", "sae-dir"], (False, True, True, Path("sae-dir"))),
+    ],
+)
+def test_reproduce_passes_its_options_to_the_config(
     flag: list[str],
-    full: bool,
+    expect: tuple[bool, bool, bool, Path | None],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -312,36 +321,7 @@ def test_reproduce_passes_the_double_descent_scale_to_the_config(
     code, _, err = run(["reproduce", "--out", str(tmp_path / "o"), *flag], capsys)
     assert code == 2
     assert "stop here" in err
-    assert [c.full_double_descent for c in seen] == [full]
-
-
-@pytest.mark.parametrize(
-    ("flag", "expect"),
-    [
-        ([], (True, False, None)),
-        (["--no-units"], (False, False, None)),
-        (["--full-units", "--sae", "sae-dir"], (True, True, Path("sae-dir"))),
-    ],
-)
-def test_reproduce_passes_the_units_options_to_the_config(
-    flag: list[str],
-    expect: tuple[bool, bool, Path | None],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import superposition.report as report
-
-    seen: list[report.ReproduceConfig] = []
-
-    def fake(cfg: report.ReproduceConfig) -> dict[str, object]:
-        seen.append(cfg)
-        raise ValueError("stop here")
-
-    monkeypatch.setattr(report, "reproduce", fake)
-    code, _, _ = run(["reproduce", "--out", str(tmp_path / "o"), *flag], capsys)
-    assert code == 2
-    assert [(c.units, c.full_units, c.sae) for c in seen] == [expect]
+    assert [(c.full_double_descent, c.units, c.full_units, c.sae) for c in seen] == [expect]
 
 
 def test_reproduce_rejects_an_sae_of_another_width_before_any_work(
@@ -442,9 +422,11 @@ def test_units_writes_tables_records_figure_and_comparison(
         "neurons.csv",
         "neurons.json",
         "neurons.units.safetensors",
+        "neurons.units.json",
         "rotated_neurons.csv",
         "rotated_neurons.json",
         "rotated_neurons.units.safetensors",
+        "rotated_neurons.units.json",
         "scores.png",
         "comparison.json",
     }

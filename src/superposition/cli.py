@@ -336,8 +336,8 @@ def _parser() -> argparse.ArgumentParser:
         "latents of an SAE (--sae) and a random rotation of the neurons (--rotation, a null). "
         "Writes per basis a table (CSV and JSON: max activation, density, kurtosis, token "
         "diversity, context coherence, category spread), the records of its top contexts "
-        "(.units.safetensors), a figure of the score distributions and, for two or more "
-        "bases, comparison.json (medians with 95%% bootstrap intervals).",
+        "(.units.safetensors and .units.json), a figure of the score distributions and, for "
+        "two or more bases, comparison.json (medians with 95%% bootstrap intervals).",
         epilog=_EXAMPLES["units"],
         formatter_class=fmt,
     )
@@ -731,7 +731,7 @@ def _units(args: argparse.Namespace) -> int:
     for name, table in tables.items():
         stem = name.replace(" ", "_").replace("-", "_").lower()
         table.save(args.out, stem)
-        named[name].save(args.out / f"{stem}.units.safetensors")
+        named[name].save(args.out / f"{stem}.units")
     save_figure(score_distributions(tables, seed=args.seed), args.out / "scores.png")
     if len(tables) > 1:
         cmp = compare_units(tables, seed=args.seed)

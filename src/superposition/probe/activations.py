@@ -592,19 +592,8 @@ class StreamingStatistics:
         """
         from safetensors.torch import save_file
 
-        moments, active = self._require()
-        tensors = {"moments": moments, "active": active}
-        if self._comoment is not None:
-            tensors["comoment"] = self._comoment
-        meta = {
-            "format": _STATS_FORMAT,
-            "count": str(self.count),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "threshold": repr(self.threshold),
-            "layer": str(self.layer),
-            "module_name": self.module_name,
-            "model_name": self.model_name,
-        }
+        tensors, meta = self._state()
+        meta["format"] = _STATS_FORMAT
         target = saved_paths(path)[0]
         with atomic_path(target) as temp:
             save_file(tensors, str(temp), metadata=meta)
@@ -648,9 +637,32 @@ class StreamingStatistics:
                     f"{_STATS_FORMAT!r}, got {fmt!r})"
                 )
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        return cls._from_state(t, meta, str(path))
+
+    def _state(self) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """The tensors and (string) metadata that :meth:`_from_state` rebuilds this from: what
+        :meth:`save` writes, and what an accumulator that holds one saves of it."""
+        moments, active = self._require()
+        tensors = {"moments": moments, "active": active}
+        if self._comoment is not None:
+            tensors["comoment"] = self._comoment
+        meta = {
+            "count": str(self.count),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "threshold": repr(self.threshold),
+            "layer": str(self.layer),
+            "module_name": self.module_name,
+            "model_name": self.model_name,
+        }
+        return tensors, meta
+
+    @classmethod
+    def _from_state(
+        cls, t: dict[str, Tensor], meta: dict[str, str], where: str
+    ) -> StreamingStatistics:
         dtype = getattr(torch, meta.get("dtype", ""), None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"{path} names no floating-point dtype, got {meta.get('dtype')!r}")
+            raise ValueError(f"{where} names no floating-point dtype, got {meta.get('dtype')!r}")
         out = cls(
             threshold=float(meta["threshold"]),
             gram="comoment" in t,

@@ -239,9 +239,6 @@ def _add(
         "full",
     )
     table = _summary_table(cmp, names)
-    neurons_vs_sae = _claim_verdict(cmp, "neurons", "SAE latents")
-    neurons_vs_rot = _claim_verdict(cmp, "neurons", "rotated neurons")
-    neurons_vs_random = _claim_verdict(cmp, "neurons", "random-weights neurons")
     size = (
         f"a {'quick, small' if quick else ''} TopK SAE with {stats[1].n_units} latents (k = "
         f"{s.k}) trained on {s.samples:,} tokens"
@@ -269,34 +266,41 @@ def _add(
             else ""
         )
     )
-    claims = [
-        Claim(
+    # (hypothesis, the other basis, whether the neurons are the more polysemantic one)
+    hypotheses = [
+        (
             "MLP neurons are polysemantic: a sparse autoencoder's latents are more monosemantic "
             "than the neurons they are trained on.",
-            neurons_vs_sae[0],
-            neurons_vs_sae[1],
-            cmp.verdict("neurons", "SAE latents"),
-            ("units_scores",),
-            table,
-            source="Hypothesis",
+            "SAE latents",
+            True,
         ),
-        Claim(
+        (
             "The neuron basis is privileged: neurons are more monosemantic than random "
             "directions in the same space.",
-            neurons_vs_rot[0],
-            neurons_vs_rot[1],
-            cmp.verdict("neurons", "rotated neurons"),
-            source="Hypothesis",
+            "rotated neurons",
+            False,
         ),
-        Claim(
+        (
             "Training makes neurons more monosemantic than the same architecture with random "
             "weights.",
-            neurons_vs_random[0],
-            neurons_vs_random[1],
-            cmp.verdict("neurons", "random-weights neurons"),
-            source="Hypothesis",
+            "random-weights neurons",
+            False,
         ),
     ]
+    claims = []
+    for i, (hypothesis, other, neurons_polysemantic) in enumerate(hypotheses):
+        verdict, because = _claim_verdict(cmp, "neurons", other, neurons_polysemantic)
+        claims.append(
+            Claim(
+                hypothesis,
+                verdict,
+                because,
+                cmp.verdict("neurons", other),
+                ("units_scores",) if i == 0 else (),
+                table if i == 0 else "",
+                source="Hypothesis",
+            )
+        )
     after = _examples_html(stats[0], tables["neurons"], "neurons") + _examples_html(
         stats[1], tables["SAE latents"], "SAE latents"
     )
@@ -310,18 +314,15 @@ def _add(
     )
 
 
-def _claim_verdict(cmp: Any, a: str, b: str) -> tuple[str, str]:
-    """(verdict, the one-line reason) on token diversity and context coherence: against the
-    SAE the hypothesis is that ``a`` (neurons) is the more polysemantic, against a null that
-    it is the more monosemantic."""
+def _claim_verdict(cmp: Any, a: str, b: str, a_polysemantic: bool) -> tuple[str, str]:
+    """(verdict, the one-line reason) on token diversity and context coherence for the
+    hypothesis that ``a`` is the more polysemantic of the two (``a_polysemantic``) or the more
+    monosemantic."""
     primary = ("token_diversity", "context_coherence")
     diffs = [cmp.difference(a, b, sc) for sc in primary]
-    if b == "SAE latents":
-        wins = [d.more_monosemantic == b for d in diffs]
-        losses = [d.more_monosemantic == a for d in diffs]
-    else:
-        wins = [d.more_monosemantic == a for d in diffs]
-        losses = [d.more_monosemantic == b for d in diffs]
+    expected, opposite = (b, a) if a_polysemantic else (a, b)
+    wins = [d.more_monosemantic == expected for d in diffs]
+    losses = [d.more_monosemantic == opposite for d in diffs]
     if all(wins):
         verdict = "supported"
     elif any(wins) and not any(losses):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, overload
 import torch
 from torch import Tensor
 
+from superposition.probe.probe import _model_name
 from superposition.units.basis import UnitBasis
 from superposition.units.records import UnitStatistics, context_rows
 
@@ -105,96 +106,10 @@ def collect_units(
             f"collect_units needs a probe of one layer, got layers {probe.layers}; build "
             "ActivationProbe(model, layer=L) for each layer"
         )
-    names: list[str] | None = None
-    label_index: Tensor | None = None
-    if categories is not None:
-        if isinstance(categories, (str, bytes)) or not hasattr(categories, "__len__"):
-            raise TypeError(
-                f"categories must be a sequence with one label per text, got "
-                f"{type(categories).__name__}"
-            )
-        n_texts = len(texts) if isinstance(texts, Sized) else None
-        if n_texts is not None and not isinstance(texts, Mapping) and len(categories) != n_texts:
-            raise ValueError(
-                f"categories must have one label per text: {n_texts} texts, "
-                f"{len(categories)} labels"
-            )
-        names = sorted({str(c) for c in categories})
-        lookup = {n: i for i, n in enumerate(names)}
-        label_index = torch.tensor([lookup[str(c)] for c in categories], dtype=torch.int64)
-    site = probe.sites[0]
-    state: dict[str, Any] = {}
-    tokenizer = probe._get_tokenizer(required=False)
-
-    def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor, first: int) -> None:
-        B, S = batch.inputs["input_ids"].shape
-        flat = x.reshape(B * S, x.shape[-1])
-        if "stats" not in state:
-            state["pairs"] = [(b, _records(b)) for b in _bases(flat.shape[1])]
-            state["stats"] = [s for _, s in state["pairs"]]
-        pairs: list[tuple[UnitBasis, UnitStatistics]] = state["pairs"]
-        src = batch.src
-        row_of = src // S
-        texts_of = torch.tensor(batch.texts, dtype=torch.int64)[row_of] + first
-        position = src % S
-        token_ids = batch.inputs["input_ids"].reshape(-1)[src]
-        # src is row-major, so each text's tokens are contiguous: cut between texts.
-        counts = torch.bincount(row_of, minlength=B).tolist()
-        start = 0
-        while start < len(counts):
-            end, n = start, 0
-            while end < len(counts) and (n == 0 or n + counts[end] <= _BLOCK_TOKENS):
-                n += counts[end]
-                end += 1
-            lo = sum(counts[:start])
-            rows = slice(lo, lo + n)
-            t = texts_of[rows]
-            category = None
-            if label_index is not None:
-                if int(t.max()) >= label_index.shape[0]:
-                    raise ValueError(
-                        f"categories has {label_index.shape[0]} labels but text {int(t.max())} "
-                        "arrived; pass one label per text"
-                    )
-                category = label_index[t]
-            x_rows = flat.index_select(0, src[rows].to(flat.device)).to("cpu", torch.float32)
-            neighbours = context_rows(t, *pairs[0][1].window)
-            for basis, stats in pairs:
-                stats.update(
-                    basis.encode(x_rows),
-                    text_index=t,
-                    position=position[rows],
-                    token_ids=token_ids[rows],
-                    neighbours=neighbours,
-                    category=category,
-                )
-            start = end
-
     many = isinstance(units, (list, tuple))
     wanted: list[Units] = list(units) if isinstance(units, (list, tuple)) else [units]
     if not wanted:
         raise ValueError("units is an empty list; pass None (the neurons), an SAE or a basis")
-
-    def _bases(n_neurons: int) -> list[UnitBasis]:
-        return [UnitBasis.of(u, int(n_neurons)) for u in wanted]
-
-    def _records(basis: UnitBasis) -> UnitStatistics:
-        return UnitStatistics(
-            basis.n_units,
-            top_k=top_k,
-            samples=samples,
-            window=window,
-            threshold=threshold,
-            categories=names,
-            basis_name=basis.name,
-            unit_label=basis.unit_label,
-            layer=site.layer,
-            module_name=site.module_name,
-            model_name=_model_name(probe),
-        )
-
-    # Settings are checked before the model runs: a bad top_k or window fails here.
-    UnitStatistics(1, top_k=top_k, samples=samples, window=window, threshold=threshold)
     from superposition.sae.model import SparseAutoencoder as SAE
 
     for u in wanted:
@@ -203,14 +118,108 @@ def collect_units(
                 "units must be None (the neurons), a SparseAutoencoder or a UnitBasis (or a "
                 f"list of these), got {type(u).__name__}"
             )
+    # Settings are checked before the model runs: a bad top_k or window fails here.
+    UnitStatistics(1, top_k=top_k, samples=samples, window=window, threshold=threshold)
+    names, label_index = _categories(texts, categories)
+    site = probe.sites[0]
+    pairs: list[tuple[UnitBasis, UnitStatistics]] = []
+
+    def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor, first: int) -> None:
+        B, S = batch.inputs["input_ids"].shape
+        flat = x.reshape(B * S, x.shape[-1])
+        if not pairs:  # the width is known from the first batch
+            for u in wanted:
+                basis = UnitBasis.of(u, int(flat.shape[1]))
+                pairs.append(
+                    (
+                        basis,
+                        UnitStatistics(
+                            basis.n_units,
+                            top_k=top_k,
+                            samples=samples,
+                            window=window,
+                            threshold=threshold,
+                            categories=names,
+                            basis_name=basis.name,
+                            unit_label=basis.unit_label,
+                            layer=site.layer,
+                            module_name=site.module_name,
+                            model_name=_model_name(probe.model),
+                        ),
+                    )
+                )
+        src = batch.src
+        row_of = src // S
+        texts_of = torch.tensor(batch.texts, dtype=torch.int64)[row_of] + first
+        position = src % S
+        token_ids = batch.inputs["input_ids"].reshape(-1)[src]
+        # src is row-major, so each text's tokens are contiguous: cut between texts.
+        for lo, hi in _blocks(torch.bincount(row_of, minlength=B).tolist(), _BLOCK_TOKENS):
+            t = texts_of[lo:hi]
+            category = None
+            if label_index is not None:
+                if int(t.max()) >= label_index.shape[0]:
+                    raise ValueError(
+                        f"categories has {label_index.shape[0]} labels but text {int(t.max())} "
+                        "arrived; pass one label per text"
+                    )
+                category = label_index[t]
+            x_rows = flat.index_select(0, src[lo:hi].to(flat.device)).to("cpu", torch.float32)
+            neighbours = context_rows(t, *pairs[0][1].window)
+            for basis, stats in pairs:
+                stats.update(
+                    basis.encode(x_rows),
+                    text_index=t,
+                    position=position[lo:hi],
+                    token_ids=token_ids[lo:hi],
+                    neighbours=neighbours,
+                    category=category,
+                )
+
     probe._stream(texts, sink)
-    out: list[UnitStatistics] = state["stats"]
-    for s in out:
-        s.tokenizer = tokenizer
+    tokenizer = probe._get_tokenizer(required=False)
+    out = [stats for _, stats in pairs]
+    for stats in out:
+        stats.tokenizer = tokenizer
     return out if many else out[0]
 
 
-def _model_name(probe: ActivationProbe[Any, Any]) -> str:
-    from superposition.probe.probe import _model_name as name
+def _categories(
+    texts: Any, categories: Sequence[Any] | None
+) -> tuple[list[str] | None, Tensor | None]:
+    """The sorted category names and each text's category index (``None`` without labels)."""
+    if categories is None:
+        return None, None
+    if isinstance(categories, (str, bytes)) or not hasattr(categories, "__len__"):
+        raise TypeError(
+            f"categories must be a sequence with one label per text, got "
+            f"{type(categories).__name__}"
+        )
+    n_texts = len(texts) if isinstance(texts, Sized) else None
+    if n_texts is not None and not isinstance(texts, Mapping) and len(categories) != n_texts:
+        raise ValueError(
+            f"categories must have one label per text: {n_texts} texts, {len(categories)} labels"
+        )
+    names = sorted({str(c) for c in categories})
+    lookup = {n: i for i, n in enumerate(names)}
+    return names, torch.tensor([lookup[str(c)] for c in categories], dtype=torch.int64)
 
-    return name(probe.model)
+
+def _blocks(counts: list[int], limit: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of consecutive texts with ``counts`` rows each, at most
+    ``limit`` rows per range unless one text alone is longer.
+
+    Examples:
+        >>> _blocks([3, 2, 4, 9, 1], 5)
+        [(0, 5), (5, 9), (9, 18), (18, 19)]
+    """
+    out: list[tuple[int, int]] = []
+    lo = hi = 0
+    for n in counts:
+        if hi > lo and hi - lo + n > limit:
+            out.append((lo, hi))
+            lo = hi
+        hi += n
+    if hi > lo:
+        out.append((lo, hi))
+    return out

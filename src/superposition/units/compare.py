@@ -154,32 +154,29 @@ def compare_units(
     missing = [(n, s) for n in names for s in scores if s not in tables[n].columns]
     if missing:
         raise KeyError(f"tables lack these (basis, score) columns: {missing}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     summaries: list[Summary] = []
     boots: dict[tuple[str, str], torch.Tensor] = {}
+    medians: dict[tuple[str, str], float] = {}
     for i, name in enumerate(names):
         for j, score in enumerate(scores):
             col = tables[name].columns[score].to(torch.float64)
             col = col[~col.isnan()]
-            med, low, high = metrics.bootstrap_median(
-                col, n_boot=n_boot, level=level, seed=seed + 1009 * i + 9176 * j
-            )
+            # The resampled medians behind the interval (as metrics.bootstrap_median draws
+            # them) are kept for the differences below: drawn once.
+            meds = metrics.resampled_medians(col, n_boot=n_boot, seed=seed + 1009 * i + 9176 * j)
+            med = float(col.median()) if col.numel() else float("nan")
+            low, high = torch.quantile(meds, q).tolist()
             summaries.append(Summary(name, score, int(col.numel()), med, low, high))
-            boots[name, score] = metrics.resampled_medians(
-                col, n_boot=n_boot, seed=seed + 1009 * i + 9176 * j
-            )
+            medians[name, score] = med
+            boots[name, score] = meds
     differences = []
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     ref = names[0]
     for other in names[1:]:
         for score in scores:
-            diff = boots[ref, score] - boots[other, score]
-            low, high = torch.quantile(diff, q).tolist() if diff.numel() else (float("nan"),) * 2
-            d0 = _median(tables[ref].columns[score]) - _median(tables[other].columns[score])
+            low, high = torch.quantile(boots[ref, score] - boots[other, score], q).tolist()
+            d0 = medians[ref, score] - medians[other, score]
             differences.append(Difference(score, ref, other, d0, low, high))
     return UnitComparison(summaries, differences, level)
-
-
-def _median(x: torch.Tensor) -> float:
-    v = x.to(torch.float64)
-    v = v[~v.isnan()]
-    return float(v.median()) if v.numel() else float("nan")

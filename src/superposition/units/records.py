@@ -16,7 +16,6 @@ into exactly the accumulator of one pass over both: every choice is made under o
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ __all__ = ["Context", "UnitStatistics", "context_rows"]
 # Keys that sort after every real entry (no entry yet).
 _EMPTY_KEY = 1 << 62
 _MASK32 = 0xFFFFFFFF
-_FORMAT = "superposition.UnitStatistics/1"
+_FORMAT_VERSION = 1
 
 
 def _ordered_bits(values: Tensor) -> Tensor:
@@ -283,10 +282,9 @@ class UnitStatistics:
         if self.categories is not None:
             assert category is not None
             C = len(self.categories)
-            onehot = torch.zeros(R, C, dtype=torch.float64)
-            onehot[torch.arange(R), category.to(torch.int64)] = 1.0
-            self.category_mass += values.clamp_min(0.0).to(torch.float64).T @ onehot
-            self.category_tokens += torch.bincount(category.to(torch.int64), minlength=C)
+            cat = category.to(torch.int64)
+            self.category_mass.index_add_(1, cat, values.clamp_min(0.0).to(torch.float64).T)
+            self.category_tokens += torch.bincount(cat, minlength=C)
         return self
 
     def _check_rows(
@@ -427,84 +425,67 @@ class UnitStatistics:
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write everything to ``path.safetensors`` (atomically); returns its path."""
-        from safetensors.torch import save_file
+        """Write everything to ``path.safetensors`` and its settings to ``path.json``
+        (atomically, as every model's ``save``); returns the tensor file's path."""
+        from superposition._io import save_with_config
 
-        from superposition._io import atomic_path, saved_paths
-
-        tensors = {f"top.{k}": v.contiguous() for k, v in self._top.state().items()}
-        tensors |= {f"smp.{k}": v.contiguous() for k, v in self._smp.state().items()}
+        stats, stats_meta = self.stats._state()
+        tensors = {f"top.{k}": v for k, v in self._top.state().items()}
+        tensors |= {f"smp.{k}": v for k, v in self._smp.state().items()}
+        tensors |= {f"stats.{k}": v for k, v in stats.items()}
         tensors["category_mass"] = self.category_mass
         tensors["category_tokens"] = self.category_tokens
-        st = self.stats
-        if st._moments is not None and st._active is not None:
-            tensors["stats.moments"], tensors["stats.active"] = st._moments, st._active
         meta = {
-            "format": _FORMAT,
-            "n_units": str(self.n_units),
-            "top_k": str(self.top_k),
-            "samples": str(self.n_samples),
-            "window": f"{self.window[0]},{self.window[1]}",
-            "threshold": repr(self.threshold),
-            "categories": json.dumps(self.categories),
+            "format_version": _FORMAT_VERSION,
+            "n_units": self.n_units,
+            "top_k": self.top_k,
+            "samples": self.n_samples,
+            "window": list(self.window),
+            "threshold": self.threshold,
+            "categories": self.categories,
             "basis_name": self.basis_name,
             "unit_label": self.unit_label,
-            "layer": str(self.layer),
+            "layer": self.layer,
             "module_name": self.module_name,
             "model_name": self.model_name,
-            "count": str(st.count),
+            "stats": stats_meta,
         }
-        target = saved_paths(path)[0]
-        with atomic_path(target) as temp:
-            save_file(tensors, str(temp), metadata=meta)
-        return target
+        return save_with_config(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> UnitStatistics:
         """Read what :meth:`save` wrote.
 
         Raises:
-            FileNotFoundError: no such file.
-            ValueError: the file is not a saved :class:`UnitStatistics`.
+            FileNotFoundError: a file is missing.
+            ValueError: the files were not written by this version's :meth:`save`.
         """
-        from safetensors import safe_open
+        from superposition._io import load_saved
 
-        from superposition._io import saved_paths
-
-        path = saved_paths(path)[0]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"expected {path} (written by UnitStatistics.save), but it does not exist"
-            )
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _FORMAT:
-                raise ValueError(
-                    f"{path} is not a saved UnitStatistics (expected format {_FORMAT!r}, got "
-                    f"{meta.get('format')!r})"
-                )
-            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
-        before, after = (int(v) for v in meta["window"].split(","))
+        t, meta = load_saved(path, "UnitStatistics", _FORMAT_VERSION)
+        before, after = meta["window"]
         out = cls(
-            int(meta["n_units"]),
-            top_k=int(meta["top_k"]),
-            samples=int(meta["samples"]),
+            meta["n_units"],
+            top_k=meta["top_k"],
+            samples=meta["samples"],
             window=(before, after),
-            threshold=float(meta["threshold"]),
-            categories=json.loads(meta["categories"]),
+            threshold=meta["threshold"],
+            categories=meta["categories"],
             basis_name=meta["basis_name"],
             unit_label=meta["unit_label"],
-            layer=int(meta["layer"]),
+            layer=meta["layer"],
             module_name=meta["module_name"],
             model_name=meta["model_name"],
         )
-        out._top.load_state({k[4:]: v for k, v in t.items() if k.startswith("top.")})
-        out._smp.load_state({k[4:]: v for k, v in t.items() if k.startswith("smp.")})
+        part = {
+            name: {k[len(name) + 1 :]: v for k, v in t.items() if k.startswith(f"{name}.")}
+            for name in ("top", "smp", "stats")
+        }
+        out._top.load_state(part["top"])
+        out._smp.load_state(part["smp"])
+        out.stats = StreamingStatistics._from_state(part["stats"], meta["stats"], str(path))
         out.category_mass = t["category_mass"]
         out.category_tokens = t["category_tokens"]
-        if "stats.moments" in t:
-            out.stats._moments, out.stats._active = t["stats.moments"], t["stats.active"]
-        out.stats.count = int(meta["count"])
         return out
 
 
@@ -550,13 +531,11 @@ class _Slots:
         valid: Tensor | None = None,
     ) -> None:
         """Merge candidates (``rows [k, U]`` of this update, with ``keys``) into the slots."""
-        # Only units where some candidate beats the last kept entry can change.
-        descending = self.key.dtype.is_floating_point
-        last = self.key[-1]
-        best = keys[0]
-        beats = (best > last) | ((best == last) & (best != self.empty_key))
-        if not descending:
-            beats = (best < last) | ((best == last) & (best != self.empty_key))
+        # Only units where some candidate beats (or ties) the last kept entry can change.
+        descending = self.key.dtype.is_floating_point  # values: largest first; priorities not
+        last, best = self.key[-1], keys[0]
+        better = best > last if descending else best < last
+        beats = better | ((best == last) & (best != self.empty_key))
         units = beats.nonzero().squeeze(1)
         if units.numel() == 0:
             return
