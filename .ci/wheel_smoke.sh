@@ -68,7 +68,10 @@ for junk in (".venv/", "docs/_build/", "dist/", ".hypothesis/", "superposition-o
 if any("__pycache__" in n for n in names | wheel_names):
     problems.append("an archive contains __pycache__")
 
-for need in ("superposition/__init__.py", "superposition/py.typed", "superposition/cli.py"):
+for need in ("superposition/__init__.py", "superposition/py.typed", "superposition/cli.py",
+             "superposition/explorer/static/explorer.js",
+             "superposition/explorer/static/explorer.css",
+             "superposition/explorer/static/explorer.html"):
     if need not in wheel_names:
         problems.append(f"wheel lacks {need}")
 dist_info = {n.split("/", 1)[0] for n in wheel_names if ".dist-info/" in n}
@@ -128,6 +131,12 @@ acts = sp.ActivationProbe(model, layer=0).run(["hello world"])
 expected = (len(tokenizer("hello world")["input_ids"]), model.config.intermediate_size)
 if tuple(acts.values.shape) != expected:
     sys.exit(f"wheel smoke test: probe gave {tuple(acts.values.shape)}, expected {expected}")
-print(f"superposition {sp.__version__} from {package}: import, py.typed, probe {expected} ok")
+# The explorer's page is assembled from files shipped in the wheel.
+units = sp.collect_units(sp.ActivationProbe(model, layer=0), ["hello world"], top_k=2, samples=1)
+page = units.explore(Path("explorer.html")).read_text("utf-8")
+if "DecompressionStream" not in page or "{{" in page or "hello" not in page:
+    sys.exit("wheel smoke test: the explorer page was not assembled from its static files")
+print(f"superposition {sp.__version__} from {package}: import, py.typed, probe {expected}, "
+      "explorer ok")
 PY
 echo "wheel smoke test passed"

@@ -429,7 +429,9 @@ def test_units_writes_tables_records_figure_and_comparison(
         "rotated_neurons.units.json",
         "scores.png",
         "comparison.json",
+        "explorer.html",
     }
+    assert '"label":"rotated"' in (out / "explorer.html").read_text("utf-8")
     rows = (out / "neurons.csv").read_text().splitlines()
     assert len(rows) == 1 + 1536
     doc = json.loads((out / "neurons.json").read_text())
@@ -441,6 +443,35 @@ def test_units_writes_tables_records_figure_and_comparison(
     assert doc["columns"]["token_diversity"] == table.to_dict()["token_diversity"]
     assert stats.categories == ["sherlock_holmes", "war_and_peace"]
     assert "neurons: 1536 units, median token diversity" in stdout
+
+
+def test_explore_writes_one_page_of_neurons_and_sae_latents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import superposition as sp
+
+    sae = sp.SparseAutoencoder(1536, 64, k=4, seed=0)
+    (tmp_path / "sae").mkdir()
+    sae.save(tmp_path / "sae" / "sae")
+    corpus = tmp_path / "texts.jsonl"
+    rows = [{"body": f"The {w} sat on the mat near the {w}s."} for w in ("cat", "dog", "owl")]
+    corpus.write_text("\n".join(json.dumps(r) for r in rows))
+    page = tmp_path / "p.html"
+    argv = ["explore", "--sae", str(tmp_path / "sae"), "--corpus", str(corpus)]
+    argv += ["--text-column", "body", "--coherence-units", "0", "--no-progress"]
+    code, stdout, err = run([*argv, "--out", str(page)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.html", "sae", "texts.jsonl"]
+    text = page.read_text("utf-8")
+    assert '"label":"neuron","n":1536' in text
+    assert '"label":"latent","n":64' in text
+    assert "1536 neurons, 64 SAE latents" in stdout
+    code, _, err = run(["explore", "--out", str(tmp_path / "nowhere" / "p.html")], capsys)
+    assert code == 2
+    assert "does not exist" in err
+    code, _, err = run(["explore", "--out", str(tmp_path / "p.txt")], capsys)
+    assert code == 2
+    assert "must be an .html file" in err
 
 
 def test_units_rejects_bad_arguments_before_any_work(

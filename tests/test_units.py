@@ -62,6 +62,7 @@ def _equal(a: UnitStatistics, b: UnitStatistics) -> None:
                 x[k].is_floating_point() and torch.equal(x[k].nan_to_num(-7), y[k].nan_to_num(-7))
             ), k
     assert a.count == b.count
+    assert torch.equal(a.histogram, b.histogram)
     assert torch.equal(a.category_tokens, b.category_tokens)
     torch.testing.assert_close(a.category_mass, b.category_mass)
     torch.testing.assert_close(a.density, b.density)
@@ -180,6 +181,38 @@ def test_category_mass_and_density_equal_direct_sums() -> None:
         torch.testing.assert_close(s.category_mass[:, c], V[rows].clamp_min(0).sum(0))
         assert int(s.category_tokens[c]) == int(rows.sum())
     torch.testing.assert_close(s.density.double(), (V > 0).double().mean(0))
+
+
+def test_histogram_counts_active_values_in_log_bins() -> None:
+    # Values on, just below and just above bin edges, below and above the range, and inactive.
+    import numpy as np
+
+    edges32 = sp.units.HIST_EDGES.numpy()
+    edges = edges32.astype(np.float64)
+    assert len(edges) == 37
+    assert edges[0] == 2.0**-8
+    assert edges[-1] == 2.0**10
+    assert np.allclose(edges[1:] / edges[:-1], 2**0.5)
+    at_edges = [float(x) for e in edges32[1:-1:5] for x in np.nextafter(e, [0, e, np.inf])]
+    probe = [1e-6, 2.0**-8, 0.5, 700.0, 1024.0, 5e4, *at_edges]
+    col = torch.tensor([*probe, 0.0, -3.0])
+    values = torch.stack([col, -col], 1)  # the second unit is active only on -(-3.0)
+    s = UnitStatistics(2, top_k=1, samples=0)
+    n = values.shape[0]
+    s.update(
+        values,
+        text_index=torch.zeros(n, dtype=torch.long),
+        position=torch.arange(n),
+        token_ids=torch.zeros(n, dtype=torch.long),
+    )
+    # Independently: the bin is the number of inner edges <= v (right-open bins).
+    inner = edges32[1:-1]
+    for u in range(2):
+        active = values[:, u][values[:, u] > 0].numpy()
+        expected = np.bincount(np.searchsorted(inner, active, side="right"), minlength=36)
+        assert s.histogram[u].tolist() == expected.tolist()
+    assert int(s.histogram[0].sum()) == len(probe)
+    assert s.histogram[1].tolist()[2 * 8 + 3] == 1
 
 
 def test_save_load_roundtrip(tmp_path: Any) -> None:

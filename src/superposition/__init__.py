@@ -1,6 +1,7 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
 from superposition import metrics, plot, units
+from superposition.explorer import explore
 from superposition.probe import (
     PAPER_TEXTS,
     ActivationProbe,
@@ -51,6 +52,7 @@ __all__ = [
     "context_embedder",
     "default_corpus",
     "edit_neurons",
+    "explore",
     "load_corpus",
     "load_model",
     "metrics",

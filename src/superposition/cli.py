@@ -28,6 +28,8 @@ _EXAMPLES = {
     "  superposition sae eval --sae sae-out",
     "units": "example:\n  superposition units --layer 0 --out units-out\n"
     "  superposition units --layer 0 --sae sae-out --rotation --out units-out",
+    "explore": "example:\n  superposition explore --layer 0 --sae sae-out --out explorer.html\n"
+    "  superposition explore --corpus texts.jsonl --text-column text --texts 5000",
     "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
     "  superposition probe --texts texts.txt --layer all --no-progress\n"
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
@@ -341,33 +343,55 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES["units"],
         formatter_class=fmt,
     )
-    _model_arguments(un)
-    un.add_argument("--sae", type=Path, default=None, help="a folder written by `sae train`")
-    un.add_argument(
+    _unit_arguments(un)
+    un.add_argument("--out", type=Path, default=Path("units-out"), help="output folder")
+
+    ex = sub.add_parser(
+        "explore",
+        help="write an offline HTML explorer of the neurons (and SAE latents) of a layer",
+        description="Stream a corpus through one layer and write one self-contained HTML page "
+        "(no network, no server) to browse every unit: top contexts shaded by activation, "
+        "random active samples, activation histograms, scores, decoder loadings, token search "
+        "and a permalink per unit (page.html#latent-12).",
+        epilog=_EXAMPLES["explore"],
+        formatter_class=fmt,
+    )
+    _unit_arguments(ex)
+    ex.add_argument(
+        "--out", type=Path, default=Path("explorer.html"), help="the page (default: explorer.html)"
+    )
+    return parser
+
+
+def _unit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments `units` and `explore` share (all but --out)."""
+    _model_arguments(parser)
+    parser.add_argument("--sae", type=Path, default=None, help="a folder written by `sae train`")
+    parser.add_argument(
         "--rotation", action="store_true", help="also score a random rotation of the neurons"
     )
-    un.add_argument(
+    parser.add_argument(
         "--corpus",
         default=None,
         help="texts: a .txt file (a text per line), a .jsonl file or a folder of them "
         "(default: held-out paragraphs of the two novels, labelled by book)",
     )
-    un.add_argument("--text-column", default="text", help="JSONL field of the text (default: text)")
-    un.add_argument(
+    parser.add_argument(
+        "--text-column", default="text", help="JSONL field of the text (default: text)"
+    )
+    parser.add_argument(
         "--texts", type=int, default=1200, help="at most this many texts (default: 1200)"
     )
-    un.add_argument("--top-k", type=int, default=20, help="top contexts per unit (default: 20)")
-    un.add_argument(
+    parser.add_argument("--top-k", type=int, default=20, help="top contexts per unit (default: 20)")
+    parser.add_argument(
         "--coherence-units",
         type=int,
         default=200,
         help="units per basis whose context coherence is computed, at random (it embeds each "
         "top context with the model; 0 skips it; default: 200)",
     )
-    un.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    un.add_argument("--out", type=Path, default=Path("units-out"), help="output folder")
-    un.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -675,14 +699,18 @@ def _sae_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _units(args: argparse.Namespace) -> int:
-    from superposition.plot import save_figure, score_distributions
+def _unit_records(
+    args: argparse.Namespace, out: Path
+) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """What `units` and `explore` share: check the arguments, collect and score every basis.
+
+    Returns the records and tables by basis name, and the bases in the same order.
+    """
     from superposition.probe import ActivationProbe, load_model
     from superposition.probe.corpus import load_corpus
     from superposition.report.units import book_texts, score_bases
     from superposition.sae import SparseAutoencoder
     from superposition.units import UnitBasis, collect_units, context_embedder
-    from superposition.units.compare import compare_units
 
     for name in ("texts", "top_k"):
         if getattr(args, name) < 1:
@@ -707,7 +735,7 @@ def _units(args: argparse.Namespace) -> int:
         labels = None
         if not texts:
             raise ValueError(f"--corpus {args.corpus!r} holds no text")
-    _check_out(args.out)
+    _check_out(out)
     progress = not args.no_progress
     model, tokenizer = load_model(args.model)
     probe = ActivationProbe(
@@ -727,7 +755,18 @@ def _units(args: argparse.Namespace) -> int:
     stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
     named = dict(zip(bases, stats, strict=True))
     tables = score_bases(named, context_embedder(model, tokenizer), args.coherence_units, args.seed)
+    return named, tables, [UnitBasis.of(u, width) for u in bases.values()]
+
+
+def _units(args: argparse.Namespace) -> int:
+    from superposition.explorer import explore
+    from superposition.plot import save_figure, score_distributions
+    from superposition.units.compare import compare_units
+
+    named, tables, bases = _unit_records(args, args.out)
+    stats = list(named.values())
     _make_out(args.out)
+    explore(stats, args.out / "explorer.html", tables=list(tables.values()), bases=bases)
     for name, table in tables.items():
         stem = name.replace(" ", "_").replace("-", "_").lower()
         table.save(args.out, stem)
@@ -744,7 +783,25 @@ def _units(args: argparse.Namespace) -> int:
             f"{name}: {len(table)} units, median token diversity "
             f"{float(td[~td.isnan()].median()):.2f} over {stats[0].count:,} tokens"
         )
-    print(f"saved to {args.out.resolve()}")
+    print(f"saved to {args.out.resolve()} (open explorer.html to browse the units)")
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from superposition.explorer import explore
+
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out must be an .html file, got {str(args.out)!r}")
+    if not args.out.parent.is_dir():
+        raise ValueError(
+            f"--out {str(args.out)!r}: its folder {str(args.out.parent)!r} does not exist; "
+            "create it first"
+        )
+    named, tables, bases = _unit_records(args, args.out.parent)
+    page = explore(list(named.values()), args.out, tables=list(tables.values()), bases=bases)
+    size = page.stat().st_size / 1e6
+    units = ", ".join(f"{r.n_units} {name}" for name, r in named.items())
+    print(f"saved {units} to {page.resolve()} ({size:.1f} MB); open it in any browser, offline")
     return 0
 
 
@@ -776,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe": _probe,
         "sae": _sae,
         "units": _units,
+        "explore": _explore,
     }[args.command]
     try:
         return run(args)

@@ -3,10 +3,11 @@ one fire, and how polysemantic it is."""
 
 from superposition.units.basis import BasisKind, UnitBasis
 from superposition.units.collect import collect_units
-from superposition.units.records import Context, UnitStatistics, context_rows
+from superposition.units.records import HIST_EDGES, Context, UnitStatistics, context_rows
 from superposition.units.scores import SCORE_DOCS, UnitTable, context_embedder, score_units
 
 __all__ = [
+    "HIST_EDGES",
     "SCORE_DOCS",
     "BasisKind",
     "Context",

@@ -7,6 +7,8 @@ into exactly the accumulator of one pass over both: every choice is made under o
 
 * Top contexts: the ``top_k`` tokens with the largest activation, ties broken by the smaller
   text index, then the smaller position.
+* Histogram: counts of each unit's active values in fixed log-spaced bins
+  (:data:`HIST_EDGES`, two per octave), so shards add up exactly.
 * Samples: among the tokens where the unit is active (``> threshold``), the ``samples`` with
   the smallest priority ``hash(text index, position)`` (a bottom-k sketch: a uniform sample,
   the same whichever way the corpus was split), ties broken by text index and position. They
@@ -27,12 +29,25 @@ from torch import Tensor
 
 from superposition.probe.activations import StreamingStatistics
 
-__all__ = ["Context", "UnitStatistics", "context_rows"]
+__all__ = ["HIST_EDGES", "Context", "UnitStatistics", "context_rows"]
 
 # Keys that sort after every real entry (no entry yet).
 _EMPTY_KEY = 1 << 62
 _MASK32 = 0xFFFFFFFF
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+
+# Histogram bins: two per octave from 2**-8 to 2**10 (float32 edges, so binning is exact);
+# the first bin also holds the active values below 2**-8, the last those above 2**10.
+HIST_EDGES: Tensor = torch.exp2(torch.arange(37, dtype=torch.float64) / 2 - 8).float()
+"""``[37]`` float32 edges of :attr:`UnitStatistics.histogram`'s 36 bins, two per octave from
+2**-8 to 2**10. Bin ``b`` counts active values ``v`` with ``edges[b] <= v < edges[b + 1]``;
+the first bin also counts those below ``edges[0]``, the last those from ``edges[-1]`` up."""
+_HIST_BINS = HIST_EDGES.shape[0] - 1
+
+
+def _hist_bins(values: Tensor) -> Tensor:
+    """The histogram bin of each float32 value."""
+    return torch.bucketize(values, HIST_EDGES[1:-1], right=True)
 
 
 def _ordered_bits(values: Tensor) -> Tensor:
@@ -197,6 +212,9 @@ class UnitStatistics:
         C = len(categories) if categories is not None else 0
         self.category_mass = torch.zeros(U, C, dtype=torch.float64)
         self.category_tokens = torch.zeros(C, dtype=torch.int64)
+        self.histogram = torch.zeros(U, _HIST_BINS, dtype=torch.int64)
+        """``[units, 36]`` counts of each unit's active values in the bins of
+        :data:`HIST_EDGES`."""
 
     def __repr__(self) -> str:
         return (
@@ -261,8 +279,15 @@ class UnitStatistics:
         self._top.offer(
             values.gather(0, rows), rows, values, text_index, position, ctx_ids, neighbours
         )
+        active = values > self.threshold
+        where = active.nonzero()  # [n, 2] (row, unit), row-major
+        if where.numel():
+            bins = _hist_bins(values[where[:, 0], where[:, 1]])
+            flat = where[:, 1] * _HIST_BINS + bins
+            self.histogram += torch.bincount(flat, minlength=self.histogram.numel()).view_as(
+                self.histogram
+            )
         if self.n_samples:
-            active = values > self.threshold
             prio = _priority(text_index, position)
             skey = torch.where(active, ((prio << 32) + rank)[:, None], torch.iinfo(torch.int64).max)
             k = min(self.n_samples, R)
@@ -381,6 +406,7 @@ class UnitStatistics:
         out._smp = self._smp.merged(other._smp, descending=False)
         out.category_mass = self.category_mass + other.category_mass
         out.category_tokens = self.category_tokens + other.category_tokens
+        out.histogram = self.histogram + other.histogram
         return out
 
     # ------------------------------------------------------------------ read
@@ -422,6 +448,14 @@ class UnitStatistics:
         """As :meth:`top_arrays` for the samples; empty slots have ``text_index`` ``-1``."""
         return self._smp.arrays()
 
+    def explore(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """Write an offline HTML explorer of these units to ``path``; keyword arguments as
+        :func:`superposition.explore` (pass several records to that to see bases side by side).
+        """
+        from superposition.explorer import explore
+
+        return explore(self, path, **kwargs)
+
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -435,6 +469,7 @@ class UnitStatistics:
         tensors |= {f"stats.{k}": v for k, v in stats.items()}
         tensors["category_mass"] = self.category_mass
         tensors["category_tokens"] = self.category_tokens
+        tensors["histogram"] = self.histogram
         meta = {
             "format_version": _FORMAT_VERSION,
             "n_units": self.n_units,
@@ -486,6 +521,7 @@ class UnitStatistics:
         out.stats = StreamingStatistics._from_state(part["stats"], meta["stats"], str(path))
         out.category_mass = t["category_mass"]
         out.category_tokens = t["category_tokens"]
+        out.histogram = t["histogram"]
         return out
 
 
