@@ -437,3 +437,9 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path]) -> N
     assert page.count("<mark") >= 12  # 3 + 3 neurons and latents, several contexts each
     section = page[page.index("<h2 id='beyond-the-paper") :]
     assert section.count("Verdict:") == 3
+    # the section links to the explorer of its neurons and SAE latents, written beside it
+    assert '<a href="explorer.html">' in section
+    explorer = (out / "explorer.html").read_text("utf-8")
+    assert '"label":"neuron","n":1536' in explorer
+    assert f'"label":"latent","n":{2 * 1536}' in explorer
+    assert "://" not in explorer

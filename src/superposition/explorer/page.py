@@ -36,7 +36,7 @@ from superposition.units.basis import UnitBasis
 from superposition.units.records import HIST_EDGES, UnitStatistics
 from superposition.units.scores import SCORE_DOCS, UnitTable, score_units
 
-__all__ = ["explore"]
+__all__ = ["explore", "explorer_html"]
 
 _EMPTY = 0xFFFFFFFF  # an empty context slot
 _PAYLOAD_VERSION = 1
@@ -92,21 +92,32 @@ def explore(
         >>> page.read_text().count("<script"), "://" in page.read_text()  # no URL anywhere
         (2, False)
     """
-    recs = _check(records, tables, bases, loadings)
-    tabs: list[UnitTable | None] = list(tables) if tables is not None else [None] * len(recs)
-    bas: list[UnitBasis | None] = list(bases) if bases is not None else [None] * len(recs)
-    tok = (
-        tokenizer
-        if tokenizer is not None
-        else next((r.tokenizer for r in recs if r.tokenizer is not None), None)
+    page = explorer_html(
+        records, tables=tables, bases=bases, tokenizer=tokenizer, title=title, loadings=loadings
     )
-    payload = _payload(recs, tabs, bas, tok, title, loadings)
     from superposition._io import atomic_path
 
-    page = _html(payload)
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return Path(path)
+
+
+def explorer_html(
+    records: UnitStatistics | Sequence[UnitStatistics],
+    *,
+    tables: Sequence[UnitTable | None] | None = None,
+    bases: Sequence[UnitBasis | None] | None = None,
+    tokenizer: Any = None,
+    title: str | None = None,
+    loadings: int = 8,
+) -> str:
+    """The page :func:`explore` writes, as a string (arguments and errors as there)."""
+    recs = _check(records, tables, bases, loadings)
+    tabs: list[UnitTable | None] = list(tables) if tables is not None else [None] * len(recs)
+    bas: list[UnitBasis | None] = list(bases) if bases is not None else [None] * len(recs)
+    found = (r.tokenizer for r in recs if r.tokenizer is not None)
+    tok = tokenizer if tokenizer is not None else next(found, None)
+    return _html(_payload(recs, tabs, bas, tok, title, loadings))
 
 
 # --------------------------------------------------------------------------- checks

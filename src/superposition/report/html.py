@@ -71,6 +71,8 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     groups: list[tuple[str, list[str]]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)
+    """Other files of the report folder (name -> text), e.g. the unit explorer."""
 
     def add_figure(self, name: str, fig: Figure, caption: str, width: Width = "third") -> None:
         """Keep ``fig`` as ``name.png`` with a caption that says what it shows."""

@@ -432,6 +432,8 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
         for name, data in images.items():
             atomic_write(cfg.out / f"{name}.png", data)
     rep.metrics["timings_s"] = rep.timings
+    for name, text in rep.pages.items():
+        atomic_write(cfg.out / name, text)
     atomic_write(cfg.out / "report.html", render(rep, images, cfg))
     atomic_write(cfg.out / "metrics.json", json.dumps(rep.metrics, indent=2))
     return rep.metrics

@@ -32,6 +32,9 @@ __all__ = [
     "units_section",
 ]
 
+EXPLORER = "explorer.html"
+"""The unit explorer's file in the report folder (neurons and SAE latents of the layer)."""
+
 
 @dataclass(frozen=True)
 class UnitsSetting:
@@ -172,6 +175,7 @@ def _run(
     sae: Any,
     s: UnitsSetting,
 ) -> None:
+    from superposition.explorer import explorer_html
     from superposition.probe.probe import ActivationProbe
     from superposition.report.real import _random_like
     from superposition.units import UnitBasis, collect_units, context_embedder
@@ -202,6 +206,13 @@ def _run(
         cmp = compare_units(tables, seed=seed)
     acts = probe.run(texts[: min(len(texts), 200)])
     fit = sae.evaluate(acts.values)
+    with rep.timed("units.explorer"):
+        rep.pages[EXPLORER] = explorer_html(
+            stats[:2],
+            tables=[tables[n] for n in names[:2]],
+            bases=[UnitBasis.neurons(n_neurons), UnitBasis.sae(sae)],
+            title=f"Neurons and SAE latents of {name}, layer {layer}",
+        )
     _add(rep, s, stats, tables, cmp, names, fit, trained_here, quick, name, layer, len(texts))
 
 
@@ -301,8 +312,17 @@ def _add(
                 source="Hypothesis",
             )
         )
-    after = _examples_html(stats[0], tables["neurons"], "neurons") + _examples_html(
-        stats[1], tables["SAE latents"], "SAE latents"
+    browse = (
+        f'<p class="verdict"><a href="{EXPLORER}"><b>Browse every neuron and SAE latent</b></a> '
+        f"({stats[0].n_units} neurons, {stats[1].n_units} latents) in the explorer: their top "
+        "contexts shaded by activation, random active samples, histograms, scores, the "
+        "neurons each latent's decoder direction loads on, sorting, token search and a "
+        f"permalink per unit ({EXPLORER}#latent-12). One file; it works offline.</p>"
+    )
+    after = (
+        browse
+        + _examples_html(stats[0], tables["neurons"], "neurons")
+        + _examples_html(stats[1], tables["SAE latents"], "SAE latents")
     )
     rep.sections.append(
         Section(
