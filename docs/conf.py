@@ -151,6 +151,51 @@ def _write_cli_help(out: Path) -> None:
 
 _write_cli_help(DOCS / "_generated" / "cli_help.txt")
 
+# --------------------------------------------------------------------------- explorer
+# explorer.md links to an explorer page of the shipped model (its layer-0 neurons and a small
+# SAE trained here, as `superposition reproduce --quick` does) and shows a screenshot of that
+# page taken by headless Chromium; without Chromium, the committed explorer-screenshot.png.
+
+
+def _write_explorer_example(folder: Path) -> None:
+    import shutil
+    import subprocess
+
+    from superposition.report.units import QUICK, _train_sae, book_texts, score_bases
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = superposition.load_model()
+    texts, books = book_texts(400)
+    probe = superposition.ActivationProbe(model, layer=0, tokenizer=tokenizer, progress=False)
+    with warnings.catch_warnings():
+        # a few paragraphs are longer than the model's 512 tokens; their ends are cut
+        warnings.filterwarnings("ignore", message=r".* were truncated", category=UserWarning)
+        sae = _train_sae(model, tokenizer, 0, QUICK, seed=0, progress=False)
+        records = superposition.collect_units(probe, texts, [None, sae], categories=books)
+    named = dict(zip(["neurons", "SAE latents"], records, strict=True))
+    tables = score_bases(named, superposition.context_embedder(model, tokenizer), 48, 0)
+    page = superposition.explore(
+        records,
+        folder / "explorer-minilm.html",
+        tables=list(tables.values()),
+        bases=[superposition.UnitBasis.neurons(sae.d_in), superposition.UnitBasis.sae(sae)],
+        title="Neurons and SAE latents of all-MiniLM-L6-v2, layer 0",
+    )
+    shot = folder / "explorer-screenshot.png"
+    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+    if browser is not None:
+        command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu",
+                   "--hide-scrollbars", "--window-size=1400,860", "--virtual-time-budget=10000",
+                   f"--screenshot={shot}", page.as_uri() + "#latent-5"]  # fmt: skip
+        subprocess.run(command, capture_output=True, timeout=120, check=False)
+    if not shot.is_file():
+        print("explorer: no Chromium to take the screenshot; using the committed one")
+        shutil.copyfile(DOCS / "explorer-screenshot.png", shot)
+
+
+_write_explorer_example(DOCS / "_generated" / "explorer")
+html_extra_path = ["_generated/explorer/explorer-minilm.html"]
+
 # --------------------------------------------------------------------------- gallery
 
 
