@@ -1,6 +1,6 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
-from superposition import metrics, plot, units
+from superposition import distributed, metrics, plot, units
 from superposition.probe import (
     PAPER_TEXTS,
     ActivationProbe,
@@ -50,6 +50,7 @@ __all__ = [
     "collect_units",
     "context_embedder",
     "default_corpus",
+    "distributed",
     "edit_neurons",
     "load_corpus",
     "load_model",
