@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -289,6 +291,103 @@ def test_a_rank_that_dies_before_a_collective_does_not_hang_the_other(
     assert code1 != 0
     assert "rank 1 stops before the collective" in err1
     assert code0 != 0, f"rank 0 should fail once rank 1 is gone:\n{err0[-2000:]}"
+
+
+# --------------------------------------------------------------------------- the command line
+
+CLI_UNITS = ["--top-k", "4", "--coherence-units", "5", "--rotation", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def torchrun(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[str, Any]:
+    """`units` and `stream` launched by torchrun with two ranks (both at once), and the same
+    commands in this process; one text per batch in both, as above."""
+    from superposition.cli import main
+
+    tmp = tmp_path_factory.mktemp("torchrun")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    common = ["--model", model_dir, "--corpus", str(corpus), "--batch-size", "1"]
+    argv = {
+        "units": ["units", *common, *CLI_UNITS],
+        "stream": ["stream", *common],  # with its progress bar
+    }
+    src = str(Path(sp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += ["--nproc-per-node", "2", "-m", "superposition"]
+    procs = {
+        name: subprocess.Popen(
+            [*launcher, *args, "--out", str(tmp / f"{name}-2")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in argv.items()
+    }
+    with _one_thread():
+        for name, args in argv.items():
+            assert main([*args, "--out", str(tmp / f"{name}-1"), "--no-progress"]) == 0
+    done = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            for p in procs.values():
+                p.kill()
+            pytest.fail(f"torchrun {name} was still running after {WAIT_S} s")
+        assert proc.returncode == 0, f"torchrun {name} failed:\n{err[-3000:]}"
+        done[name] = (out, err)
+    return {"dir": tmp, **done}
+
+
+def test_torchrun_units_equals_one_process(torchrun: dict[str, Any]) -> None:
+    tmp = torchrun["dir"]
+    out, _ = torchrun["units"]
+    assert out.count("saved to") == 1  # rank 0 alone reports and writes
+    for stem in ("neurons", "rotated_neurons"):
+        _same_units(
+            UnitStatistics.load(tmp / "units-2" / f"{stem}.units"),
+            UnitStatistics.load(tmp / "units-1" / f"{stem}.units"),
+        )
+        got = json.loads((tmp / "units-2" / f"{stem}.json").read_text())["columns"]
+        want = json.loads((tmp / "units-1" / f"{stem}.json").read_text())["columns"]
+        assert got.keys() == want.keys()
+        assert "context_coherence" in got
+        for k in got:
+            a, b = (torch.tensor([math.nan if x is None else x for x in c[k]]) for c in (got, want))
+            exact = k in ("unit", "max_activation", "density", "token_diversity")
+            tol = {"rtol": 0.0, "atol": 0.0} if exact else {}
+            torch.testing.assert_close(a, b, equal_nan=True, **tol, msg=k)
+    assert (tmp / "units-2" / "scores.png").is_file()
+
+
+def test_torchrun_stream_equals_one_process_with_one_progress_bar(
+    torchrun: dict[str, Any],
+) -> None:
+    tmp = torchrun["dir"]
+    out, err = torchrun["stream"]
+    assert out.count("saved to") == 1
+    load = sp.StreamingStatistics.load
+    _same_statistics(load(tmp / "stream-2" / "stats"), load(tmp / "stream-1" / "stats"))
+    # Each bar draws itself once at 0 when it starts: one bar, from rank 0.
+    assert len(re.findall(r"probe:\s+0(?:%|text)", err)) == 1, err
+
+
+def test_commands_that_cannot_share_their_work_refuse_torchrun(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from superposition.cli import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["toy", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "superposition toy does not share its work between ranks" in err
+    assert "run it as one process" in err
 
 
 # --------------------------------------------------------------------------- one process

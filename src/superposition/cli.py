@@ -1,8 +1,13 @@
-"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval | units``.
+"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval | units |
+stream``.
 
 Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
 usage errors; every check that can run before the work starts does (the model name, the layer,
 whether ``--out`` can be created), and a rejected run writes nothing.
+
+``units`` and ``stream`` also run under ``torchrun`` (``torchrun --nproc-per-node N -m
+superposition units ...``): each rank streams its share of the corpus, the results are reduced,
+and rank 0 alone draws the progress bar and writes the outputs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ _EXAMPLES = {
     "  superposition sae eval --sae sae-out",
     "units": "example:\n  superposition units --layer 0 --out units-out\n"
     "  superposition units --layer 0 --sae sae-out --rotation --out units-out",
+    "stream": "example:\n  superposition stream --corpus texts.txt --layer 0 --out stream-out\n"
+    "  torchrun --nproc-per-node 4 -m superposition stream --corpus corpus/ --out stream-out",
     "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
     "  superposition probe --texts texts.txt --layer all --no-progress\n"
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
@@ -41,6 +48,8 @@ _FULL_TIME = "about 3 minutes"
 
 # Errors a library call raises for bad input; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)
+# The commands that share their work between the ranks of a torchrun launch.
+_DISTRIBUTED = ("units", "stream")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="command",
         required=True,
         parser_class=_Parser,
-        metavar="{reproduce,toy,probe,sae,units}",
+        metavar="{reproduce,toy,probe,sae,units,stream}",
     )
 
     rep = sub.add_parser(
@@ -367,7 +376,41 @@ def _parser() -> argparse.ArgumentParser:
     un.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     un.add_argument("--out", type=Path, default=Path("units-out"), help="output folder")
     un.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    un.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
+    )
+    _stream_parser(sub, fmt)
     return parser
+
+
+def _stream_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    st = sub.add_parser(
+        "stream",
+        help="neuron statistics of one layer over a corpus of any size",
+        description="Stream a corpus through one layer and accumulate per-neuron statistics "
+        "(moments, activation frequency) and the neuron Gram matrix, in memory that does not "
+        "grow with the corpus. Writes stats.safetensors (StreamingStatistics.load reads it; "
+        "saved statistics of separate runs merge exactly). Under torchrun each rank streams "
+        "its share of the corpus.",
+        epilog=_EXAMPLES["stream"],
+        formatter_class=fmt,
+    )
+    _model_arguments(st)
+    st.add_argument(
+        "--corpus",
+        required=True,
+        help="texts: a .txt file (a text per line), a .jsonl file or a folder of them",
+    )
+    st.add_argument("--text-column", default="text", help="JSONL field of the text (default: text)")
+    st.add_argument(
+        "--texts", type=int, default=None, help="at most this many texts (default: all)"
+    )
+    st.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
+    )
+    st.add_argument("--no-gram", action="store_true", help="skip the neuron Gram matrix")
+    st.add_argument("--out", type=Path, default=Path("stream-out"), help="output folder")
+    st.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -707,11 +750,17 @@ def _units(args: argparse.Namespace) -> int:
         labels = None
         if not texts:
             raise ValueError(f"--corpus {args.corpus!r} holds no text")
-    _check_out(args.out)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive int, got {args.batch_size}")
+    _check_out_once(args.out)
     progress = not args.no_progress
     model, tokenizer = load_model(args.model)
     probe = ActivationProbe(
-        model, layer=args.layer, tokenizer=tokenizer, batch_size=32, progress=progress or None
+        model,
+        layer=args.layer,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        progress=progress or None,
     )
     width = probe.run(texts[:1]).n_neurons
     if sae is not None and sae.d_in != width:
@@ -725,6 +774,8 @@ def _units(args: argparse.Namespace) -> int:
     if args.rotation:
         bases["rotated neurons"] = UnitBasis.rotation(width, seed=args.seed)
     stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
+    if _rank() != 0:  # every rank has the reduced records; rank 0 scores and writes them
+        return 0
     named = dict(zip(bases, stats, strict=True))
     tables = score_bases(named, context_embedder(model, tokenizer), args.coherence_units, args.seed)
     _make_out(args.out)
@@ -746,6 +797,68 @@ def _units(args: argparse.Namespace) -> int:
         )
     print(f"saved to {args.out.resolve()}")
     return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from superposition.probe import ActivationProbe, load_model
+    from superposition.probe.corpus import load_corpus
+
+    for name in ("texts", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value}")
+    corpus = load_corpus(Path(args.corpus), text_column=args.text_column)
+    if args.texts is not None:
+        corpus = corpus.head(args.texts)
+    _check_out_once(args.out)
+    model, tokenizer = load_model(args.model)
+    probe = ActivationProbe(
+        model,
+        layer=args.layer,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
+    )
+    stats = probe.stream(corpus, gram=not args.no_gram)
+    if _rank() != 0:
+        return 0
+    _make_out(args.out)
+    stats.save(args.out / "stats.safetensors")
+    print(
+        f"{stats.count:,} tokens x {stats.n_neurons} neurons from {stats.module_name}; "
+        f"saved to {(args.out / 'stats.safetensors').resolve()}"
+    )
+    return 0
+
+
+def _rank() -> int:
+    from superposition.distributed import world
+
+    return world()[0]
+
+
+def _check_out_once(path: Path) -> None:
+    """:func:`_check_out` on rank 0, which alone writes; every rank learns the outcome (so a
+    bad ``--out`` stops all of them before any work, and no rank waits for one that left)."""
+    from superposition.distributed import check_all_ranks
+
+    error = None
+    if _rank() == 0:
+        try:
+            _check_out(path)
+        except ValueError as err:
+            error = err
+    check_all_ranks(error)
+
+
+def _torchrun_world() -> int:
+    """The number of ranks torchrun launched (1 when it did not launch this process)."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) if "RANK" in os.environ else 1
+    except ValueError:
+        return 1
 
 
 def _sae(args: argparse.Namespace) -> int:
@@ -776,11 +889,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe": _probe,
         "sae": _sae,
         "units": _units,
+        "stream": _stream,
     }[args.command]
+    launched = _torchrun_world() > 1
+    if launched and args.command not in _DISTRIBUTED:
+        return _fail(
+            prog,
+            ValueError(
+                f"{prog} does not share its work between ranks, so under torchrun every rank "
+                f"would run all of it and write the same files; run it as one process (the "
+                f"commands that run under torchrun: {', '.join(_DISTRIBUTED)})"
+            ),
+        )
+    owned = False
     try:
+        if launched:
+            from superposition.distributed import init_from_env
+
+            owned = init_from_env()
         return run(args)
     except _USER_ERRORS as err:
         return _fail(prog, err)
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
