@@ -408,6 +408,14 @@ def test_shard_gives_every_item_once() -> None:
     assert shard(rows, 0, 2)["input_ids"][:, 0].tolist() == [0, 4, 8]
 
 
+def test_shard_splits_hugging_face_datasets() -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"text": list("abcde")})
+    assert shard(ds, 1, 2)["text"] == ["b", "d"]  # interleaved, like a list
+    stream = ds.to_iterable_dataset()  # one file: split example by example
+    assert [row["text"] for row in shard(stream, 0, 2)] == ["a", "c", "e"]
+
+
 def test_shard_rejects_what_it_cannot_split() -> None:
     with pytest.raises(ValueError, match=r"rank must be an int in \[0, 2\), got 2"):
         shard(["a"], 2, 2)
