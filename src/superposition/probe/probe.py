@@ -442,10 +442,10 @@ class ActivationProbe(Generic[_R, _S]):
         rank, size = share
         error: Exception | None = None
         progress = self.progress
+        self._share = share
+        if rank != 0:
+            self.progress = False
         try:
-            if rank != 0:
-                self.progress = False
-            self._share = share
             mine = _distributed.shard(texts, rank, size)
             if not _is_empty(mine):
                 self._stream_local(mine, sink, empty_ok=True)
