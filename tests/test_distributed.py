@@ -68,6 +68,29 @@ def _bases() -> list[Any]:
     return [None, UnitBasis.rotation(FFN, seed=0)]
 
 
+# SAEs: 300 steps of 128 rows, as 2 ranks x 64 or 1 process x 128.
+SAE_KINDS = {"topk": {"k": 4}, "relu": {"l1": 1e-3}, "jumprelu": {"l0": 1e-3}}
+SAE_STEPS, SAE_BATCH = 300, 128
+
+
+def _fit_saes(rank: int, size: int) -> dict[str, Any]:
+    """The SAEs every test fits, from 2 ranks or from one process: a synthetic source drawn
+    alike on every rank (each keeps its slice of a batch), and a stream of each rank's own."""
+    from superposition.sae import SparseAutoencoder, SyntheticFeatures
+
+    truth = SyntheticFeatures(64, 16, firing_probability=0.05, seed=0)
+    batch = SAE_BATCH // size
+    out = {}
+    for kind, extra in SAE_KINDS.items():
+        sae = SparseAutoencoder(16, 64, kind=kind, seed=0, **extra)  # type: ignore[arg-type]
+        out[kind] = sae.fit(truth, samples=SAE_STEPS * SAE_BATCH, batch_size=batch)
+    x = torch.randn(SAE_STEPS * SAE_BATCH, 16, generator=torch.Generator().manual_seed(1)) + 1
+    own = (x[t : t + SAE_BATCH][rank * batch : (rank + 1) * batch] for t in range(0, len(x), 128))
+    sae = SparseAutoencoder(16, 64, k=4, seed=0)
+    out["own"] = sae.fit(own, samples=SAE_STEPS * SAE_BATCH, batch_size=batch)
+    return out
+
+
 def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: str) -> None:
     """One rank: stream the corpus every way the library allows and save what comes back."""
     import torch.distributed as dist
@@ -82,6 +105,16 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
         if mode == "crash" and rank == 1:
             raise SystemExit("rank 1 stops before the collective")
         if mode == "bad_text":
+            from superposition.sae import SparseAutoencoder
+
+            def batches() -> Any:  # rank 1's fifth batch holds a NaN
+                for t in range(20):
+                    yield torch.full((8, 4), math.nan if (rank, t) == (1, 4) else 1.0 + t)
+
+            try:
+                SparseAutoencoder(4, 8, k=2, seed=0).fit(batches(), samples=160, batch_size=8)
+            except Exception as err:
+                (folder / f"sae{rank}.txt").write_text(f"{type(err).__name__}: {err}")
             probe = _probe(model_dir)
             probe.stream([*TEXTS[:3], 42, *TEXTS[3:]])  # index 3: on rank 1's share
             return
@@ -102,6 +135,9 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
         for i, u in enumerate(units):
             u.save(folder / f"units{i}_{rank}")
         collect_units(probe, TEXTS[:1], **SETTINGS).save(folder / f"units_one{rank}")
+        for name, sae in _fit_saes(rank, size).items():
+            sae.save(folder / f"sae_{name}{rank}")
+            (folder / f"sae_{name}{rank}.fvu").write_text(json.dumps(sae.history.fvu))
         # Without all_ranks only rank 0 gets a result; the others get None.
         local = sp.StreamingStatistics().update(torch.full((2, 3), float(rank + 1)))
         only0 = reduce_statistics(local)
@@ -282,6 +318,34 @@ def test_a_bad_text_on_one_rank_stops_both_with_its_message(runs: dict[str, Any]
     # Rank 1 raises its own error; rank 0 raises the same type, naming rank 1 and the message.
     assert "TypeError: texts must contain only strings, got int at index 3: 42" in err1
     assert "TypeError: rank 1 of 2 failed, so every rank stops: TypeError: texts must" in err0
+
+
+def test_data_parallel_sae_equals_one_process_with_the_whole_batch(main_run: Path) -> None:
+    from superposition.sae import SparseAutoencoder
+
+    load = SparseAutoencoder.load
+    for name, want in _fit_saes(0, 1).items():
+        got = [load(main_run / f"sae_{name}{r}") for r in range(2)]
+        assert torch.equal(got[0].params, got[1].params), "the ranks' parameters drifted apart"
+        # Row by row the gradients are the same sums in another order; JumpReLU's
+        # straight-through kernel (a window on pre - θ) turns round-off into a little more.
+        tol = 5e-3 if name == "jumprelu" else 1e-5
+        torch.testing.assert_close(got[0].params, want.params, rtol=0, atol=tol, msg=name)
+        torch.testing.assert_close(got[0].scale, want.scale, msg=name)
+        fvu = json.loads((main_run / f"sae_{name}0.fvu").read_text())
+        torch.testing.assert_close(
+            torch.tensor(fvu), torch.tensor(want.history.fvu), rtol=1e-3, atol=0
+        )
+
+
+def test_a_bad_batch_on_one_rank_stops_the_data_parallel_fit_everywhere(
+    runs: dict[str, Any],
+) -> None:
+    folder = runs["dir"].parent / "bad_text"
+    errors = [(folder / f"sae{r}.txt").read_text() for r in range(2)]
+    assert errors[1] == "ValueError: source batch must be finite, got NaN or inf in shape (8, 4)"
+    assert errors[0].startswith("ValueError: rank 1 of 2 failed, so every rank stops: ")
+    assert "source batch must be finite, got NaN or inf in shape (8, 4); fix the error" in errors[0]
 
 
 def test_a_rank_that_dies_before_a_collective_does_not_hang_the_other(
