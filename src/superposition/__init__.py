@@ -1,6 +1,6 @@
 """superposition: toy models of superposition and MLP-neuron probes for Hugging Face models."""
 
-from superposition import metrics, plot, units
+from superposition import distributed, metrics, plot, units
 from superposition.explorer import explore
 from superposition.probe import (
     PAPER_TEXTS,
@@ -51,6 +51,7 @@ __all__ = [
     "collect_units",
     "context_embedder",
     "default_corpus",
+    "distributed",
     "edit_neurons",
     "explore",
     "load_corpus",

@@ -1,8 +1,13 @@
-"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval | units``.
+"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval | units |
+stream``.
 
 Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
 usage errors; every check that can run before the work starts does (the model name, the layer,
 whether ``--out`` can be created), and a rejected run writes nothing.
+
+``units`` and ``stream`` also run under ``torchrun`` (``torchrun --nproc-per-node N -m
+superposition units ...``): each rank streams its share of the corpus, the results are reduced,
+and rank 0 alone draws the progress bar and writes the outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ _EXAMPLES = {
     "  superposition units --layer 0 --sae sae-out --rotation --out units-out",
     "explore": "example:\n  superposition explore --layer 0 --sae sae-out --out explorer.html\n"
     "  superposition explore --corpus texts.jsonl --text-column text --texts 5000",
+    "stream": "example:\n  superposition stream --corpus texts.txt --layer 0 --out stream-out\n"
+    "  torchrun --nproc-per-node 4 -m superposition stream --corpus corpus/ --out stream-out",
     "probe": "example:\n  superposition probe --texts texts.txt --layer 0 --out probe-out\n"
     "  superposition probe --texts texts.txt --layer all --no-progress\n"
     "  superposition probe --model bert-base-uncased --texts texts.txt --keep-padding",
@@ -43,6 +50,8 @@ _FULL_TIME = "about 3 minutes"
 
 # Errors a library call raises for bad input; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)
+# The commands that share their work between the ranks of a torchrun launch.
+_DISTRIBUTED = ("units", "explore", "stream")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="command",
         required=True,
         parser_class=_Parser,
-        metavar="{reproduce,toy,probe,sae,units}",
+        metavar="{reproduce,toy,probe,sae,units,explore,stream}",
     )
 
     rep = sub.add_parser(
@@ -360,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--out", type=Path, default=Path("explorer.html"), help="the page (default: explorer.html)"
     )
+    _stream_parser(sub, fmt)
     return parser
 
 
@@ -392,6 +402,39 @@ def _unit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
+    )
+
+
+def _stream_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    st = sub.add_parser(
+        "stream",
+        help="neuron statistics of one layer over a corpus of any size",
+        description="Stream a corpus through one layer and accumulate per-neuron statistics "
+        "(moments, activation frequency) and the neuron Gram matrix, in memory that does not "
+        "grow with the corpus. Writes stats.safetensors (StreamingStatistics.load reads it; "
+        "saved statistics of separate runs merge exactly). Under torchrun each rank streams "
+        "its share of the corpus.",
+        epilog=_EXAMPLES["stream"],
+        formatter_class=fmt,
+    )
+    _model_arguments(st)
+    st.add_argument(
+        "--corpus",
+        required=True,
+        help="texts: a .txt file (a text per line), a .jsonl file or a folder of them",
+    )
+    st.add_argument("--text-column", default="text", help="JSONL field of the text (default: text)")
+    st.add_argument(
+        "--texts", type=int, default=None, help="at most this many texts (default: all)"
+    )
+    st.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
+    )
+    st.add_argument("--no-gram", action="store_true", help="skip the neuron Gram matrix")
+    st.add_argument("--out", type=Path, default=Path("stream-out"), help="output folder")
+    st.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -701,10 +744,11 @@ def _sae_eval(args: argparse.Namespace) -> int:
 
 def _unit_records(
     args: argparse.Namespace, out: Path
-) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], list[Any]] | None:
     """What `units` and `explore` share: check the arguments, collect and score every basis.
 
-    Returns the records and tables by basis name, and the bases in the same order.
+    Returns the records and tables by basis name, and the bases in the same order; ``None``
+    on a torchrun rank other than 0 (rank 0 writes the outputs).
     """
     from superposition.probe import ActivationProbe, load_model
     from superposition.probe.corpus import load_corpus
@@ -735,11 +779,17 @@ def _unit_records(
         labels = None
         if not texts:
             raise ValueError(f"--corpus {args.corpus!r} holds no text")
-    _check_out(out)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive int, got {args.batch_size}")
+    _check_out_once(out)
     progress = not args.no_progress
     model, tokenizer = load_model(args.model)
     probe = ActivationProbe(
-        model, layer=args.layer, tokenizer=tokenizer, batch_size=32, progress=progress or None
+        model,
+        layer=args.layer,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        progress=progress or None,
     )
     width = probe.run(texts[:1]).n_neurons
     if sae is not None and sae.d_in != width:
@@ -753,6 +803,8 @@ def _unit_records(
     if args.rotation:
         bases["rotated neurons"] = UnitBasis.rotation(width, seed=args.seed)
     stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
+    if _rank() != 0:  # every rank has the reduced records; rank 0 scores and writes them
+        return None
     named = dict(zip(bases, stats, strict=True))
     tables = score_bases(named, context_embedder(model, tokenizer), args.coherence_units, args.seed)
     return named, tables, [UnitBasis.of(u, width) for u in bases.values()]
@@ -763,7 +815,10 @@ def _units(args: argparse.Namespace) -> int:
     from superposition.plot import save_figure, score_distributions
     from superposition.units.compare import compare_units
 
-    named, tables, bases = _unit_records(args, args.out)
+    records = _unit_records(args, args.out)
+    if records is None:  # not rank 0 under torchrun: rank 0 writes
+        return 0
+    named, tables, bases = records
     stats = list(named.values())
     _make_out(args.out)
     explore(stats, args.out / "explorer.html", tables=list(tables.values()), bases=bases)
@@ -797,12 +852,77 @@ def _explore(args: argparse.Namespace) -> int:
             f"--out {str(args.out)!r}: its folder {str(args.out.parent)!r} does not exist; "
             "create it first"
         )
-    named, tables, bases = _unit_records(args, args.out.parent)
+    records = _unit_records(args, args.out.parent)
+    if records is None:  # not rank 0 under torchrun: rank 0 writes
+        return 0
+    named, tables, bases = records
     page = explore(list(named.values()), args.out, tables=list(tables.values()), bases=bases)
     size = page.stat().st_size / 1e6
     units = ", ".join(f"{r.n_units} {name}" for name, r in named.items())
     print(f"saved {units} to {page.resolve()} ({size:.1f} MB); open it in any browser, offline")
     return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from superposition.probe import ActivationProbe, load_model
+    from superposition.probe.corpus import load_corpus
+
+    for name in ("texts", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value}")
+    corpus = load_corpus(Path(args.corpus), text_column=args.text_column)
+    if args.texts is not None:
+        corpus = corpus.head(args.texts)
+    _check_out_once(args.out)
+    model, tokenizer = load_model(args.model)
+    probe = ActivationProbe(
+        model,
+        layer=args.layer,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
+    )
+    stats = probe.stream(corpus, gram=not args.no_gram)
+    if _rank() != 0:
+        return 0
+    _make_out(args.out)
+    stats.save(args.out / "stats.safetensors")
+    print(
+        f"{stats.count:,} tokens x {stats.n_neurons} neurons from {stats.module_name}; "
+        f"saved to {(args.out / 'stats.safetensors').resolve()}"
+    )
+    return 0
+
+
+def _rank() -> int:
+    from superposition.distributed import world
+
+    return world()[0]
+
+
+def _check_out_once(path: Path) -> None:
+    """:func:`_check_out` on rank 0, which alone writes; every rank learns the outcome (so a
+    bad ``--out`` stops all of them before any work, and no rank waits for one that left)."""
+    from superposition.distributed import check_all_ranks
+
+    error = None
+    if _rank() == 0:
+        try:
+            _check_out(path)
+        except ValueError as err:
+            error = err
+    check_all_ranks(error)
+
+
+def _torchrun_world() -> int:
+    """The number of ranks torchrun launched (1 when it did not launch this process)."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) if "RANK" in os.environ else 1
+    except ValueError:
+        return 1
 
 
 def _sae(args: argparse.Namespace) -> int:
@@ -834,11 +954,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sae": _sae,
         "units": _units,
         "explore": _explore,
+        "stream": _stream,
     }[args.command]
+    launched = _torchrun_world() > 1
+    if launched and args.command not in _DISTRIBUTED:
+        return _fail(
+            prog,
+            ValueError(
+                f"{prog} does not share its work between ranks, so under torchrun every rank "
+                f"would run all of it and write the same files; run it as one process (the "
+                f"commands that run under torchrun: {', '.join(_DISTRIBUTED)})"
+            ),
+        )
+    owned = False
     try:
+        if launched:
+            from superposition.distributed import init_from_env
+
+            owned = init_from_env()
         return run(args)
     except _USER_ERRORS as err:
         return _fail(prog, err)
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 import torch
 from torch import Tensor, nn
 
+from superposition import distributed as _distributed
 from superposition.probe.activations import Activations, StreamingStatistics
 from superposition.probe.locate import LayerSpec, MLPSite, locate_mlp
 
@@ -168,6 +169,8 @@ class ActivationProbe(Generic[_R, _S]):
     _stop_early: bool = True
     # Inside _one_truncation_warning: (truncated, texts, [first truncated], limit) per chunk.
     _truncation_log: list[tuple[int, int, list[int], int | None]] | None = None
+    # While a rank streams its share: (rank, world_size), so messages name corpus indices.
+    _share: tuple[int, int] = (0, 1)
 
     @overload
     def __init__(
@@ -314,20 +317,39 @@ class ActivationProbe(Generic[_R, _S]):
         return results[0] if self._single else results  # type: ignore[return-value]
 
     def stream(
-        self, texts: Iterable[str] | Mapping[str, Any], *, threshold: float = 0.0, gram: bool = True
+        self,
+        texts: Iterable[str] | Mapping[str, Any],
+        *,
+        threshold: float = 0.0,
+        gram: bool = True,
+        distributed: bool | None = None,
     ) -> _S:
         """Accumulate neuron statistics over ``texts`` without keeping the activations.
 
         Texts are consumed a chunk of batches at a time, so ``texts`` may be a generator over a
         corpus far larger than memory.
 
+        Under ``torch.distributed`` every rank passes the same (whole) ``texts`` and streams its
+        own share of them (text ``i`` on rank ``i % world_size``, see
+        :func:`superposition.distributed.shard`); the ranks' statistics are then merged and
+        every rank returns the statistics of the whole corpus (counts exact, moments and the
+        Gram matrix up to round-off). Only rank 0 shows a progress bar.
+
         Args:
             texts: strings (any iterable), or pre-tokenized input as for :meth:`run`.
             threshold: activity threshold for the activation frequency.
             gram: keep the neuron Gram matrix (for cosine similarity and Pearson correlation).
+            distributed: ``None``: share the work when a ``torch.distributed`` process group
+                with more than one rank is initialised; ``True``: require one; ``False``:
+                stream all of ``texts`` in this process.
 
         Returns:
             A :class:`StreamingStatistics`, or a list of them (one per layer).
+
+        Raises:
+            RuntimeError: ``distributed=True`` without a process group; under
+                ``torch.distributed``, another rank failed (the same type as its error when
+                that is a built-in one).
 
         Examples:
             >>> import torch
@@ -357,7 +379,15 @@ class ActivationProbe(Generic[_R, _S]):
             for src in torch.split(batch.src.to(flat.device), _STREAM_BLOCK_ROWS):
                 accs[slot].update(flat.index_select(0, src).to("cpu", torch.float32))
 
-        self._stream(texts, sink)
+        share = _distributed.resolve(distributed)
+        self._stream(texts, sink, share=share)
+        if share is not None:
+            reduced = [_distributed.reduce_statistics(a, all_ranks=True) for a in accs]
+            accs = [a for a in reduced if a is not None]
+            if accs[0].count == 0:
+                raise ValueError(
+                    f"texts is empty: none of the {share[1]} ranks got a text; pass at least one"
+                )
         return accs[0] if self._single else accs  # type: ignore[return-value]
 
     @contextmanager
@@ -380,7 +410,7 @@ class ActivationProbe(Generic[_R, _S]):
         seen, first = 0, -1
         for _, n_texts, idx, _ in log:
             if idx and first < 0:
-                first = seen + idx[0]
+                first = self._corpus_index(seen + idx[0])
             seen += n_texts
         limit = next(lim for t, _, _, lim in log if t)
         message = (
@@ -394,10 +424,45 @@ class ActivationProbe(Generic[_R, _S]):
         self,
         texts: Iterable[str] | Mapping[str, Any],
         sink: Callable[[int, int, _Batch, Tensor, int], None],
+        *,
+        share: tuple[int, int] | None = None,
     ) -> None:
         """Run ``texts`` a chunk of batches at a time; ``sink(slot, batch_no, batch, x, first)``
         gets each hooked ``x: [B, S, H]`` with ``first``, the corpus index of the chunk's first
-        text (``batch.texts`` index within the chunk)."""
+        text (``batch.texts`` index within the chunk).
+
+        With ``share=(rank, world_size)`` only this rank's share of ``texts`` runs (indices
+        are then within the share: text ``j`` of it is text ``j * world_size + rank`` of
+        ``texts``), an empty share is no error, only rank 0 shows a bar, and every rank
+        learns whether any rank failed (:func:`superposition.distributed.check_all_ranks`)
+        before this returns, so a failure cannot leave the others waiting in a reduction."""
+        if share is None:
+            self._stream_local(texts, sink)
+            return
+        rank, size = share
+        error: Exception | None = None
+        progress = self.progress
+        self._share = share
+        if rank != 0:
+            self.progress = False
+        try:
+            mine = _distributed.shard(texts, rank, size)
+            if not _is_empty(mine):
+                self._stream_local(mine, sink, empty_ok=True)
+        except Exception as err:  # every rank hears of it below
+            error = err
+        finally:
+            self.progress = progress
+            del self._share  # back to the class's (0, 1)
+        _distributed.check_all_ranks(error)
+
+    def _stream_local(
+        self,
+        texts: Iterable[str] | Mapping[str, Any],
+        sink: Callable[[int, int, _Batch, Tensor, int], None],
+        *,
+        empty_ok: bool = False,
+    ) -> None:
         if isinstance(texts, Mapping):
             seqs = self._encode(texts)
             with self._progress(len(seqs)) as bar:
@@ -407,6 +472,8 @@ class ActivationProbe(Generic[_R, _S]):
         parts = _chunks(texts, size)
         first = next(parts, None)
         if first is None:
+            if empty_ok:
+                return
             raise ValueError("texts is empty; pass at least one string")
         # One bar over the whole stream: its total is the number of texts when known (a list,
         # or a stream that fits in one chunk), otherwise it counts texts and tokens seen.
@@ -422,6 +489,11 @@ class ActivationProbe(Generic[_R, _S]):
                     bar,
                 )
                 n_seen += len(part)
+
+    def _corpus_index(self, i: int) -> int:
+        """Text ``i`` of the share being streamed, as an index into the whole corpus."""
+        rank, size = self._share
+        return i * size + rank
 
     # ------------------------------------------------------------------ tokenization
 
@@ -493,7 +565,7 @@ class ActivationProbe(Generic[_R, _S]):
             if not isinstance(t, str):
                 raise TypeError(
                     f"texts must contain only strings, got {type(t).__name__} at index "
-                    f"{first + i}: {t!r}"
+                    f"{self._corpus_index(first + i)}: {t!r}"
                 )
         tokenizer = self._get_tokenizer(required=True)
         limit = self._limit(tokenizer)
@@ -512,7 +584,8 @@ class ActivationProbe(Generic[_R, _S]):
         elif truncated:
             warnings.warn(
                 f"{len(truncated)} of {len(texts)} texts are longer than max_length={limit} "
-                f"tokens and were truncated (first: text {first + truncated[0]}); pass a larger "
+                f"tokens and were truncated (first: text "
+                f"{self._corpus_index(first + truncated[0])}); pass a larger "
                 "max_length= if the model allows it, or split the texts",
                 UserWarning,
                 stacklevel=3,
@@ -521,7 +594,8 @@ class ActivationProbe(Generic[_R, _S]):
         for i, ids in enumerate(ids_list):
             if not ids:
                 raise ValueError(
-                    f"text {first + i} ({texts[i]!r}) has no tokens; remove empty texts"
+                    f"text {self._corpus_index(first + i)} ({texts[i]!r}) has no tokens; remove "
+                    "empty texts"
                 )
             seqs.append(_Seq(list(ids), [1] * len(ids), None))
         return seqs
@@ -804,6 +878,15 @@ def _with_first(
     x: Tensor,
 ) -> None:
     sink(slot, batch_no, batch, x, first)
+
+
+def _is_empty(texts: Iterable[str] | Mapping[str, Any]) -> bool:
+    """Whether a share is known to hold no text (pre-tokenized rows, a list) without reading
+    it (an iterable's share is found empty when it is read)."""
+    if isinstance(texts, Mapping):
+        ids = texts.get("input_ids")
+        return ids is not None and len(ids) == 0
+    return isinstance(texts, Sized) and len(texts) == 0
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

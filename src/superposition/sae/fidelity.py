@@ -268,7 +268,8 @@ def sae_fidelity(
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
     if mean is None:
         probe = _probe(model, layer, tokenizer, module, batch_size, max_length)
-        mean = probe.stream(texts).finalise().mean
+        # Everything here runs in this process alone (one rank may call it by itself).
+        mean = probe.stream(texts, distributed=False).finalise().mean
     n = sae.d_in
     if mean.shape != (n,):
         raise ValueError(f"mean must have shape [{n}] (the SAE's d_in), got {tuple(mean.shape)}")

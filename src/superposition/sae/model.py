@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
+from superposition import distributed as _distributed
 from superposition import metrics
 from superposition._io import load_saved, save_with_config
 from superposition.sae.synthetic import SyntheticFeatures
@@ -375,12 +376,24 @@ class SparseAutoencoder(nn.Module):
         log_every: int = 50,
         progress: bool = False,
         generator: torch.Generator | None = None,
+        distributed: bool | None = None,
     ) -> SparseAutoencoder:
         """Train on ``samples`` samples with Adam and hand-written gradients (module
         :mod:`superposition.sae.train`).
 
         On the first call the input scale is set from the first batch (mean squared norm
         becomes ``d_in``) and ``b_dec`` starts at that batch's mean.
+
+        Under ``torch.distributed`` (data parallel) each step takes ``batch_size`` rows on
+        every rank and applies the mean gradient of all of them, the same step on every
+        rank, so ``N`` ranks with ``batch_size=B`` train like one process with
+        ``batch_size=N * B`` (dead latents are counted over all ranks; BatchTopK alone
+        differs, choosing its top ``k * B`` within each rank's rows). A tensor or a
+        :class:`~superposition.SyntheticFeatures` is drawn alike on every rank (pass the same
+        one, and the same seed), and each rank keeps its slice of every batch; any other
+        iterable is this rank's own data (an :class:`~superposition.ActivationStore` over
+        its share of the corpus). ``samples`` counts the rows of all ranks. Save the SAE on
+        rank 0: every rank ends with the same parameters.
 
         Args:
             source: a tensor ``[n, d_in]`` (reshuffled every epoch), any iterable of
@@ -408,6 +421,8 @@ class SparseAutoencoder(nn.Module):
             progress: show a tqdm progress bar.
             generator: randomness of shuffling / synthetic sampling; default: the synthetic
                 source's own stream if it has a seed, else the model's seed, else fresh.
+            distributed: ``None``: data parallel when a ``torch.distributed`` process group
+                of more than one rank is initialised; ``True``: require one; ``False``: off.
 
         Returns:
             ``self``, trained.
@@ -451,13 +466,16 @@ class SparseAutoencoder(nn.Module):
                 f"source must be a tensor [n, {self.d_in}], an iterable of [batch, {self.d_in}] "
                 f"tensors or a SyntheticFeatures, got {type(source).__name__}"
             )
+        share = _distributed.resolve(distributed)
+        size = 1 if share is None else share[1]
+        same_source = isinstance(source, (Tensor, SyntheticFeatures))
         if isinstance(source, SyntheticFeatures):
             if source.d != self.d_in:
                 raise ValueError(
                     f"source has d={source.d} but the SAE has d_in={self.d_in}; build the SAE "
                     f"with d_in={source.d}"
                 )
-            stream = source.batches(batch_size, generator)
+            stream = source.batches(batch_size * size, generator)
             first = next(iter(stream))
             stream = itertools.chain([first], stream)
         elif isinstance(source, Tensor):
@@ -465,7 +483,8 @@ class SparseAutoencoder(nn.Module):
             if source.shape[0] == 0:
                 raise ValueError("source must hold at least one sample, got shape (0, d_in)")
             stream = source
-            first = source[torch.randperm(source.shape[0], generator=generator)[:batch_size]]
+            perm = torch.randperm(source.shape[0], generator=generator)
+            first = source[perm[: batch_size * size]]
         else:
             it = iter(source)
             try:
@@ -476,16 +495,38 @@ class SparseAutoencoder(nn.Module):
         with torch.no_grad():
             if not self.fitted:
                 first = first.to(self.params.dtype)
-                sq = float(first.double().square().sum(1).mean())
+                if share is not None and not same_source:
+                    # Each rank read its own first batch: the statistics of all of them.
+                    import torch.distributed as dist
+
+                    sums = torch.cat(
+                        [
+                            torch.tensor([first.shape[0], first.double().square().sum()]),
+                            first.double().sum(0),
+                        ]
+                    )
+                    dist.all_reduce(sums)
+                    sq = float(sums[1] / sums[0])
+                    mean = (sums[2:] / sums[0]).to(self.params.dtype)
+                else:
+                    sq = float(first.double().square().sum(1).mean())
+                    mean = first.mean(0)
                 self.scale.fill_(math.sqrt(self.d_in / sq) if sq > 0 else 1.0)
-                self.b_dec.copy_(first.mean(0) * self.scale)
+                self.b_dec.copy_(mean * self.scale)
         check = (
             (lambda b: b)
             if isinstance(source, (Tensor, SyntheticFeatures))
             else (lambda b: self._check_input(b, "source batch"))
         )
         self.history = train(
-            self, stream, config, generator=generator, check=check, progress=progress
+            self,
+            stream,
+            config,
+            generator=generator,
+            check=check,
+            progress=progress,
+            share=share,
+            same_source=same_source,
         )
         self.fitted = True
         return self

@@ -432,6 +432,86 @@ def _batches(
             yield torch.cat(pending)
 
 
+class _Ranks:
+    """Data parallelism over a ``torch.distributed`` group: each rank computes the gradient
+    of its own rows, and one ``all_reduce`` per step sums, weighted by rows, the gradients,
+    which latents fired, BatchTopK's threshold and whether any rank failed or ran dry. Every
+    rank then takes the same Adam step, so the parameters stay equal without being sent."""
+
+    def __init__(self, rank: int, size: int, per_rank: int, same_source: bool) -> None:
+        self.rank, self.size, self.per_rank, self.same_source = rank, size, per_rank, same_source
+
+    def local(self, batch: Tensor) -> Tensor:
+        """This rank's rows of a batch: its slice of a batch every rank drew alike, else all."""
+        if not self.same_source:
+            return batch
+        return batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+
+    def gradients(
+        self,
+        step_: _Step,
+        batch: Tensor | None,
+        check: Callable[[Tensor], Tensor],
+        scale: float,
+        dead: Tensor | None,
+    ) -> tuple[Tensor, Tensor, float, int] | None:
+        """``(xn, err, l0, rows of all ranks)`` with ``step_.G`` the mean gradient over every
+        rank's rows and ``step_.fired_any`` whether a latent fired on any rank; ``None`` when
+        a rank's source ran dry (every rank stops)."""
+        import torch.distributed as dist
+
+        from superposition.distributed import check_all_ranks
+
+        G = step_.G
+        G.zero_()
+        error: Exception | None = None
+        xn = err = torch.empty(0, step_.d_in, dtype=G.dtype)
+        l0, rows = 0.0, 0
+        try:
+            if batch is not None:
+                xn = check(self.local(batch)).to(G.dtype) * scale
+                rows = int(xn.shape[0])
+                if rows:
+                    err, l0 = step_.gradients(xn, dead)
+        except Exception as e:  # every rank hears of it below
+            error = e
+        flags = torch.tensor(
+            [rows, float(error is not None), float(batch is None), float(step_.threshold)],
+            dtype=G.dtype,
+        )
+        buf = torch.cat([G.view(-1) * rows, step_.fired_any.to(G.dtype), flags])
+        dist.all_reduce(buf)
+        total, failed, dry, threshold = buf[-4:].tolist()
+        if failed:
+            check_all_ranks(error)
+        if dry:
+            return None
+        n = G.numel()
+        G.view(-1).copy_(buf[:n]).div_(total)
+        step_.fired_any.copy_(buf[n : n + step_.d_sae] > 0)
+        # BatchTopK's threshold follows each rank's own batches; the ranks keep their mean.
+        step_.threshold.fill_(threshold / self.size)
+        return xn, err, l0, int(total)
+
+    def stats(self, xn: Tensor, err: Tensor, l0: float) -> tuple[float, float, float]:
+        """:func:`_batch_stats` of the batch of all ranks together."""
+        import torch.distributed as dist
+
+        B = xn.shape[0]
+        buf = torch.cat(
+            [
+                torch.tensor([err.double().square().sum(), xn.double().square().sum(), l0 * B, B]),
+                xn.double().sum(0),
+            ]
+        )
+        dist.all_reduce(buf)
+        e2, x2, l0_sum, n = buf[:4].tolist()
+        mean = buf[4:] / n
+        centred = x2 - n * float(mean.square().sum())
+        mse = e2 / n
+        return mse, mse / centred * n if centred > 0 else math.nan, l0_sum / n
+
+
 def train(
     model: SparseAutoencoder,
     source: Tensor | Iterable[Tensor],
@@ -440,12 +520,20 @@ def train(
     generator: torch.Generator,
     check: Callable[[Tensor], Tensor],
     progress: bool = False,
+    share: tuple[int, int] | None = None,
+    same_source: bool = False,
 ) -> FitHistory:
     """Train ``model`` in place; the engine of :meth:`~superposition.SparseAutoencoder.fit`.
 
     ``source`` is a ``[n, d_in]`` tensor (reshuffled each epoch) or an iterable of
     ``[batch, d_in]`` tensors (re-batched to ``config.batch_size``); ``check`` validates each
     incoming batch. The model's normalisation must already be set.
+
+    With ``share=(rank, world_size)`` (an initialised process group) the step's batch is
+    ``world_size * config.batch_size`` rows, ``config.batch_size`` from each rank:
+    ``same_source`` means every rank draws the same batches of that size (the same tensor or
+    synthetic stream, the same generator) and keeps its slice; otherwise each rank's source
+    is its own. ``config.samples`` counts the rows of all ranks.
     """
     from tqdm.auto import tqdm
 
@@ -457,6 +545,13 @@ def train(
     denom = torch.empty_like(P)
     beta1, beta2 = config.betas
     steps = config.steps
+    ranks: _Ranks | None = None
+    if share is not None and share[1] > 1:
+        import torch.distributed as dist
+
+        ranks = _Ranks(share[0], share[1], config.batch_size, same_source)
+        steps = -(-config.samples // (config.batch_size * ranks.size))
+        dist.broadcast(P, src=0)  # every rank starts from rank 0's parameters
     since_fired = torch.zeros(model.d_sae, dtype=torch.long)
     dead_after = config.dead_after or default_dead_after(model)
     history = FitHistory(config=config)
@@ -468,7 +563,7 @@ def train(
     last: tuple[int, int, Tensor, Tensor, float, int] | None = None
 
     def record(step: int, seen: int, xn: Tensor, err: Tensor, l0: float, dead: int) -> None:
-        mse, fvu, l0 = _batch_stats(xn, err, l0)
+        mse, fvu, l0 = _batch_stats(xn, err, l0) if ranks is None else ranks.stats(xn, err, l0)
         history.steps.append(step)
         history.samples.append(seen)
         history.mse.append(mse)
@@ -477,7 +572,12 @@ def train(
         history.dead.append(dead)
         bar.set_postfix(fvu=f"{fvu:.3g}", l0=f"{l0:.3g}", refresh=False)
 
-    bar = tqdm(total=steps, disable=not progress, desc="SparseAutoencoder.fit", leave=False)
+    bar = tqdm(
+        total=steps,
+        disable=not progress or (ranks is not None and ranks.rank != 0),
+        desc="SparseAutoencoder.fit",
+        leave=False,
+    )
     threads = torch.get_num_threads()
     if config.batch_size * model.d_sae < _SINGLE_THREAD_BELOW:
         # Below ~65k pre-activations per batch an op is over before a second thread pays off
@@ -486,18 +586,36 @@ def train(
         # barriers cost more; torch.set_num_threads(1) before fit opts out.
         torch.set_num_threads(1)
     try:
+        per_step = config.batch_size
+        if ranks is not None and same_source:
+            per_step *= ranks.size
+        batches = _batches(source, per_step, generator)
         with torch.no_grad():
-            for step, batch in enumerate(_batches(source, config.batch_size, generator)):
-                if step >= steps:
+            ran_dry = False
+            for step in range(steps + 1):
+                batch = next(batches, None)
+                if step >= steps or (batch is None and ranks is None):
+                    # One batch past the last step tells a source that ran dry just then.
+                    ran_dry = batch is None
                     break
-                xn = check(batch).to(P.dtype) * scale
                 dead = since_fired >= dead_after if aux_kind else None
                 step_.fired_any.zero_()
                 ramp = round(config.penalty_warmup * steps)
                 step_.penalty_scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
-                err, l0 = step_.gradients(xn, dead)
-                seen += xn.shape[0]
-                since_fired += xn.shape[0]
+                if ranks is None:
+                    assert batch is not None
+                    xn = check(batch).to(P.dtype) * scale
+                    err, l0 = step_.gradients(xn, dead)
+                    rows = xn.shape[0]
+                else:
+                    # Ranks must agree to stop: the step's all_reduce says whether any ran dry.
+                    shared = ranks.gradients(step_, batch, check, scale, dead)
+                    if shared is None:
+                        ran_dry = True
+                        break
+                    xn, err, l0, rows = shared
+                seen += rows
+                since_fired += rows
                 since_fired[step_.fired_any] = 0
                 last = (step, seen, xn, err, l0, int((since_fired >= dead_after).sum()))
                 if step == steps - 1 or step % config.log_every == 0:
@@ -517,14 +635,13 @@ def train(
                 P.addcdiv_(m, denom, value=-lr * sqrt_bc2 / bc1)
                 W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12))
                 bar.update(1)
-            else:
-                if seen < config.samples:
-                    warnings.warn(
-                        f"the source ran out after {seen} of samples={config.samples} samples; "
-                        f"training stopped there",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
+            if ran_dry and seen < config.samples:
+                warnings.warn(
+                    f"the source ran out after {seen} of samples={config.samples} samples; "
+                    f"training stopped there",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             if last is not None and history.steps[-1:] != [last[0]]:
                 record(*last)
             model.params.data.copy_(P)

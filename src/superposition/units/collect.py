@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, overload
 import torch
 from torch import Tensor
 
+from superposition import distributed as _distributed
 from superposition.probe.probe import _model_name
 from superposition.units.basis import UnitBasis
 from superposition.units.records import UnitStatistics, context_rows
@@ -38,6 +39,7 @@ def collect_units(
     window: int | tuple[int, int] = (10, 5),
     threshold: float = 0.0,
     categories: Sequence[Any] | None = None,
+    distributed: bool | None = None,
 ) -> UnitStatistics: ...
 
 
@@ -52,6 +54,7 @@ def collect_units(
     window: int | tuple[int, int] = (10, 5),
     threshold: float = 0.0,
     categories: Sequence[Any] | None = None,
+    distributed: bool | None = None,
 ) -> list[UnitStatistics]: ...
 
 
@@ -65,6 +68,7 @@ def collect_units(
     window: int | tuple[int, int] = (10, 5),
     threshold: float = 0.0,
     categories: Sequence[Any] | None = None,
+    distributed: bool | None = None,
 ) -> UnitStatistics | list[UnitStatistics]:
     """Stream ``texts`` through ``probe`` and keep, for every unit, its top contexts, random
     active samples, activation moments and (with ``categories``) activation mass per category.
@@ -81,6 +85,13 @@ def collect_units(
         top_k, samples, window, threshold: as in :class:`UnitStatistics`.
         categories: a label per text (e.g. the book each paragraph comes from), for
             :func:`~superposition.metrics.category_spread`; names are sorted.
+        distributed: ``None``: under an initialised ``torch.distributed`` process group of
+            more than one rank, every rank streams its share of ``texts`` (text ``i`` on rank
+            ``i % world_size``; pass the same whole ``texts`` and ``categories`` on every rank)
+            and every rank returns the records of the whole corpus, equal to one process's
+            (exactly in the top contexts, samples and counts; moments up to round-off). Text
+            indices are always indices into the whole ``texts``. ``True``: require a process
+            group; ``False``: this process streams everything.
 
     Returns:
         The :class:`UnitStatistics` (a list of them for a list of units), with the probe's
@@ -89,6 +100,9 @@ def collect_units(
     Raises:
         ValueError: the probe has several layers, the units read another width, or the
             categories do not cover the texts.
+        RuntimeError: ``distributed=True`` without a process group; under
+            ``torch.distributed``, another rank failed (the same type as its error when that
+            is a built-in one).
 
     Examples:
         >>> import torch
@@ -120,7 +134,10 @@ def collect_units(
             )
     # Settings are checked before the model runs: a bad top_k or window fails here.
     UnitStatistics(1, top_k=top_k, samples=samples, window=window, threshold=threshold)
-    names, label_index = _categories(texts, categories)
+    names, label_index = _categories(texts, categories)  # of the whole corpus, not a share
+    share = _distributed.resolve(distributed)
+    # A share's text j is text j * size + rank of the corpus: records keep corpus indices.
+    rank, size = share if share is not None else (0, 1)
     site = probe.sites[0]
     pairs: list[tuple[UnitBasis, UnitStatistics]] = []
 
@@ -150,7 +167,7 @@ def collect_units(
                 )
         src = batch.src
         row_of = src // S
-        texts_of = torch.tensor(batch.texts, dtype=torch.int64)[row_of] + first
+        texts_of = (torch.tensor(batch.texts, dtype=torch.int64)[row_of] + first) * size + rank
         position = src % S
         token_ids = batch.inputs["input_ids"].reshape(-1)[src]
         # src is row-major, so each text's tokens are contiguous: cut between texts.
@@ -176,9 +193,16 @@ def collect_units(
                     category=category,
                 )
 
-    probe._stream(texts, sink)
-    tokenizer = probe._get_tokenizer(required=False)
+    probe._stream(texts, sink, share=share)
     out = [stats for _, stats in pairs]
+    if share is not None:
+        # A rank that got no text has no records (their width came from the first batch).
+        mine: list[UnitStatistics | None] = list(out) or [None] * len(wanted)
+        merged = [_distributed.reduce_units(s, all_ranks=True) for s in mine]
+        out = [s for s in merged if s is not None]
+        if not out:
+            raise ValueError(f"texts is empty: none of the {size} ranks got a text; pass one")
+    tokenizer = probe._get_tokenizer(required=False)
     for stats in out:
         stats.tokenizer = tokenizer
     return out if many else out[0]

@@ -1,0 +1,538 @@
+"""Streaming under ``torch.distributed``: each rank takes its share of the texts, and the
+accumulators are reduced into the accumulator of one process over the whole corpus.
+
+Launch with ``torchrun`` (gloo on CPU, NCCL on GPU); :meth:`ActivationProbe.stream
+<superposition.ActivationProbe.stream>` and :func:`~superposition.units.collect_units` then use
+these functions by themselves once a process group is initialised.
+
+* **Shares.** Text ``i`` of the corpus goes to rank ``i % world_size`` (:func:`shard`): every
+  text exactly once, deterministic by position, and a text's index in the whole corpus is
+  ``local_index * world_size + rank``, which is what the unit records keep (so top contexts
+  name the same texts as a single process would).
+* **Reductions are merges.** Rank 0 receives every other rank's accumulator, in rank order, and
+  folds it in with the accumulator's own exact ``merge``; with ``all_ranks=True`` the result is
+  then broadcast. Counts, activity counts and top contexts come out exactly as in one process;
+  moments and the co-moment matrix up to floating-point round-off (the same merge formulas,
+  summed in another order). :class:`~superposition.StreamingStatistics` travels as tensors
+  (its ``[neurons, neurons]`` matrix is never pickled), a
+  :class:`~superposition.UnitStatistics` as one pickled object per rank.
+* **One failure stops every rank.** :func:`check_all_ranks` lets every rank say whether its
+  share failed before any reduction starts, so a bad text on one rank ends all of them with
+  its message instead of leaving the others waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from superposition.probe.activations import StreamingStatistics
+    from superposition.probe.corpus import Corpus
+    from superposition.units.records import UnitStatistics
+
+__all__ = [
+    "check_all_ranks",
+    "init_from_env",
+    "reduce_statistics",
+    "reduce_units",
+    "resolve",
+    "shard",
+    "world",
+]
+
+_T = TypeVar("_T")
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: from the initialised default process group of
+    ``torch.distributed``, else ``(0, 1)``.
+
+    Examples:
+        >>> world()  # no process group in this process
+        (0, 1)
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def resolve(distributed: bool | None) -> tuple[int, int] | None:
+    """What a ``distributed=`` argument means here: ``(rank, world_size)`` to stream a share
+    and reduce, or ``None`` to run alone.
+
+    Args:
+        distributed: ``None`` (auto): on when a process group is initialised with more than
+            one rank; ``True``: require a process group; ``False``: off.
+
+    Raises:
+        RuntimeError: ``distributed=True`` but no process group is initialised.
+        TypeError: ``distributed`` is not ``True``, ``False`` or ``None``.
+
+    Examples:
+        >>> resolve(None), resolve(False)
+        (None, None)
+        >>> resolve(True)
+        Traceback (most recent call last):
+        ...
+        RuntimeError: distributed=True needs an initialised torch.distributed process group, ...
+    """
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be True, False or None, got {distributed!r}")
+    if distributed is False:
+        return None
+    import torch.distributed as dist
+
+    initialised = dist.is_available() and dist.is_initialized()
+    if distributed is True and not initialised:
+        raise RuntimeError(
+            "distributed=True needs an initialised torch.distributed process group, but there "
+            "is none; launch with torchrun and call torch.distributed.init_process_group() "
+            "first, or pass distributed=None to run alone"
+        )
+    if not initialised:
+        return None
+    rank, size = world()
+    return (rank, size) if distributed is True or size > 1 else None
+
+
+# --------------------------------------------------------------------------- shares
+
+
+@overload
+def shard(texts: Corpus, rank: int | None = None, world_size: int | None = None) -> Corpus: ...
+
+
+@overload
+def shard(
+    texts: Mapping[str, Any], rank: int | None = None, world_size: int | None = None
+) -> dict[str, Any]: ...
+
+
+@overload
+def shard(
+    texts: Sequence[_T], rank: int | None = None, world_size: int | None = None
+) -> list[_T]: ...
+
+
+@overload
+def shard(
+    texts: Iterable[_T], rank: int | None = None, world_size: int | None = None
+) -> Iterable[_T]: ...
+
+
+def shard(texts: Any, rank: int | None = None, world_size: int | None = None) -> Any:
+    """This rank's share of ``texts``: items ``rank, rank + world_size, rank + 2·world_size...``
+
+    Together the shares hold every item exactly once. Item ``j`` of a share is item
+    ``j * world_size + rank`` of the whole.
+
+    Args:
+        texts: a :class:`~superposition.Corpus` (the whole corpus, or a ``head`` of it), a
+            list of strings, pre-tokenized input (a dict of ``[n_texts, ...]`` rows), any
+            iterable, or a Hugging Face ``Dataset`` / ``IterableDataset``. A Hugging Face
+            ``IterableDataset`` is split by ``datasets.distributed.split_dataset_by_node``,
+            which may hand out whole files instead of interleaving; to keep text indices
+            comparable with one process, pass ``load_corpus(dataset)`` instead.
+        rank, world_size: the share to take; by default this process's, from :func:`world`.
+
+    Returns:
+        The same kind of thing: a ``Corpus``, a list, a dict, a dataset, or an iterator.
+
+    Raises:
+        ValueError: ``rank``/``world_size`` are out of range, or a ``Corpus`` is already a
+            shard.
+        TypeError: ``texts`` is a single string.
+
+    Examples:
+        >>> shard(["a", "b", "c", "d", "e"], 1, 2)
+        ['b', 'd']
+        >>> shard(["a"], 1, 2)
+        []
+        >>> from superposition import load_corpus
+        >>> list(shard(load_corpus(["a", "b", "c"]), 0, 2))
+        ['a', 'c']
+    """
+    if rank is None and world_size is None:
+        rank, world_size = world()
+    if world_size is None or isinstance(world_size, bool) or not isinstance(world_size, int):
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    if world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+    if isinstance(texts, str):
+        raise TypeError(
+            f"texts must be a collection of texts, got a single str {texts[:40]!r}; "
+            "wrap it in a list: [text]"
+        )
+    from superposition.probe.corpus import Corpus
+
+    if isinstance(texts, Corpus):
+        if texts.world > 1:
+            raise ValueError(
+                f"texts is already share {texts.rank} of {texts.world} of a corpus; pass the "
+                "whole corpus: every rank takes its own share of it"
+            )
+        if texts.limit is None:
+            return texts.shard(rank, world_size)
+        return _Interleaved(texts, rank, world_size)
+    if isinstance(texts, Mapping):
+        return {k: v[rank::world_size] if _has_rows(v) else v for k, v in texts.items()}
+    if isinstance(texts, Sequence):
+        return list(texts[rank::world_size])
+    module = type(texts).__module__
+    if module.startswith("datasets.") and hasattr(texts, "column_names"):
+        if hasattr(texts, "__getitem__") and hasattr(texts, "__len__"):
+            return texts.shard(num_shards=world_size, index=rank, contiguous=False)
+        from datasets.distributed import split_dataset_by_node  # type: ignore[import-untyped]
+
+        return split_dataset_by_node(texts, rank=rank, world_size=world_size)
+    if isinstance(texts, Iterable):
+        return _Interleaved(texts, rank, world_size)
+    raise TypeError(
+        f"texts must be a Corpus, a list of strings, pre-tokenized input or an iterable, got "
+        f"{type(texts).__name__}"
+    )
+
+
+def _has_rows(value: Any) -> bool:
+    return isinstance(value, (Tensor, list, tuple)) or hasattr(value, "shape")
+
+
+class _Interleaved(Iterable[_T]):
+    """Every ``world_size``-th item of a re-iterable source, from ``rank`` (re-iterable if the
+    source is)."""
+
+    def __init__(self, source: Iterable[_T], rank: int, world_size: int) -> None:
+        self.source, self.rank, self.world_size = source, rank, world_size
+
+    def __iter__(self) -> Iterator[_T]:
+        return itertools.islice(iter(self.source), self.rank, None, self.world_size)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def check_all_ranks(error: BaseException | None) -> None:
+    """Every rank says whether its part failed; if any did, every rank raises.
+
+    Call it on every rank after the per-rank work and before the first reduction, with the
+    exception that rank's work raised (or ``None``). The failing rank re-raises its own
+    exception; the others raise the same built-in type (else ``RuntimeError``) naming the
+    rank and its message. Without a process group this only re-raises ``error``.
+
+    Raises:
+        Exception: ``error``, or the error of the first rank that failed.
+
+    Examples:
+        >>> check_all_ranks(None)  # nothing failed (and one process: nothing to ask)
+    """
+    import torch.distributed as dist
+
+    size = world()[1]
+    if size == 1:
+        if error is not None:
+            raise error
+        return
+    report = None if error is None else (type(error).__name__, str(error).strip())
+    reports: list[Any] = [None] * size
+    dist.all_gather_object(reports, report)
+    if error is not None:
+        raise error
+    failed = [(r, rep) for r, rep in enumerate(reports) if rep is not None]
+    if not failed:
+        return
+    r, (name, message) = failed[0]
+    others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    text = (
+        f"rank {r} of {size} failed{others}, so every rank stops: {name}: {message}; fix the "
+        f"error on rank {r} (its own traceback is in its output)"
+    )
+    kind = getattr(builtins, name, None)
+    same: Exception = RuntimeError(text)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        # A built-in that needs other arguments (UnicodeDecodeError) stays a RuntimeError.
+        with contextlib.suppress(TypeError):
+            same = kind(text)
+    raise same
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def _device() -> torch.device:
+    """Where collectives want their tensors: the current GPU under NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _send_tensors(tensors: dict[str, Tensor], dst: int) -> None:
+    import torch.distributed as dist
+
+    device = _device()
+    for name in sorted(tensors):
+        dist.send(tensors[name].contiguous().to(device), dst=dst)
+
+
+def _recv_tensors(spec: dict[str, tuple[tuple[int, ...], str]], src: int) -> dict[str, Tensor]:
+    import torch.distributed as dist
+
+    device = _device()
+    out = {}
+    for name in sorted(spec):
+        shape, dtype = spec[name]
+        buf = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
+        dist.recv(buf, src=src)
+        out[name] = buf.cpu()
+    return out
+
+
+def _broadcast_tensors(tensors: dict[str, Tensor], spec: dict[str, Any]) -> dict[str, Tensor]:
+    import torch.distributed as dist
+
+    device = _device()
+    out = {}
+    for name in sorted(spec):
+        shape, dtype = spec[name]
+        if name in tensors:
+            buf = tensors[name].contiguous().to(device)
+        else:
+            buf = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
+        dist.broadcast(buf, src=0)
+        out[name] = buf.cpu()
+    return out
+
+
+def _broadcast_outcome(result: Any, error: BaseException | None) -> Any:
+    """Rank 0's ``result`` (or its ``error``) to every rank, so a fold that failed on rank 0
+    does not leave the others waiting for a broadcast that never comes."""
+    import torch.distributed as dist
+
+    box = [None if error is None else f"{type(error).__name__}: {error}", result]
+    dist.broadcast_object_list(box, src=0)  # on rank 0, box is left as it is
+    if error is not None:
+        raise error
+    if box[0] is not None:
+        raise RuntimeError(f"rank 0 failed while merging the ranks' results: {box[0]}")
+    return box[1]
+
+
+def reduce_statistics(
+    stats: StreamingStatistics, *, all_ranks: bool = False
+) -> StreamingStatistics | None:
+    """The :class:`~superposition.StreamingStatistics` of every rank merged into one, as if
+    one process had streamed all their shares.
+
+    Every rank must call it (it is a collective). Rank 0 receives the other ranks'
+    accumulators as tensors, in rank order, and folds them in with
+    :meth:`~superposition.StreamingStatistics.merge`: ``count`` and activity counts are exact,
+    moments and the co-moment matrix equal one pass up to round-off. A rank that saw no token
+    takes part all the same.
+
+    Args:
+        stats: this rank's accumulator (possibly empty).
+        all_ranks: broadcast the result, so every rank returns it.
+
+    Returns:
+        The merged accumulator on rank 0 (on every rank with ``all_ranks``), ``None`` on the
+        others. Without a process group (or with one rank), ``stats`` itself.
+
+    Raises:
+        ValueError: the ranks' accumulators disagree on threshold, Gram matrix or neurons (on
+            every rank).
+
+    Examples:
+        >>> import torch
+        >>> from superposition import StreamingStatistics
+        >>> s = StreamingStatistics().update(torch.ones(3, 2))
+        >>> reduce_statistics(s) is s  # one process: nothing to reduce
+        True
+    """
+    rank, size = world()
+    if size == 1:
+        return stats
+    import torch.distributed as dist
+
+    has = stats.count > 0 and stats.n_neurons is not None
+    tensors, meta = stats._state() if has else ({}, {})
+    info = ((stats.threshold, stats.keep_gram), stats.n_neurons if has else None, meta)
+    infos: list[Any] = [None] * size
+    dist.all_gather_object(infos, (*info, _spec(tensors)))
+    settings = {i[0] for i in infos}
+    widths = {i[1] for i in infos if i[1] is not None}
+    if len(settings) > 1 or len(widths) > 1:
+        per_rank = [(r, i[0], i[1]) for r, i in enumerate(infos)]
+        raise ValueError(
+            "the ranks' StreamingStatistics cannot be merged: expected the same threshold, gram "
+            f"and number of neurons on every rank, got (rank, (threshold, gram), neurons) "
+            f"{per_rank}; stream the same layer with the same settings on every rank"
+        )
+    merged = stats
+    error: BaseException | None = None
+    if rank == 0:
+        try:
+            for r in range(1, size):
+                if infos[r][1] is not None:
+                    received = _recv_tensors(infos[r][3], src=r)
+                    merged = merged.merge(
+                        type(stats)._from_state(received, infos[r][2], f"rank {r}")
+                    )
+        except Exception as err:  # told to the other ranks below, then raised
+            error = err
+    elif has:
+        _send_tensors(tensors, dst=0)
+    if not all_ranks:
+        if error is not None:
+            raise error
+        return merged if rank == 0 else None
+    out_tensors: dict[str, Tensor] = {}
+    out_meta: dict[str, str] | None = None
+    if rank == 0 and error is None and merged.count > 0:
+        out_tensors, out_meta = merged._state()
+    out_meta, out_spec = _broadcast_outcome((out_meta, _spec(out_tensors)), error)
+    if out_meta is None:  # no rank saw a token: each keeps its own empty accumulator
+        return stats
+    received = _broadcast_tensors(out_tensors, out_spec)
+    return merged if rank == 0 else type(stats)._from_state(received, out_meta, "rank 0")
+
+
+def _spec(tensors: dict[str, Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype name of each tensor: what the receiving rank allocates."""
+    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()}
+
+
+def reduce_units(stats: UnitStatistics | None, *, all_ranks: bool = False) -> UnitStatistics | None:
+    """The :class:`~superposition.UnitStatistics` of every rank merged into one, as if one
+    process had streamed all their shares (exactly, in the kept contexts and samples).
+
+    Every rank must call it. Rank 0 receives the others' records (one pickled object each,
+    without the tokenizer), in rank order, and folds them in with
+    :meth:`~superposition.UnitStatistics.merge`. The records' text indices must already be
+    indices into the whole corpus (as :func:`~superposition.units.collect_units` writes them).
+
+    Args:
+        stats: this rank's records, or ``None`` for a rank that saw no text (its unit count
+            was never known).
+        all_ranks: broadcast the result, so every rank returns it.
+
+    Returns:
+        The merged records on rank 0 (on every rank with ``all_ranks``), ``None`` on the
+        others, and ``None`` everywhere when no rank had records. Without a process group,
+        ``stats`` itself. The result keeps this rank's tokenizer.
+
+    Raises:
+        ValueError: the ranks' records have different settings (on every rank).
+
+    Examples:
+        >>> from superposition import UnitStatistics
+        >>> s = UnitStatistics(3)
+        >>> reduce_units(s) is s  # one process: nothing to reduce
+        True
+    """
+    rank, size = world()
+    if size == 1:
+        return stats
+    import torch.distributed as dist
+
+    setting = None
+    if stats is not None:
+        setting = (
+            stats.n_units,
+            stats.top_k,
+            stats.n_samples,
+            stats.window,
+            stats.threshold,
+            stats.categories,
+        )
+    settings: list[Any] = [None] * size
+    dist.all_gather_object(settings, setting)
+    if len({repr(s) for s in settings if s is not None}) > 1:
+        raise ValueError(
+            "the ranks' UnitStatistics cannot be merged: expected the same (n_units, top_k, "
+            f"samples, window, threshold, categories) on every rank, got {settings}; collect "
+            "the same units with the same settings on every rank"
+        )
+    tokenizer = None if stats is None else stats.tokenizer
+    if stats is not None:
+        stats.tokenizer = None  # not pickled: every rank has its own
+    try:
+        merged = stats
+        error: BaseException | None = None
+        if rank == 0:
+            try:
+                for r in range(1, size):
+                    if settings[r] is not None:
+                        box: list[Any] = [None]
+                        dist.recv_object_list(box, src=r)
+                        merged = box[0] if merged is None else merged.merge(box[0])
+            except Exception as err:  # told to the other ranks below, then raised
+                error = err
+        elif stats is not None:
+            dist.send_object_list([stats], dst=0)
+        if all_ranks:
+            result: UnitStatistics | None = _broadcast_outcome(merged, error)
+        elif error is not None:
+            raise error
+        else:
+            result = merged if rank == 0 else None
+    finally:
+        if stats is not None:
+            stats.tokenizer = tokenizer
+    if result is not None:
+        result.tokenizer = tokenizer
+    return result
+
+
+# --------------------------------------------------------------------------- launching
+
+
+def init_from_env(timeout_s: float | None = None) -> bool:
+    """Initialise the default process group when this process was launched by ``torchrun``
+    (``RANK`` and ``WORLD_SIZE`` in the environment, more than one rank) and none exists yet:
+    NCCL when a GPU is available (each rank on GPU ``LOCAL_RANK``), else gloo.
+
+    Args:
+        timeout_s: how long a collective may wait for the other ranks (default: PyTorch's).
+
+    Returns:
+        ``True`` when it initialised a group (the caller destroys it with
+        ``torch.distributed.destroy_process_group()``), ``False`` otherwise.
+
+    Examples:
+        >>> init_from_env()  # not launched by torchrun
+        False
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        return False
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return False
+    if "RANK" not in os.environ or size <= 1:
+        return False
+    kwargs: dict[str, Any] = {}
+    if timeout_s is not None:
+        import datetime
+
+        kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl", **kwargs)
+    else:
+        dist.init_process_group("gloo", **kwargs)
+    return True
