@@ -250,6 +250,7 @@ def _same_units(got: UnitStatistics, want: UnitStatistics) -> None:
     assert got.count == want.count
     assert torch.equal(got.max_activation, want.max_activation)
     assert torch.equal(got.category_tokens, want.category_tokens)
+    assert torch.equal(got.histogram, want.histogram)
     torch.testing.assert_close(got.category_mass, want.category_mass)
     _same_statistics(got.stats, want.stats)
     a, b = score_units(got), score_units(want)
