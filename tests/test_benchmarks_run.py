@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +79,13 @@ def test_table_names_each_suites_run(tmp_path: Path) -> None:
     assert "toy on 2026-01-01T00:00:00 (72.5 s); sae on 2026-01-02T00:00:00 (90.0 s)" in text
     assert "(machine: cores 2)" in text
     assert "| r | 2 | x | >= 1x | yes |" in text
+
+
+def test_the_gpu_benchmark_returns_no_rows_without_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import bench_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_gpu.run(quick=True) == []
+    assert "no CUDA GPU" in capsys.readouterr().err

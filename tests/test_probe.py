@@ -590,3 +590,62 @@ def test_a_module_input_of_the_wrong_size(tokenizer: Any) -> None:
     model, _ = tiny_model("bert")
     with pytest.raises(RuntimeError, match=r"the input of pooler.dense has shape \(1, 32\)"):
         ActivationProbe(model, module="pooler.dense", tokenizer=tokenizer).run(["a text"])
+
+
+# --------------------------------------------------------------------------- dtypes and devices
+
+
+def _captured(model: nn.Module, tokenizer: Any, texts: list[str]) -> Tensor:
+    """Layer 1's BERT neurons of each text alone, in the model's dtype, by a hand-made hook."""
+    seen: list[Tensor] = []
+    block = model.encoder.layer[1].output.dense  # type: ignore[union-attr,index]
+    handle = block.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for text in texts:
+                x = torch.tensor([tokenizer(text)["input_ids"]], device=device)
+                model(input_ids=x, attention_mask=torch.ones_like(x))
+    finally:
+        handle.remove()
+    return torch.cat([s[0] for s in seen])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_gives_float32_values_of_what_it_computed(
+    tokenizer: Any, dtype: torch.dtype
+) -> None:
+    import copy
+
+    model = copy.deepcopy(tiny_model("bert")[0]).to(dtype)
+    expected = _captured(model, tokenizer, TEXTS)
+    assert expected.dtype == dtype
+    probe = ActivationProbe(model, layer=1, tokenizer=tokenizer, batch_size=1)
+    acts = probe.run(TEXTS)
+    assert acts.values.dtype == torch.float32
+    assert torch.equal(acts.values, expected.float())
+    # stream: moments and the Gram accumulated in float64 from the same float32 values.
+    stats = probe.stream(TEXTS)
+    assert stats.dtype == torch.float32
+    X = expected.double()
+    torch.testing.assert_close(stats.gram, X.T @ X, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(stats.finalise().mean, X.mean(0).float(), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_model_is_probed_like_the_same_model_on_the_cpu(tokenizer: Any) -> None:
+    import copy
+
+    cpu = tiny_model("bert")[0]
+    gpu = copy.deepcopy(cpu).to("cuda")
+    a = ActivationProbe(cpu, layer=1, tokenizer=tokenizer, batch_size=2).run(TEXTS)
+    b = ActivationProbe(gpu, layer=1, tokenizer=tokenizer, batch_size=2).run(TEXTS)
+    assert b.values.device.type == "cpu"
+    torch.testing.assert_close(b.values, a.values, atol=1e-4, rtol=1e-4)
+    assert torch.equal(a.token_ids, b.token_ids)
+    s_cpu = ActivationProbe(cpu, layer=1, tokenizer=tokenizer).stream(TEXTS)
+    s_gpu = ActivationProbe(gpu, layer=1, tokenizer=tokenizer).stream(TEXTS)
+    torch.testing.assert_close(s_gpu.gram, s_cpu.gram, atol=1e-3, rtol=1e-4)
+    bf16 = ActivationProbe(gpu.to(torch.bfloat16), layer=1, tokenizer=tokenizer).run(TEXTS)
+    assert bf16.values.dtype == torch.float32
+    torch.testing.assert_close(bf16.values, a.values, atol=0.1, rtol=0.05)

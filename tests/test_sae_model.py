@@ -231,3 +231,89 @@ def test_iterable_source_is_rebatched_and_short_sources_warn() -> None:
     assert sae.history is not None
     assert sae.history.samples[-1] == 447
     assert sae.history.steps[-1] == 6  # 6 full batches of 64 and a last one of 63
+
+
+# ------------------------------------------------------------------ devices and dtypes (issue 15)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_an_explicit_cpu_device_changes_nothing(truth: SyntheticFeatures) -> None:
+    plain = SparseAutoencoder(8, 32, k=3, seed=0).fit(truth, samples=4096, batch_size=512)
+    for device in ("cpu", torch.device("cpu")):
+        sae = SparseAutoencoder(8, 32, k=3, seed=0, device=device)
+        sae.fit(truth, samples=4096, batch_size=512)
+        assert sae.params.device == torch.device("cpu")
+        assert torch.equal(sae.params, plain.params)
+        assert repr(sae) == repr(plain)
+    assert sae.to("cpu") is sae
+
+
+def test_float64_parameters_start_from_the_same_draw_and_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sae64 = SparseAutoencoder(8, 32, k=3, seed=0, dtype=torch.float64)
+    sae32 = SparseAutoencoder(8, 32, k=3, seed=0)
+    assert sae64.params.dtype == sae64.scale.dtype == sae64.threshold.dtype == torch.float64
+    assert (
+        repr(sae64)
+        == "SparseAutoencoder(d_in=8, d_sae=32, kind='topk', k=3, seed=0, dtype=torch.float64)"
+    )
+    # The init is drawn in float64 either way: float32 holds its rounding.
+    assert torch.equal(sae64.params.float(), sae32.params)
+    x = torch.randn(64, 8, generator=g(0))
+    sae64.fit(x, samples=256, batch_size=64)
+    assert sae64.encode(x).dtype == torch.float64
+    loaded = SparseAutoencoder.load(sae64.save(tmp_path / "sae"), device="cpu")
+    assert loaded.params.dtype == torch.float64
+    assert torch.equal(loaded.params, sae64.params)
+
+
+def test_bad_device_and_dtype_arguments() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"dtype must be torch.float32 or torch.float64, got "
+        r"torch.bfloat16; .*fit\(autocast=torch.bfloat16\)",
+    ):
+        SparseAutoencoder(8, 32, k=3, dtype=torch.bfloat16)
+    with pytest.raises(
+        ValueError,
+        match=r"device must be a torch.device or a string such as "
+        r"'cpu' or 'cuda:0', got 'gpu'",
+    ):
+        SparseAutoencoder(8, 32, k=3, device="gpu")
+    sae = SparseAutoencoder(8, 32, k=3, seed=0)
+    before = sae.params.detach().clone()
+    with pytest.raises(
+        ValueError,
+        match=r"autocast must be None, torch.bfloat16 or "
+        r"torch.float16, got torch.float32",
+    ):
+        sae.fit(torch.randn(64, 8), samples=64, autocast=torch.float32)
+    assert torch.equal(sae.params, before)
+    assert sae.input_scale == 1.0
+
+
+@cuda
+def test_a_cuda_sae_takes_inputs_from_anywhere_and_saves_cpu_tensors(
+    tmp_path,
+    truth: SyntheticFeatures,  # type: ignore[no-untyped-def]
+) -> None:
+    cpu = SparseAutoencoder(8, 32, k=3, seed=0).fit(truth, samples=4096, batch_size=512)
+    gpu = SparseAutoencoder(8, 32, k=3, seed=0).fit(truth, samples=4096, batch_size=512)
+    gpu.to("cuda")
+    assert repr(gpu).endswith("seed=0, device='cuda:0')")
+    x = truth.sample(256, g(1))
+    for inputs in (x, x.cuda()):
+        z = gpu.encode(inputs)
+        assert z.device.type == "cuda"
+        torch.testing.assert_close(z.cpu(), cpu.encode(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gpu(inputs).cpu(), cpu(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gpu.decode(z.cpu()).cpu(), cpu.decode(z.cpu()), atol=1e-5, rtol=1e-5)
+    m_gpu, m_cpu = gpu.evaluate(x), cpu.evaluate(x)
+    assert m_gpu.l0 == m_cpu.l0
+    assert m_gpu.fvu == pytest.approx(m_cpu.fvu, abs=1e-5)
+    loaded = SparseAutoencoder.load(gpu.save(tmp_path / "sae"))
+    assert loaded.params.device.type == "cpu"
+    assert torch.equal(loaded.params, gpu.params.cpu())
+    back = SparseAutoencoder.load(tmp_path / "sae", device="cuda")
+    assert back.params.device.type == back.scale.device.type == "cuda"
+    assert torch.equal(back.params, gpu.params)

@@ -50,6 +50,20 @@ DEFAULT_L0 = 1.0
 _INIT_THRESHOLD = 0.5
 
 
+_PARAM_DTYPES = (torch.float32, torch.float64)
+_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _device(value: object) -> torch.device:
+    """``value`` (a ``torch.device``, ``"cuda:0"``...) as a device, or a ValueError."""
+    try:
+        return torch.device(cast(Any, value))
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {value!r}"
+        ) from err
+
+
 def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -94,6 +108,12 @@ class SparseAutoencoder(nn.Module):
         l1: L1 coefficient of ``"relu"`` (default ``DEFAULT_L1``).
         l0: L0 coefficient of ``"jumprelu"`` (default ``DEFAULT_L0``).
         seed: seed of the initialisation (and of training when ``fit`` gets no generator).
+        device: where the parameters live (default the CPU); ``fit`` trains there and
+            ``encode``/``decode``/``forward`` move their inputs there and return results
+            there. The initialisation is drawn on the CPU, so a seed gives the same starting
+            point on every device. ``.to(device)`` moves an SAE later.
+        dtype: the parameters' dtype, ``torch.float32`` (default) or ``torch.float64``. For
+            training in low precision see ``fit(autocast=torch.bfloat16)``.
 
     Examples:
         >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
@@ -120,8 +140,16 @@ class SparseAutoencoder(nn.Module):
         l1: float | None = None,
         l0: float | None = None,
         seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if dtype is not None and dtype not in _PARAM_DTYPES:
+            raise ValueError(
+                f"dtype must be torch.float32 or torch.float64, got {dtype!r}; to train in "
+                "bfloat16 or float16 keep float32 parameters and pass fit(autocast=torch.bfloat16)"
+            )
+        where = None if device is None else _device(device)
         self.d_in = _positive_int(d_in, "d_in")
         self.d_sae = _positive_int(d_sae, "d_sae")
         if kind not in KINDS:
@@ -161,7 +189,8 @@ class SparseAutoencoder(nn.Module):
         else:
             g.manual_seed(seed)
         size = 2 * d_sae * d_in + d_in + d_sae + (d_sae if kind == "jumprelu" else 0)
-        self.params = nn.Parameter(torch.zeros(size))
+        dtype = dtype or torch.get_default_dtype()
+        self.params = nn.Parameter(torch.zeros(size, dtype=dtype))
         with torch.no_grad():
             views = self._views(self.params.data)
             W = torch.randn(d_sae, d_in, generator=g, dtype=torch.float64)
@@ -170,8 +199,10 @@ class SparseAutoencoder(nn.Module):
             views["encT"].copy_(W)  # tied: W_enc = W_decᵀ
             if kind == "jumprelu":
                 views["log_threshold"].fill_(math.log(_INIT_THRESHOLD))
-        self.register_buffer("scale", torch.tensor(1.0))
-        self.register_buffer("threshold", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0, dtype=dtype))
+        self.register_buffer("threshold", torch.tensor(0.0, dtype=dtype))
+        if where is not None:
+            self.to(where)
 
     def _views(self, P: Tensor) -> dict[str, Tensor]:
         """Named views of a flat tensor laid out like ``params``."""
@@ -232,12 +263,17 @@ class SparseAutoencoder(nn.Module):
             args += f", l0={self.l0}"
         if self.seed is not None:
             args += f", seed={self.seed}"
+        if self.params.device.type != "cpu":
+            args += f", device={str(self.params.device)!r}"
+        if self.params.dtype != torch.float32:
+            args += f", dtype={self.params.dtype}"
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ model
 
-    def _check_input(self, x: object, name: str = "x") -> Tensor:
-        """Validate ``[batch, d_in]`` finite floats; return them as the parameters' dtype."""
+    def _check_input(self, x: object, name: str = "x", *, move: bool = True) -> Tensor:
+        """Validate ``[batch, d_in]`` finite floats; return them as the parameters' dtype, on
+        the parameters' device unless ``move=False``."""
         if not isinstance(x, Tensor):
             raise TypeError(
                 f"{name} must be a torch.Tensor of shape [batch, {self.d_in}], "
@@ -254,10 +290,13 @@ class SparseAutoencoder(nn.Module):
             )
         if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
             raise ValueError(f"{name} must be finite, got NaN or inf in shape {tuple(x.shape)}")
+        if move:
+            return x.to(self.params.device, self.params.dtype, non_blocking=True)
         return x.to(self.params.dtype)
 
     def pre_activations(self, x: Tensor) -> Tensor:
-        """``(x · input_scale - b_dec) W_enc + b_enc``, ``[batch, d_sae]``.
+        """``(x · input_scale - b_dec) W_enc + b_enc``, ``[batch, d_sae]``, on the SAE's device
+        (``x`` is moved there).
 
         Examples:
             >>> SparseAutoencoder(4, 8, k=2, seed=0).pre_activations(torch.zeros(1, 4)).abs().max()
@@ -268,6 +307,8 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Latents ``z: [batch, d_sae]`` of inputs ``x: [batch, d_in]`` (user units).
+
+        ``x`` may live on any device; it is moved to the SAE's, where ``z`` is returned.
 
         Examples:
             >>> sae = SparseAutoencoder(4, 8, kind="relu", seed=0)
@@ -286,7 +327,8 @@ class SparseAutoencoder(nn.Module):
         return pre.relu()
 
     def decode(self, z: Tensor) -> Tensor:
-        """Reconstructions ``[batch, d_in]`` (user units) of latents ``z: [batch, d_sae]``.
+        """Reconstructions ``[batch, d_in]`` (user units) of latents ``z: [batch, d_sae]``,
+        on the SAE's device (``z`` is moved there).
 
         Examples:
             >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
@@ -296,10 +338,11 @@ class SparseAutoencoder(nn.Module):
         if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[1] != self.d_sae:
             shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(f"z must have shape [batch, d_sae={self.d_sae}], got {shape}")
-        return torch.addmm(self.b_dec, z.to(self.params.dtype), self.W_dec) / self.scale
+        z = z.to(self.params.device, self.params.dtype, non_blocking=True)
+        return torch.addmm(self.b_dec, z, self.W_dec) / self.scale
 
     def forward(self, x: Tensor) -> Tensor:
-        """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``."""
+        """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``, on the SAE's device."""
         return self.decode(self.encode(x))
 
     def fidelity(self, model: nn.Module, texts: Any, layer: int, **kwargs: Any) -> Fidelity:
@@ -316,13 +359,16 @@ class SparseAutoencoder(nn.Module):
     def evaluate(self, x: Tensor, *, batch_size: int = 65_536) -> SAEMetrics:
         """Reconstruction quality on ``x: [samples, d_in]`` (see :class:`SAEMetrics`).
 
+        ``x`` stays where it is; each batch of ``batch_size`` rows is moved to the SAE's
+        device in turn, so a GPU SAE evaluates a CPU tensor larger than its memory.
+
         Examples:
             >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
             >>> m = sae.evaluate(torch.randn(100, 4))
             >>> m.samples, 0 < m.l0 <= 2, 0 <= m.dead_fraction <= 1
             (100, True, True)
         """
-        x = self._check_input(x)
+        x = self._check_input(x, move=False)
         n = x.shape[0]
         if n < 2:
             raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
@@ -331,13 +377,13 @@ class SparseAutoencoder(nn.Module):
         active = 0
         shrink = 0.0
         nonzero = 0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool)
+        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=self.params.device)
         xhats = []
         for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size]
+            xb = x[start : start + batch_size].to(self.params.device, non_blocking=True)
             z = self.encode(xb)
             xhat = self.decode(z)
-            xhats.append(xhat)
+            xhats.append(xhat.to(x.device))
             active += int((z != 0).sum())
             fired |= (z != 0).any(0)
             err_sq += float((xb - xhat).double().square().sum())
@@ -377,6 +423,7 @@ class SparseAutoencoder(nn.Module):
         progress: bool = False,
         generator: torch.Generator | None = None,
         distributed: bool | None = None,
+        autocast: torch.dtype | None = None,
     ) -> SparseAutoencoder:
         """Train on ``samples`` samples with Adam and hand-written gradients (module
         :mod:`superposition.sae.train`).
@@ -394,6 +441,13 @@ class SparseAutoencoder(nn.Module):
         iterable is this rank's own data (an :class:`~superposition.ActivationStore` over
         its share of the corpus). ``samples`` counts the rows of all ranks. Save the SAE on
         rank 0: every rank ends with the same parameters.
+
+        Training runs on the SAE's device (``SparseAutoencoder(..., device="cuda")`` or
+        ``.to("cuda")``): the batches come from wherever the source keeps them (a CPU
+        tensor, a :class:`~superposition.SyntheticFeatures` drawn on the CPU, an
+        :class:`~superposition.ActivationStore`) and are moved there one at a time. The
+        random stream is drawn on the CPU, so a seed picks the same batches on every
+        device (results then agree up to the device's float round-off).
 
         Args:
             source: a tensor ``[n, d_in]`` (reshuffled every epoch), any iterable of
@@ -423,6 +477,12 @@ class SparseAutoencoder(nn.Module):
                 source's own stream if it has a seed, else the model's seed, else fresh.
             distributed: ``None``: data parallel when a ``torch.distributed`` process group
                 of more than one rank is initialised; ``True``: require one; ``False``: off.
+            autocast: ``torch.bfloat16`` or ``torch.float16`` to run the dense forward
+                products (the encoder's, the dominant cost, and for ``"relu"`` and
+                ``"jumprelu"`` the decoder's) in that dtype, with float32 results; the
+                parameters, gradients and Adam stay in the parameters' dtype. Measured on
+                synthetic features, bfloat16 trains to nearly the same FVU (within 0.02).
+                ``None`` (default): everything in the parameters' dtype.
 
         Returns:
             ``self``, trained.
@@ -448,6 +508,10 @@ class SparseAutoencoder(nn.Module):
             penalty_warmup=penalty_warmup,
             log_every=log_every,
         )
+        if autocast is not None and autocast not in _AUTOCAST_DTYPES:
+            raise ValueError(
+                f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
+            )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator is None:
@@ -479,7 +543,8 @@ class SparseAutoencoder(nn.Module):
             first = next(iter(stream))
             stream = itertools.chain([first], stream)
         elif isinstance(source, Tensor):
-            source = self._check_input(source, "source")
+            # Left where it is: each batch is moved to the SAE's device as it is drawn.
+            source = self._check_input(source, "source", move=False)
             if source.shape[0] == 0:
                 raise ValueError("source must hold at least one sample, got shape (0, d_in)")
             stream = source
@@ -488,20 +553,23 @@ class SparseAutoencoder(nn.Module):
         else:
             it = iter(source)
             try:
-                first = self._check_input(next(it), "source batch")
+                first = self._check_input(next(it), "source batch", move=False)
             except StopIteration:
                 raise ValueError("source is an empty iterable: it yielded no batch") from None
             stream = itertools.chain([first], it)
         with torch.no_grad():
             if not self.fitted:
-                first = first.to(self.params.dtype)
+                first = first.to(self.params.device, self.params.dtype)
                 if share is not None and not same_source:
                     # Each rank read its own first batch: the statistics of all of them.
                     import torch.distributed as dist
 
                     sums = torch.cat(
                         [
-                            torch.tensor([first.shape[0], first.double().square().sum()]),
+                            torch.tensor(
+                                [first.shape[0]], dtype=torch.float64, device=first.device
+                            ),
+                            first.double().square().sum().view(1),
                             first.double().sum(0),
                         ]
                     )
@@ -516,7 +584,7 @@ class SparseAutoencoder(nn.Module):
         check = (
             (lambda b: b)
             if isinstance(source, (Tensor, SyntheticFeatures))
-            else (lambda b: self._check_input(b, "source batch"))
+            else (lambda b: self._check_input(b, "source batch", move=False))
         )
         self.history = train(
             self,
@@ -527,6 +595,7 @@ class SparseAutoencoder(nn.Module):
             progress=progress,
             share=share,
             same_source=same_source,
+            autocast=autocast,
         )
         self.fitted = True
         return self
@@ -560,7 +629,8 @@ class SparseAutoencoder(nn.Module):
         }
 
     def save(self, path: str | Path) -> Path:
-        """Save to ``path.safetensors`` (the weights) and ``path.json`` (the config).
+        """Save to ``path.safetensors`` (the weights, as CPU tensors from any device) and
+        ``path.json`` (the config).
 
         ``path`` may be given with or without its ``.safetensors`` suffix. Nothing is pickled;
         both files are written atomically. Returns the weights' path.
@@ -587,16 +657,21 @@ class SparseAutoencoder(nn.Module):
         return save_with_config(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> SparseAutoencoder:
-        """Load an SAE written by :meth:`save` (``path`` with or without its suffix).
+    def load(
+        cls, path: str | Path, *, device: torch.device | str | None = None
+    ) -> SparseAutoencoder:
+        """Load an SAE written by :meth:`save` (``path`` with or without its suffix), onto
+        ``device`` (default the CPU), in the dtype it was saved in.
 
         Examples:
             >>> SparseAutoencoder.load("missing")  # doctest: +IGNORE_EXCEPTION_DETAIL
             Traceback (most recent call last):
             FileNotFoundError: ...
         """
+        where = None if device is None else _device(device)
         tensors, meta = load_saved(path, "SparseAutoencoder", _FORMAT_VERSION)
-        model = cls(**meta["config"])
+        # Built in the saved weights' dtype, so that a float64 SAE comes back float64.
+        model = cls(**meta["config"], device=where, dtype=tensors["W_enc"].dtype)
         with torch.no_grad():
             model.W_enc.copy_(tensors["W_enc"])
             model.W_dec.copy_(tensors["W_dec"])

@@ -210,8 +210,15 @@ class FitHistory:
 class _Step:
     """Buffers and the gradient rule of one model for one batch size."""
 
-    def __init__(self, model: SparseAutoencoder, P: Tensor, config: FitConfig) -> None:
+    def __init__(
+        self,
+        model: SparseAutoencoder,
+        P: Tensor,
+        config: FitConfig,
+        autocast: torch.dtype | None = None,
+    ) -> None:
         self.kind = model.kind
+        self.autocast = autocast
         self.k = model.k
         self.l1 = model.l1
         self.l0 = model.l0
@@ -236,8 +243,13 @@ class _Step:
         self.aux_k = min(config.aux_k or max(1, self.d_in // 2), self.d_sae)
         self.aux_coef = config.aux_coef
         self.bandwidth = config.bandwidth
-        self.threshold = model.threshold.clone()  # BatchTopK's inference threshold
-        self.fired_any = torch.zeros(self.d_sae, dtype=torch.bool)
+        # BatchTopK's inference threshold.
+        self.threshold = model.threshold.to(P.device, copy=True)
+        # One spare slot past the latents: the TopK kinds mark the latents that fired by
+        # writing True at ``where(active, col, d_sae)``, with no boolean indexing (which
+        # waits for a GPU).
+        self._fired = torch.zeros(self.d_sae + 1, dtype=torch.bool, device=P.device)
+        self.fired_any = self._fired[: self.d_sae]
         self.penalty_scale = 1.0  # ramps the L1 / L0 coefficient up during penalty_warmup
 
     def _sparse_backward(
@@ -270,16 +282,26 @@ class _Step:
         self.G_encT.index_add_(0, cols, dpre.T @ xc)
         self.G_benc.index_add_(0, cols, dpre.sum(0))
 
-    def gradients(self, xn: Tensor, dead: Tensor | None) -> tuple[Tensor, float]:
+    def _mm_low(self, a: Tensor, b: Tensor, bias: Tensor) -> Tensor:
+        """``bias + a @ b`` with the product in ``self.autocast``, returned in float32."""
+        assert self.autocast is not None
+        return torch.mm(a.to(self.autocast), b.to(self.autocast)).to(bias.dtype).add_(bias)
+
+    def gradients(self, xn: Tensor, dead: Tensor | None) -> tuple[Tensor, Tensor]:
         """Gradients of the loss on the normalised batch ``xn`` into ``G``.
 
-        Returns the batch's reconstruction error ``x̂ - x`` and its L0; :func:`_batch_stats`
-        turns them into the recorded numbers, on the steps that record them.
+        Returns the batch's reconstruction error ``x̂ - x`` and its number of active latents
+        (a 0-d tensor, left on the device: reading it would wait for the GPU);
+        :func:`_batch_stats` turns them into the recorded numbers, on the steps that record
+        them.
         """
         B = xn.shape[0]
         self.G.zero_()
         xc = xn - self.b_dec
-        pre = torch.addmm(self.b_enc, xc, self.encT.T)
+        if self.autocast is None:
+            pre = torch.addmm(self.b_enc, xc, self.encT.T)
+        else:
+            pre = self._mm_low(xc, self.encT.T, self.b_enc)
         if self.kind in ("topk", "batchtopk"):
             assert self.k is not None
             if self.kind == "topk":
@@ -305,19 +327,21 @@ class _Step:
                 vals, flat = pre.view(-1).topk(self.k * B, sorted=False)
                 rows, cols = flat // self.d_sae, flat % self.d_sae
                 vals = vals.relu_()
-                pos = vals[vals > 0]
-                if pos.numel():
-                    # Bussmann et al.: the inference threshold is the running average of the
-                    # smallest activation the batch kept.
-                    self.threshold.lerp_(pos.min(), 0.01)
+                # Bussmann et al.: the inference threshold is the running average of the
+                # smallest activation the batch kept (unchanged when it kept none), found
+                # without boolean indexing, which would wait for a GPU.
+                low = torch.where(vals > 0, vals, math.inf).min()
+                self.threshold.copy_(
+                    torch.where(low < math.inf, self.threshold.lerp(low, 0.01), self.threshold)
+                )
                 Wc = self.W_dec[cols]
                 xhat = self.b_dec.expand(B, -1).clone().index_add_(0, rows, Wc * vals[:, None])
                 err = xhat - xn
                 delta = err * (2.0 / B)
                 self._sparse_backward(rows, cols, vals, Wc, delta, xc)
                 active = vals > 0
-            self.fired_any[cols[active]] = True
-            l0 = float(active.sum()) / B
+            self._fired[torch.where(active, cols, self.d_sae)] = True
+            n_active = active.sum()
         else:
             if self.kind == "relu":
                 gate = pre > 0
@@ -327,7 +351,10 @@ class _Step:
                 theta = self.log_threshold.exp()
                 gate = pre > theta
                 z = pre * gate
-            xhat = torch.addmm(self.b_dec, z, self.W_dec)
+            if self.autocast is None:
+                xhat = torch.addmm(self.b_dec, z, self.W_dec)
+            else:
+                xhat = self._mm_low(z, self.W_dec, self.b_dec)
             err = xhat - xn
             delta = err * (2.0 / B)
             torch.mm(z.T, delta, out=self.G_dec)
@@ -348,25 +375,26 @@ class _Step:
                 # Straight-through estimator (rectangle kernel): d/dθ of the jump z·H and of
                 # the L0 term H, then times θ for the log parameterisation.
                 eps = self.bandwidth
-                kern = ((pre - theta).abs() < eps / 2) * (1.0 / eps)
+                kern = ((pre - theta).abs() < eps / 2).to(pre.dtype) * (1.0 / eps)
                 l0_now = self.l0 * self.penalty_scale
                 dtheta = -(kern * (dz * theta + l0_now / B)).sum(0)
                 self.G_logt.copy_(dtheta * theta)
             dpre = dz * gate
             torch.mm(dpre.T, xc, out=self.G_encT)
             torch.sum(dpre, 0, out=self.G_benc)
-            l0 = float(gate.sum()) / B
+            n_active = gate.sum()
             self.fired_any |= gate.any(0)
         if dead is not None and self.aux_coef > 0:
             n_dead = int(dead.sum())
             if n_dead:
                 self._auxk(pre, dead, err, xc, n_dead)
         self.G_bdec.add_(delta.sum(0)).sub_(self.G_benc @ self.encT)
-        return err, l0
+        return err, n_active
 
 
 def _batch_stats(xn: Tensor, err: Tensor, l0: float) -> tuple[float, float, float]:
-    """``(mse, fvu, l0)`` of a normalised batch ``xn`` and its reconstruction error ``err``."""
+    """``(mse, fvu, l0)`` of a normalised batch ``xn``, its reconstruction error ``err`` and
+    its L0."""
     B = xn.shape[0]
     mse = float(err.square().sum()) / B
     centred = float((xn - xn.mean(0)).square().sum()) / B
@@ -398,6 +426,8 @@ def gradients(
         True
     """
     x = model._check_input(x, "x")
+    if dead is not None:
+        dead = dead.to(model.params.device)
     config = FitConfig(samples=1, aux_k=aux_k, aux_coef=aux_coef, bandwidth=bandwidth)
     with torch.no_grad():
         step = _Step(model, model.params.data, config)
@@ -465,21 +495,29 @@ class _Ranks:
         G = step_.G
         G.zero_()
         error: Exception | None = None
-        xn = err = torch.empty(0, step_.d_in, dtype=G.dtype)
+        xn = err = torch.empty(0, step_.d_in, dtype=G.dtype, device=G.device)
         l0, rows = 0.0, 0
         try:
             if batch is not None:
-                xn = check(self.local(batch)).to(G.dtype) * scale
+                xn = check(self.local(batch)).to(G.device, G.dtype, non_blocking=True) * scale
                 rows = int(xn.shape[0])
                 if rows:
-                    err, l0 = step_.gradients(xn, dead)
+                    err, n_active = step_.gradients(xn, dead)
+                    l0 = float(n_active) / rows
         except Exception as e:  # every rank hears of it below
             error = e
+        # On the parameters' device: NCCL reduces CUDA tensors only.
         flags = torch.tensor(
-            [rows, float(error is not None), float(batch is None), float(step_.threshold)],
-            dtype=G.dtype,
+            [rows, float(error is not None), float(batch is None)], dtype=G.dtype, device=G.device
         )
-        buf = torch.cat([G.view(-1) * rows, step_.fired_any.to(G.dtype), flags])
+        buf = torch.cat(
+            [
+                G.view(-1) * rows,
+                step_.fired_any.to(G.dtype),
+                flags,
+                step_.threshold.view(1).to(G.dtype),
+            ]
+        )
         dist.all_reduce(buf)
         total, failed, dry, threshold = buf[-4:].tolist()
         if failed:
@@ -500,7 +538,8 @@ class _Ranks:
         B = xn.shape[0]
         buf = torch.cat(
             [
-                torch.tensor([err.double().square().sum(), xn.double().square().sum(), l0 * B, B]),
+                torch.stack([err.double().square().sum(), xn.double().square().sum()]),
+                torch.tensor([l0 * B, B], dtype=torch.float64, device=xn.device),
                 xn.double().sum(0),
             ]
         )
@@ -522,6 +561,7 @@ def train(
     progress: bool = False,
     share: tuple[int, int] | None = None,
     same_source: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> FitHistory:
     """Train ``model`` in place; the engine of :meth:`~superposition.SparseAutoencoder.fit`.
 
@@ -534,11 +574,16 @@ def train(
     ``same_source`` means every rank draws the same batches of that size (the same tensor or
     synthetic stream, the same generator) and keeps its slice; otherwise each rank's source
     is its own. ``config.samples`` counts the rows of all ranks.
+
+    Training runs on the parameters' device: every buffer is allocated there and each batch
+    is moved there as it arrives. ``autocast`` (``torch.bfloat16`` or ``torch.float16``)
+    runs the dense forward products (the encoder's, and the decoder's of the dense kinds) in
+    that dtype; their results, the gradients and Adam stay in the parameters' dtype.
     """
     from tqdm.auto import tqdm
 
     P = model.params.data.clone()
-    step_ = _Step(model, P, config)
+    step_ = _Step(model, P, config, autocast)
     G = step_.G
     m = torch.zeros_like(P)
     v = torch.zeros_like(P)
@@ -552,18 +597,26 @@ def train(
         ranks = _Ranks(share[0], share[1], config.batch_size, same_source)
         steps = -(-config.samples // (config.batch_size * ranks.size))
         dist.broadcast(P, src=0)  # every rank starts from rank 0's parameters
-    since_fired = torch.zeros(model.d_sae, dtype=torch.long)
+    since_fired = torch.zeros(model.d_sae, dtype=torch.long, device=P.device)
     dead_after = config.dead_after or default_dead_after(model)
     history = FitHistory(config=config)
     scale = model.input_scale
     aux_kind = model.kind in ("topk", "batchtopk", "jumprelu")
     seen = 0
     # The last step's (step, seen, batch, error, l0, dead): its numbers are computed only on
-    # the steps that record them.
-    last: tuple[int, int, Tensor, Tensor, float, int] | None = None
+    # the steps that record them. L0 and the dead count stay tensors until then, so that a
+    # step on a GPU does not wait for them.
+    last: tuple[int, int, Tensor, Tensor, Tensor | float, Tensor] | None = None
 
-    def record(step: int, seen: int, xn: Tensor, err: Tensor, l0: float, dead: int) -> None:
-        mse, fvu, l0 = _batch_stats(xn, err, l0) if ranks is None else ranks.stats(xn, err, l0)
+    def record(
+        step: int, seen: int, xn: Tensor, err: Tensor, active: Tensor | float, n_dead: Tensor
+    ) -> None:
+        dead = int(n_dead)
+        if ranks is None:
+            mse, fvu, l0 = _batch_stats(xn, err, float(active) / xn.shape[0])
+        else:
+            assert isinstance(active, float)  # _Ranks.gradients gives the L0 itself
+            mse, fvu, l0 = ranks.stats(xn, err, active)
         history.steps.append(step)
         history.samples.append(seen)
         history.mse.append(mse)
@@ -602,9 +655,10 @@ def train(
                 step_.fired_any.zero_()
                 ramp = round(config.penalty_warmup * steps)
                 step_.penalty_scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
+                l0: Tensor | float
                 if ranks is None:
                     assert batch is not None
-                    xn = check(batch).to(P.dtype) * scale
+                    xn = check(batch).to(P.device, P.dtype, non_blocking=True) * scale
                     err, l0 = step_.gradients(xn, dead)
                     rows = xn.shape[0]
                 else:
@@ -616,8 +670,8 @@ def train(
                     xn, err, l0, rows = shared
                 seen += rows
                 since_fired += rows
-                since_fired[step_.fired_any] = 0
-                last = (step, seen, xn, err, l0, int((since_fired >= dead_after).sum()))
+                since_fired.masked_fill_(step_.fired_any, 0)
+                last = (step, seen, xn, err, l0, (since_fired >= dead_after).sum())
                 if step == steps - 1 or step % config.log_every == 0:
                     record(*last)
                 # Keep decoder rows unit-norm: drop each row's gradient along the row.

@@ -76,6 +76,9 @@ class ToyModel(nn.Module):
         n_instances: independent model instances trained side by side.
         activation: ``"linear"``, ``"relu"``, ``"relu_hidden"`` or ``"abs"`` (module docstring).
         seed: seed of the initialisation (and of the training data when the dataset has none).
+        device: where the parameters live (default the CPU); ``fit`` trains there, drawing its
+            batches with a generator on that device, and ``forward`` moves its inputs there.
+            The initialisation is drawn on the CPU, so a seed starts the same everywhere.
 
     Examples:
         >>> model = ToyModel(5, 2, n_instances=3, seed=0)
@@ -97,8 +100,16 @@ class ToyModel(nn.Module):
         n_instances: int = 1,
         activation: Activation = "relu",
         seed: int | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        try:
+            where = None if device is None else torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
+                f"got {device!r}"
+            ) from err
         self.n_features = _positive_int(n_features, "n_features")
         self.n_hidden = _positive_int(n_hidden, "n_hidden")
         self.n_instances = _positive_int(n_instances, "n_instances")
@@ -120,6 +131,8 @@ class ToyModel(nn.Module):
         std = math.sqrt(2.0 / (n_hidden + n_features))  # xavier_normal_ of one [m, n] matrix
         params[:, : rows - 1] = std * _instance_major_normal((n_instances, rows - 1, n_features), g)
         self.params = nn.Parameter(params)
+        if where is not None:
+            self.to(where)
 
     # ------------------------------------------------------------------ parameters
 
@@ -167,7 +180,7 @@ class ToyModel(nn.Module):
                 f"x must have shape [batch, {self.n_instances}, {self.n_features}] "
                 f"(batch, instances, features), got {shape}"
             )
-        return x
+        return x.to(self.params.device)
 
     def hidden(self, x: Tensor) -> Tensor:
         """Hidden activations ``h``: ``Wx``, or ``ReLU(Wx)`` for the ReLU-hidden variants.
@@ -222,8 +235,10 @@ class ToyModel(nn.Module):
             >>> model.losses(torch.zeros(1, 2, 3))
             tensor([0., 0.], grad_fn=<MeanBackward1>)
         """
+        x = self._check_x(x)
         err: Tensor = self.target(x) - self(x)
-        weighted: Tensor = torch.as_tensor(importance, dtype=err.dtype) * err.square()
+        imp = torch.as_tensor(importance, dtype=err.dtype, device=err.device)
+        weighted: Tensor = imp * err.square()
         return weighted.mean((0, 2))
 
     def loss(self, x: Tensor, importance: Tensor | float = 1.0) -> Tensor:
@@ -418,8 +433,9 @@ class ToyModel(nn.Module):
         return save_with_config(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> ToyModel:
-        """Load a model written by :meth:`save` (``path`` with or without its suffix).
+    def load(cls, path: str | Path, *, device: torch.device | str | None = None) -> ToyModel:
+        """Load a model written by :meth:`save` (``path`` with or without its suffix), onto
+        ``device`` (default the CPU).
 
         Examples:
             >>> ToyModel.load("missing")  # doctest: +IGNORE_EXCEPTION_DETAIL
@@ -427,7 +443,7 @@ class ToyModel(nn.Module):
             FileNotFoundError: ...
         """
         tensors, meta = load_saved(path, "ToyModel", _FORMAT_VERSION)
-        model = cls(**meta["config"])
+        model = cls(**meta["config"], device=device)
         with torch.no_grad():
             model.W.copy_(tensors["W"])
             model.b.copy_(tensors["b"])

@@ -276,7 +276,9 @@ def gradients(model: ToyModel, x: Tensor, importance: Tensor | float = 1.0) -> T
         True
     """
     x = model._check_x(x)
-    imp = torch.as_tensor(importance, dtype=x.dtype).expand(model.n_instances, model.n_features)
+    imp = torch.as_tensor(importance, dtype=x.dtype, device=x.device).expand(
+        model.n_instances, model.n_features
+    )
     with torch.no_grad():
         buf = _Buffers(model, imp, x.shape[0])
         xb = buf.new_batch()
