@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -633,19 +634,37 @@ def test_a_half_precision_model_gives_float32_values_of_what_it_computed(
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_cuda_model_is_probed_like_the_same_model_on_the_cpu(tokenizer: Any) -> None:
+def test_a_cuda_model_is_probed_like_the_same_model_on_the_cpu(tmp_path: Path) -> None:
     import copy
 
+    # Pre-tokenized ids with padding: no tokenizer (nor the shipped model) needed on a GPU box.
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (6, 12), generator=g)
+    mask = torch.ones(6, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[4, 3:] = 0
+    enc = {"input_ids": ids, "attention_mask": mask}
     cpu = tiny_model("bert")[0]
     gpu = copy.deepcopy(cpu).to("cuda")
-    a = ActivationProbe(cpu, layer=1, tokenizer=tokenizer, batch_size=2).run(TEXTS)
-    b = ActivationProbe(gpu, layer=1, tokenizer=tokenizer, batch_size=2).run(TEXTS)
+    a = ActivationProbe(cpu, layer=1, batch_size=2).run(enc)
+    b = ActivationProbe(gpu, layer=1, batch_size=2).run(enc)
     assert b.values.device.type == "cpu"
     torch.testing.assert_close(b.values, a.values, atol=1e-4, rtol=1e-4)
     assert torch.equal(a.token_ids, b.token_ids)
-    s_cpu = ActivationProbe(cpu, layer=1, tokenizer=tokenizer).stream(TEXTS)
-    s_gpu = ActivationProbe(gpu, layer=1, tokenizer=tokenizer).stream(TEXTS)
+    # stream: summed on the GPU, handed back on the CPU
+    s_cpu = ActivationProbe(cpu, layer=1).stream(enc)
+    s_gpu = ActivationProbe(gpu, layer=1).stream(enc)
+    assert s_gpu.device.type == "cpu"
+    assert s_gpu.count == s_cpu.count == int(mask.sum())
     torch.testing.assert_close(s_gpu.gram, s_cpu.gram, atol=1e-3, rtol=1e-4)
-    bf16 = ActivationProbe(gpu.to(torch.bfloat16), layer=1, tokenizer=tokenizer).run(TEXTS)
+    # an accumulator fed on the GPU merges with one fed on the CPU, and saves
+    X = a.values
+    on_gpu = StreamingStatistics().update(X[:20].cuda())
+    assert on_gpu.device.type == "cuda"
+    both = on_gpu.merge(StreamingStatistics().update(X[20:]))
+    torch.testing.assert_close(both.to("cpu").gram, StreamingStatistics().update(X).gram)
+    back = StreamingStatistics.load(on_gpu.save(tmp_path / "s"))
+    torch.testing.assert_close(back.gram, on_gpu.to("cpu").gram)
+    bf16 = ActivationProbe(gpu.to(torch.bfloat16), layer=1).run(enc)
     assert bf16.values.dtype == torch.float32
     torch.testing.assert_close(bf16.values, a.values, atol=0.1, rtol=0.05)

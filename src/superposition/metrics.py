@@ -434,7 +434,7 @@ def accumulate_comoment(
     if nb == 0:
         return comoment
     centre = block_mean.to(comoment.dtype)
-    rows = torch.empty(nb + 1, d, dtype=comoment.dtype)
+    rows = torch.empty(nb + 1, d, dtype=comoment.dtype, device=comoment.device)
     torch.sub(block.to(comoment.dtype), centre, out=rows[:nb])
     # (n_a n_b / n) δ δ^T as one more row, sqrt(n_a n_b / n) δ; zero for the first block.
     rows[nb] = (centre - mean.to(comoment.dtype)) * (count * nb / (count + nb)) ** 0.5

@@ -11,6 +11,7 @@ and two of them merge exactly. Every formula it needs comes from :mod:`superposi
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -350,6 +351,8 @@ class StreamingStatistics:
     (up to round-off).
 
     Results come back in the batches' dtype: float64 when any batch was float64, else float32.
+    The accumulators live on the device of the first batch (a GPU's batches are summed there,
+    in float64, with no copy to the host); :meth:`to` moves them.
 
     Args:
         n_neurons: the number of columns, or ``None`` to take it from the first batch.
@@ -399,10 +402,29 @@ class StreamingStatistics:
         if n_neurons is not None:
             self._allocate(n_neurons)
 
-    def _allocate(self, n: int) -> None:
-        self._moments = torch.zeros(4, n, dtype=torch.float64)
-        self._active = torch.zeros(n, dtype=torch.int64)
-        self._comoment = torch.zeros(n, n, dtype=torch.float64) if self.keep_gram else None
+    def _allocate(self, n: int, device: torch.device | None = None) -> None:
+        self._moments = torch.zeros(4, n, dtype=torch.float64, device=device)
+        self._active = torch.zeros(n, dtype=torch.int64, device=device)
+        self._comoment = (
+            torch.zeros(n, n, dtype=torch.float64, device=device) if self.keep_gram else None
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the accumulators live (the CPU before the first batch)."""
+        return torch.device("cpu") if self._moments is None else self._moments.device
+
+    def to(self, device: str | torch.device) -> StreamingStatistics:
+        """Move the accumulators to ``device`` (e.g. ``"cpu"`` after streaming on a GPU);
+        returns ``self``."""
+        device = torch.device(device)
+        if self._moments is not None:
+            assert self._active is not None
+            self._moments = self._moments.to(device)
+            self._active = self._active.to(device)
+            if self._comoment is not None:
+                self._comoment = self._comoment.to(device)
+        return self
 
     @property
     def n_neurons(self) -> int | None:
@@ -436,13 +458,15 @@ class StreamingStatistics:
             )
         if X.shape[0] == 0:
             return self
-        X = X.detach().cpu()
+        X = X.detach()
+        if self._moments is not None and X.device != self._moments.device:
+            X = X.to(self._moments.device)
         if not bool(torch.isfinite(X).all()):
             raise ValueError(
                 f"X must be finite, got NaN or inf in a batch of shape {tuple(X.shape)}"
             )
         if self._moments is None:
-            self._allocate(X.shape[1])
+            self._allocate(X.shape[1], X.device)
         assert self._moments is not None
         assert self._active is not None
         self._active += (self.threshold < X).sum(0)
@@ -486,12 +510,16 @@ class StreamingStatistics:
             model_name=self.model_name,
         )
         out.dtype = torch.promote_types(self.dtype, other.dtype)
+        out.to(self.device)
         for part in (self, other):
             if part._moments is None or part.count == 0:
                 continue
+            if part.device != out.device:
+                part = copy.copy(part).to(out.device)
             assert out._moments is not None
             assert out._active is not None
             assert part._active is not None
+            assert part._moments is not None
             if out._comoment is not None and part._comoment is not None:
                 out._comoment = metrics.merge_comoments(
                     out.count,
@@ -593,6 +621,7 @@ class StreamingStatistics:
         from safetensors.torch import save_file
 
         tensors, meta = self._state()
+        tensors = {k: v.cpu() for k, v in tensors.items()}
         meta["format"] = _STATS_FORMAT
         target = saved_paths(path)[0]
         with atomic_path(target) as temp:

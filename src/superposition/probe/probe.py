@@ -377,7 +377,8 @@ class ActivationProbe(Generic[_R, _S]):
             # A few hundred rows at a time: the copy that drops the padding stays small and the
             # same size for every batch, so peak memory does not follow the longest batch.
             for src in torch.split(batch.src.to(flat.device), _STREAM_BLOCK_ROWS):
-                accs[slot].update(flat.index_select(0, src).to("cpu", torch.float32))
+                # Summed where the model runs: a GPU forms the float64 Gram itself.
+                accs[slot].update(flat.index_select(0, src).float())
 
         share = _distributed.resolve(distributed)
         self._stream(texts, sink, share=share)
@@ -388,6 +389,8 @@ class ActivationProbe(Generic[_R, _S]):
                 raise ValueError(
                     f"texts is empty: none of the {share[1]} ranks got a text; pass at least one"
                 )
+        for a in accs:
+            a.to("cpu")
         return accs[0] if self._single else accs  # type: ignore[return-value]
 
     @contextmanager

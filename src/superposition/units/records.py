@@ -464,6 +464,7 @@ class UnitStatistics:
         from superposition._io import save_with_config
 
         stats, stats_meta = self.stats._state()
+        stats = {k: v.cpu() for k, v in stats.items()}
         tensors = {f"top.{k}": v for k, v in self._top.state().items()}
         tensors |= {f"smp.{k}": v for k, v in self._smp.state().items()}
         tensors |= {f"stats.{k}": v for k, v in stats.items()}
