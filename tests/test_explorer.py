@@ -258,7 +258,7 @@ def test_a_unit_shows_its_contexts_scores_and_loadings(driver: Any, built: dict[
         got = float(dd.get_attribute("data-value"))
         assert got == want or (np.isnan(got) and np.isnan(want))
     items = art.find_elements("css selector", "#top li[data-value]")
-    contexts = rec.top(u)
+    contexts = [c for c in rec.top(u) if c.value > rec.threshold]  # where it fires
     assert len(items) == len(contexts)
     for li, ctx in zip(items, contexts, strict=True):
         assert float(li.get_attribute("data-value")) == np.float32(ctx.value)
@@ -275,6 +275,21 @@ def test_a_unit_shows_its_contexts_scores_and_loadings(driver: Any, built: dict[
     assert set(loads) == set(W.abs().topk(len(loads)).indices.tolist())
 
 
+def test_top_contexts_where_a_unit_does_not_fire_are_not_shown(
+    driver: Any, built: dict[str, Any]
+) -> None:
+    rec = built["recs"][1]
+    counts = [sum(c.value > rec.threshold for c in rec.top(u)) for u in range(rec.n_units)]
+    u = next((u for u, n in enumerate(counts) if 0 < n < rec.top_k), None)
+    if u is None:
+        pytest.skip("every latent of this run fires on at least top_k tokens")
+    _open(driver, built["path"], f"#latent-{u}")
+    items = driver.find_elements("css selector", "#top li[data-value]")
+    assert len(items) == counts[u]
+    note = driver.find_element("css selector", "#top li.note").text
+    assert note == f"active on {counts[u]} tokens only"
+
+
 def test_sorting_matches_the_library_table(driver: Any, built: dict[str, Any]) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -288,19 +303,31 @@ def test_sorting_matches_the_library_table(driver: Any, built: dict[str, Any]) -
     assert _agrees(_rows(driver, "neuron"), table.sort("max_activation")["unit"].tolist())
 
 
+def _shown(driver: Any, basis: str, unit: int | None = None) -> Any:
+    """The unit panel, once it shows a unit of ``basis`` (``unit``, when given): a link moves
+    the page through the address's fragment, whose event comes after the click returns."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(d: Any) -> bool:
+        art = d.find_element("id", "unit")
+        ok = art.get_attribute("data-basis") == basis
+        return bool(ok and (unit is None or art.get_attribute("data-unit") == str(unit)))
+
+    WebDriverWait(driver, 10).until(ready)
+    return driver.find_element("id", "unit")
+
+
 def _filter(driver: Any, text: str) -> None:
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     box = driver.find_element("id", "filter")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(Keys.DELETE)  # as a user would (clear() sends no input event)
     box.send_keys(text)
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(driver, 10).until(
-        lambda d: d.execute_script("return document.getElementById('filter').value") == text
+        lambda d: d.execute_script("return document.body.dataset.filter") == text
     )
-    driver.execute_script("return new Promise(r => setTimeout(r, 300))")
 
 
 def test_filter_and_token_search(driver: Any, built: dict[str, Any]) -> None:
@@ -318,7 +345,7 @@ def test_filter_and_token_search(driver: Any, built: dict[str, Any]) -> None:
 
     # a token: units whose top contexts fire on it most often (the row's summary)
     def summary(rec: UnitStatistics, u: int) -> list[str]:
-        counts = collections.Counter(c.token for c in rec.top(u))
+        counts = collections.Counter(c.token for c in rec.top(u) if c.value > rec.threshold)
         return [t for t, _ in counts.most_common(4)]
 
     _filter(driver, "the")
@@ -332,11 +359,15 @@ def test_filter_and_token_search(driver: Any, built: dict[str, Any]) -> None:
     box = driver.find_element("id", "token")
     box.clear()
     box.send_keys("the\n")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements("css selector", "#results p"))
     hits = driver.find_elements("css selector", "#hits li")
     expect = []
     for key, rec in (("neuron", neurons), ("latent", latents)):
         for u in range(rec.n_units):
-            vals = [c.value for c in rec.top(u) if c.token == "the"]  # not the piece "##the"
+            # the token itself, not the piece "##the", where the unit fires
+            vals = [c.value for c in rec.top(u) if c.token == "the" and c.value > rec.threshold]
             if vals:
                 expect.append((key, u, max(vals)))
     expect.sort(key=lambda e: (-np.float32(e[2]), e[0] != "neuron", e[1]))
@@ -351,8 +382,7 @@ def test_filter_and_token_search(driver: Any, built: dict[str, Any]) -> None:
     assert got == [(k, u, float(np.float32(v))) for k, u, v in expect][: len(got)]
     assert got
     hits[0].find_element("css selector", "a").click()
-    art = driver.find_element("id", "unit")
-    assert (art.get_attribute("data-basis"), int(art.get_attribute("data-unit"))) == got[0][:2]
+    _shown(driver, got[0][0], got[0][1])
 
 
 def test_permalink_and_keyboard(driver: Any, built: dict[str, Any]) -> None:
@@ -361,8 +391,10 @@ def test_permalink_and_keyboard(driver: Any, built: dict[str, Any]) -> None:
     assert (art.get_attribute("data-basis"), art.get_attribute("data-unit")) == ("latent", "7")
     assert driver.find_element("id", "row-latent-7").get_attribute("aria-selected") == "true"
     # a loading link moves to the neuron, and the address follows
-    driver.find_element("css selector", "#loads a").click()
-    assert art.get_attribute("data-basis") == "neuron"
+    link = driver.find_element("css selector", "#loads a")
+    target = int(link.get_attribute("href").rsplit("-", 1)[1])
+    link.click()
+    art = _shown(driver, "neuron", target)
     assert (
         driver.execute_script("return location.hash") == f"#neuron-{art.get_attribute('data-unit')}"
     )

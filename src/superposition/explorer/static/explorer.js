@@ -74,22 +74,26 @@
     return String(Number(v.toPrecision(4)));
   };
 
-  // The most frequent firing tokens of a unit's top contexts, for the list rows and filter.
-  const topTokens = (b, u) => {
+  // The most frequent firing tokens of a unit's top contexts, [token, contexts] pairs, for the
+  // list rows and the filter.
+  const topCounts = (b, u) => {
     let s = b.summaries.get(u);
     if (s !== undefined) return s;
     const seen = new Map();
     const L = b.K + b.S;
     for (let c = 0; c < b.K; c++) {
       const g = b.occ[u * L + c];
-      if (g === EMPTY) break;
+      if (g === EMPTY || !(b.value[u * L + c] > b.threshold)) break;  // sorted: the rest too
       const t = texts.tokens[g];
       seen.set(t, (seen.get(t) || 0) + 1);
     }
-    s = [...seen.entries()].sort((x, y) => y[1] - x[1]).slice(0, 4).map((e) => e[0]);
+    s = [...seen.entries()].sort((x, y) => y[1] - x[1]).slice(0, 4);
     b.summaries.set(u, s);
     return s;
   };
+  const topTokens = (b, u) => topCounts(b, u).map((e) => e[0]);
+  const summary = (b, u) =>
+    topCounts(b, u).map(([t, n]) => (n > 1 ? `${shown[t].trim()} ×${n}` : shown[t].trim())).join(" · ");
 
   // ------------------------------------------------------------------ order and filter
   const state = { sort: "", desc: true, filter: null, current: null, tab: 0 };
@@ -185,7 +189,9 @@
         row.dataset.unit = String(u);
         row.style.top = `${p * ROW}px`;
         row.append(el("span", "lab", `${this.b.label} ${u}`));
-        row.append(el("span", "toks", topTokens(this.b, u).map((t) => shown[t].trim()).join(" · ")));
+        const toks = el("span", "toks", summary(this.b, u));
+        toks.title = `the tokens its top ${this.b.K} contexts fire on most (× contexts)`;
+        row.append(toks);
         if (col) row.append(el("span", "sc", fmt(col[u])));
         frag.append(row);
       }
@@ -230,10 +236,12 @@
     const L = b.K + b.S;
     const q = b.q;
     const scale = b.scale[u];
+    let inactive = 0;
     for (let c = from; c < to; c++) {
       const slot = u * L + c;
       const g = b.occ[slot];
       if (g === EMPTY) continue;
+      if (!(b.value[slot] > b.threshold)) { inactive++; continue; }  // not where it fires
       const t = textOf(g);
       const start = texts.offsets[t], end = texts.offsets[t + 1];
       const pos = g - start;
@@ -263,7 +271,10 @@
       li.append(w, el("span", "where", `text ${texts.index[t]}, token ${pos}`));
       ol.append(li);
     }
-    if (!ol.children.length) ol.append(el("li", "note", "none"));
+    if (inactive) {
+      const n = ol.children.length;
+      ol.append(el("li", "note", n ? `active on ${n} tokens only` : "never active"));
+    } else if (!ol.children.length) ol.append(el("li", "note", "none"));
     return ol;
   };
 
@@ -374,7 +385,7 @@
         for (let c = 0; c < b.K; c++) {
           const slot = u * L + c;
           const g = b.occ[slot];
-          if (g === EMPTY) break;
+          if (g === EMPTY || !(b.value[slot] > b.threshold)) break;
           const t = texts.tokens[g];
           let m = index.get(t);
           if (!m) index.set(t, (m = new Map()));
@@ -449,7 +460,11 @@
   let filterTimer = 0;
   $("#filter").addEventListener("input", (e) => {
     clearTimeout(filterTimer);
-    filterTimer = setTimeout(() => { state.filter = parseFilter(e.target.value); lists.forEach((l) => l.refresh()); }, 120);
+    filterTimer = setTimeout(() => {
+      state.filter = parseFilter(e.target.value);
+      lists.forEach((l) => l.refresh());
+      document.body.dataset.filter = e.target.value;  // the query the lists now show
+    }, 120);
   });
   $("#search").addEventListener("submit", (e) => { e.preventDefault(); search($("#token").value); });
   document.addEventListener("keydown", (e) => {
