@@ -406,14 +406,14 @@ def test_sae_train_resumes_a_killed_run_from_its_checkpoint(
     class Killed(Exception):
         pass
 
-    write = T.write_checkpoint
+    write = T._write_checkpoint
 
     def write_then_die(*args: object, **kwargs: object) -> None:
         write(*args, **kwargs)  # type: ignore[arg-type]
         raise Killed
 
     out = tmp_path / "parts"
-    monkeypatch.setattr(T, "write_checkpoint", write_then_die)
+    monkeypatch.setattr(T, "_write_checkpoint", write_then_die)
     with pytest.raises(Killed):
         run([*base, "--out", str(out), "--checkpoint-every", "4"], capsys)
     monkeypatch.undo()
@@ -425,7 +425,7 @@ def test_sae_train_resumes_a_killed_run_from_its_checkpoint(
         steps.append(meta["step"])
         write(path, tensors, meta)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(T, "write_checkpoint", write_and_note)
+    monkeypatch.setattr(T, "_write_checkpoint", write_and_note)
     code, _, err = run([*base, "--out", str(out), "--checkpoint-every", "4", "--resume"], capsys)
     assert code == 0, err
     assert steps == [8, 10]  # it went on from step 4, and wrote the end

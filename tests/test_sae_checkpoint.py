@@ -75,13 +75,13 @@ import os, sys
 sys.path.insert(0, {tests!r})
 import superposition.sae.train as T
 import test_sae_checkpoint as t
-write, n = T.write_checkpoint, [0]
+write, n = T._write_checkpoint, [0]
 def write_then_die(*a, **k):
     write(*a, **k)
     n[0] += 1
     if n[0] == 2:
         os._exit(17)
-T.write_checkpoint = write_then_die
+T._write_checkpoint = write_then_die
 t._sae({kind!r}).fit(t._source({source!r}), **t.FIT, checkpoint={ck!r}, checkpoint_every=5)
 """
 
@@ -128,7 +128,7 @@ def test_resume_from_a_step_whose_numbers_were_not_recorded_and_source_runs_dry(
     recorded before the checkpoint, must still end the history (they were saved with it)."""
     import superposition.sae.train as T
 
-    write = T.write_checkpoint
+    write = T._write_checkpoint
 
     def write_then_crash(*args: Any, **kwargs: Any) -> None:
         write(*args, **kwargs)
@@ -141,7 +141,7 @@ def test_resume_from_a_step_whose_numbers_were_not_recorded_and_source_runs_dry(
     fit = {**FIT, "log_every": 4}
     with pytest.warns(RuntimeWarning, match="ran out"):
         want = _sae("topk").fit(chunks(), **fit)
-    monkeypatch.setattr(T, "write_checkpoint", write_then_crash)
+    monkeypatch.setattr(T, "_write_checkpoint", write_then_crash)
     with pytest.raises(_Crash):  # killed after the checkpoint of step 10, before the end
         _sae("topk").fit(chunks(), **fit, checkpoint=tmp_path / "ck", checkpoint_every=10)
     monkeypatch.undo()
@@ -163,7 +163,7 @@ def test_resume_replays_the_stream_from_the_generator_state_the_run_began_with(
     run's stream does not depend on the state of the generator it is given (documented)."""
     import superposition.sae.train as T
 
-    write = T.write_checkpoint
+    write = T._write_checkpoint
 
     def write_then_crash(*args: Any, **kwargs: Any) -> None:
         write(*args, **kwargs)
@@ -171,7 +171,7 @@ def test_resume_replays_the_stream_from_the_generator_state_the_run_began_with(
 
     x = _source("tensor")
     want = _sae("topk").fit(x, **FIT, generator=torch.Generator().manual_seed(7))
-    monkeypatch.setattr(T, "write_checkpoint", write_then_crash)
+    monkeypatch.setattr(T, "_write_checkpoint", write_then_crash)
     with pytest.raises(_Crash):
         _sae("topk").fit(
             x,
@@ -312,7 +312,7 @@ rank, mode, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 torch.set_num_threads(1)
 dist.init_process_group("gloo", init_method="file://" + str(out / (mode + ".store")), rank=rank,
                         world_size=2, timeout=datetime.timedelta(seconds=60))
-write, n = T.write_checkpoint, [0]
+write, n = T._write_checkpoint, [0]
 def logged(*a, **k):
     write(*a, **k)
     n[0] += 1
@@ -320,7 +320,7 @@ def logged(*a, **k):
         f.write(f"{{n[0]}}\\n")
     if mode == "killed" and n[0] == 2:
         os._exit(17)
-T.write_checkpoint = logged
+T._write_checkpoint = logged
 fit = dict(t.FIT, batch_size=t.BATCH // 2)
 if mode == "killed":
     t._sae("topk").fit(t._source("synthetic"), **fit, checkpoint=out / "ck", checkpoint_every=5)

@@ -35,14 +35,14 @@ from superposition import metrics
 from superposition._io import load_saved, save_with_config, saved_paths
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import (
-    CheckpointPlan,
     FitConfig,
     FitHistory,
-    Resume,
     Schedule,
+    _CheckpointPlan,
+    _read_checkpoint,
+    _Resume,
+    _run_identity,
     default_lr,
-    read_checkpoint,
-    run_identity,
     train,
 )
 
@@ -600,16 +600,18 @@ class SparseAutoencoder(nn.Module):
         share = _distributed.resolve(distributed)
         size = 1 if share is None else share[1]
         same_source = isinstance(source, (Tensor, SyntheticFeatures))
-        state: Resume | None = None
-        plan: CheckpointPlan | None = None
+        state: _Resume | None = None
+        plan: _CheckpointPlan | None = None
         if checkpoint is not None or resume is not None:
-            identity = run_identity(self, config, size, source, autocast)
+            identity = _run_identity(self, config, size, source, autocast)
             if resume is not None:
-                state = read_checkpoint(resume, identity)  # checked before any work
+                state = _read_checkpoint(resume, identity)  # checked before any work
                 # Replay the stream from the start of the checkpointed run.
                 generator.set_state(state.generator_state)
             if checkpoint is not None:
-                plan = CheckpointPlan(checkpoint, checkpoint_every, identity, generator.get_state())
+                plan = _CheckpointPlan(
+                    checkpoint, checkpoint_every, identity, generator.get_state()
+                )
         if isinstance(source, SyntheticFeatures):
             if source.d != self.d_in:
                 raise ValueError(

@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "FitConfig",
     "FitHistory",
     "Schedule",
@@ -71,7 +70,7 @@ __all__ = [
 Schedule = Literal["constant", "linear", "cosine"]
 _SCHEDULES = ("constant", "linear", "cosine")
 _SINGLE_THREAD_BELOW = 1 << 16  # pre-activations per batch (batch x d_sae)
-CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -481,8 +480,8 @@ Pending = tuple[int, int, float, float, float, int]  # (step, seen, mse, fvu, l0
 
 
 @dataclass
-class Resume:
-    """A run's state between two steps, read back by :func:`read_checkpoint`.
+class _Resume:
+    """A run's state between two steps, read back by :func:`_read_checkpoint`.
 
     ``step`` steps are done (``seen`` samples); the tensors are on the CPU.
     ``generator_state`` is the state of the run's generator when the run began (the data
@@ -505,11 +504,11 @@ class Resume:
 
 
 @dataclass(frozen=True)
-class CheckpointPlan:
+class _CheckpointPlan:
     """Where and how often :func:`train` writes its state.
 
     ``every``: steps between checkpoints (``None``: only at the end). ``identity``: what a
-    resumed run must match (:func:`run_identity`). ``generator_state``: the run's generator
+    resumed run must match (:func:`_run_identity`). ``generator_state``: the run's generator
     before its first draw.
     """
 
@@ -519,7 +518,7 @@ class CheckpointPlan:
     generator_state: Tensor
 
 
-def run_identity(
+def _run_identity(
     model: SparseAutoencoder,
     config: FitConfig,
     world_size: int,
@@ -533,7 +532,7 @@ def run_identity(
     Examples:
         >>> from superposition.sae.model import SparseAutoencoder
         >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
-        >>> run_identity(sae, FitConfig(samples=64), 1, torch.zeros(10, 4), None)["source"]
+        >>> _run_identity(sae, FitConfig(samples=64), 1, torch.zeros(10, 4), None)["source"]
         {'type': 'Tensor', 'rows': 10}
     """
     about: dict[str, Any] = {"type": type(source).__name__}
@@ -548,13 +547,13 @@ def run_identity(
     return dict(json.loads(json.dumps(identity)))
 
 
-def write_checkpoint(
+def _write_checkpoint(
     path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]
 ) -> None:
     """Write a checkpoint: ``path.safetensors`` (tensors, and ``meta`` in its header) then
     ``path.json`` (``meta`` again, for people and tools), each replaced atomically.
 
-    The tensor file alone is what :func:`read_checkpoint` reads, so a run killed between
+    The tensor file alone is what :func:`_read_checkpoint` reads, so a run killed between
     the two writes leaves a whole, usable checkpoint (the JSON one step behind).
     """
     from safetensors.torch import save_file
@@ -577,9 +576,9 @@ def _differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
     return ", ".join(f"{k}={theirs.get(k)!r} there but {ours.get(k)!r} here" for k in keys)
 
 
-def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> Resume:
+def _read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> _Resume:
     """The state in the checkpoint at ``path``, checked against this run's ``identity``
-    (:func:`run_identity`) before anything is changed.
+    (:func:`_run_identity`) before anything is changed.
 
     Raises:
         FileNotFoundError: there is no checkpoint at ``path``.
@@ -606,10 +605,10 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
             f"{str(weights)!r} is not a checkpoint of SparseAutoencoder.fit (its header holds "
             "no checkpoint state); pass the checkpoint= path of the run to resume"
         ) from err
-    if meta.get("format_version") != CHECKPOINT_FORMAT:
+    if meta.get("format_version") != _CHECKPOINT_FORMAT:
         raise ValueError(
             f"{str(weights)!r} has checkpoint format_version {meta.get('format_version')!r}, "
-            f"expected {CHECKPOINT_FORMAT}; it was written by another version of superposition"
+            f"expected {_CHECKPOINT_FORMAT}; it was written by another version of superposition"
         )
     for part, what in (("sae", "an SAE with"), ("fit", "a fit with"), ("source", "a source")):
         if meta[part] != identity[part]:
@@ -629,7 +628,7 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
         dead=h["dead"],
     )
     pending = meta["pending"]
-    return Resume(
+    return _Resume(
         step=meta["step"],
         seen=meta["seen"],
         params=t["params"],
@@ -744,8 +743,8 @@ def train(
     share: tuple[int, int] | None = None,
     same_source: bool = False,
     autocast: torch.dtype | None = None,
-    checkpoint: CheckpointPlan | None = None,
-    resume: Resume | None = None,
+    checkpoint: _CheckpointPlan | None = None,
+    resume: _Resume | None = None,
 ) -> FitHistory:
     """Train ``model`` in place; the engine of :meth:`~superposition.SparseAutoencoder.fit`.
 
@@ -766,7 +765,7 @@ def train(
 
     ``checkpoint`` writes the state after every ``checkpoint.every`` steps and at the end
     (rank 0 alone under ``share``); ``resume`` continues from such a state, read by
-    :func:`read_checkpoint`: the source (rebuilt by the caller as it was at the start of the
+    :func:`_read_checkpoint`: the source (rebuilt by the caller as it was at the start of the
     run, from the generator's saved state) is fast-forwarded by the steps already done, and
     the run then takes exactly the steps the uninterrupted run took.
     """
@@ -863,7 +862,7 @@ def train(
             "generator_state": checkpoint.generator_state,
         }
         meta = {
-            "format_version": CHECKPOINT_FORMAT,
+            "format_version": _CHECKPOINT_FORMAT,
             **checkpoint.identity,
             "step": done,
             "seen": seen,
@@ -877,7 +876,7 @@ def train(
             },
             "pending": None if late is None else list(late),
         }
-        write_checkpoint(checkpoint.path, tensors, meta)
+        _write_checkpoint(checkpoint.path, tensors, meta)
 
     bar = tqdm(
         total=steps,
