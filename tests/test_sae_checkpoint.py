@@ -320,10 +320,17 @@ def logged(*a, **k):
         f.write(f"{{n[0]}}\\n")
     if mode == "killed" and n[0] == 2:
         os._exit(17)
+    if mode == "fails":
+        raise OSError("no space left on device")
 T._write_checkpoint = logged
 fit = dict(t.FIT, batch_size=t.BATCH // 2)
 if mode == "killed":
     t._sae("topk").fit(t._source("synthetic"), **fit, checkpoint=out / "ck", checkpoint_every=5)
+elif mode == "fails":
+    try:
+        t._sae("topk").fit(t._source("synthetic"), **fit, checkpoint=out / "no", checkpoint_every=5)
+    except Exception as err:
+        (out / f"error{{rank}}").write_text(f"{{type(err).__name__}}: {{err}}")
 else:
     want = t._sae("topk").fit(t._source("synthetic"), **fit)
     got = t._sae("topk").fit(t._source("synthetic"), **fit, resume=out / "ck")
@@ -375,3 +382,22 @@ def test_two_ranks_rank_zero_alone_writes_and_a_resumed_run_ends_where_an_uninte
     assert h_want[0][-1] == STEPS - 1
     # The resumed run wrote no checkpoint (it was not asked to), on either rank.
     assert (tmp_path / "writes0").read_text().split() == ["1", "2"]
+
+
+def test_two_ranks_a_failed_checkpoint_write_on_rank_zero_stops_both_with_its_message(
+    tmp_path: Path,
+) -> None:
+    procs = _ranks("fails", tmp_path)
+    deadline = time.monotonic() + 50  # well inside the ranks' 60 s collective timeout
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+                q.communicate()
+            pytest.fail("rank 1 was still waiting for rank 0 after 50 s: a hang")
+        assert p.returncode == 0, err
+    assert (tmp_path / "error0").read_text() == "OSError: no space left on device"
+    assert "no space left on device" in (tmp_path / "error1").read_text()
+    assert "rank 0" in (tmp_path / "error1").read_text()

@@ -850,8 +850,22 @@ def train(
             late = numbers(*last)
         elif last is not None:
             late = None
-        if not writes:
-            return
+        error: Exception | None = None
+        if writes:
+            try:
+                write(done, late)
+            except Exception as err:  # the other ranks hear of it below
+                error = err
+        if ranks is not None:
+            # A failed write on rank 0 stops every rank now, not at a collective's timeout.
+            from superposition.distributed import check_all_ranks
+
+            check_all_ranks(error)
+        elif error is not None:
+            raise error
+
+    def write(done: int, late: Pending | None) -> None:
+        assert checkpoint is not None
         tensors = {
             "params": P,
             "m": m,
