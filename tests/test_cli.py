@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from superposition.cli import main
 
@@ -382,6 +383,61 @@ def test_sae_train_and_eval(
     assert set(result["fidelity"]["effects"]) == {"sae", "zero", "mean"}
 
 
+def test_sae_train_resumes_a_killed_run_from_its_checkpoint(
+    tmp_path: Path,
+    tiny_bert_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--checkpoint-every writes OUT/checkpoint.*; a run killed after its first checkpoint and
+    continued with --resume saves the SAE an uninterrupted run saves."""
+    import superposition.sae.train as T
+    from superposition import SparseAutoencoder
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("".join(f"The cat number {i} sat on mat {i % 7}.\n" for i in range(20)))
+    base = ["sae", "train", "--model", str(tiny_bert_folder), "--corpus", str(texts)]
+    base += ["--d-sae", "64", "--k", "4", "--batch-size", "32", "--samples", "320"]
+    base += ["--eval-texts", "2", "--no-progress"]
+    code, _, err = run([*base, "--out", str(tmp_path / "whole")], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "whole" / "checkpoint.json").exists()
+
+    class Killed(Exception):
+        pass
+
+    write = T._write_checkpoint
+
+    def write_then_die(*args: object, **kwargs: object) -> None:
+        write(*args, **kwargs)  # type: ignore[arg-type]
+        raise Killed
+
+    out = tmp_path / "parts"
+    monkeypatch.setattr(T, "_write_checkpoint", write_then_die)
+    with pytest.raises(Killed):
+        run([*base, "--out", str(out), "--checkpoint-every", "4"], capsys)
+    monkeypatch.undo()
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 4
+    assert not (out / "sae.safetensors").exists()
+    steps: list[int] = []
+
+    def write_and_note(path: object, tensors: object, meta: dict[str, int]) -> None:
+        steps.append(meta["step"])
+        write(path, tensors, meta)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(T, "_write_checkpoint", write_and_note)
+    code, _, err = run([*base, "--out", str(out), "--checkpoint-every", "4", "--resume"], capsys)
+    assert code == 0, err
+    assert steps == [8, 10]  # it went on from step 4, and wrote the end
+    assert json.loads((out / "metrics.json").read_text())["resumed"] is True
+    got, want = (
+        SparseAutoencoder.load(out / "sae"),
+        SparseAutoencoder.load(tmp_path / "whole" / "sae"),
+    )
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec", "scale"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
 def test_sae_train_rejects_bad_arguments_before_any_work(
     tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -393,6 +449,8 @@ def test_sae_train_rejects_bad_arguments_before_any_work(
         (["--corpus", str(texts), "--k", "200", "--d-sae", "100"], "k must be at most d_sae=100"),
         (["--corpus", str(texts), "--samples", "0"], "--samples must be a positive int"),
         (["--corpus", str(texts), "--eval-texts", "0"], "--eval-texts must be a positive int"),
+        (["--corpus", str(texts), "--checkpoint-every", "0"], "--checkpoint-every must be a"),
+        (["--corpus", str(texts), "--resume"], "train with --checkpoint-every N first"),
     ]
     for extra, message in cases:
         code, _, err = run([*base, *extra], capsys)

@@ -30,7 +30,8 @@ _EXAMPLES = {
     "toy": "example:\n  superposition toy --features 20 --hidden 5 --activation relu "
     "--probability 1 0.1 0.01 --importance 0.7 --out toy-out",
     "sae": "example:\n  superposition sae train --layer 0 --d-sae 6144 --k 32 --out sae-out\n"
-    "  superposition sae eval --sae sae-out",
+    "  superposition sae eval --sae sae-out\n"
+    "  superposition sae train --layer 0 --out sae-out --checkpoint-every 100 [--resume]",
     "units": "example:\n  superposition units --layer 0 --out units-out\n"
     "  superposition units --layer 0 --sae sae-out --rotation --out units-out",
     "explore": "example:\n  superposition explore --layer 0 --sae sae-out --out explorer.html\n"
@@ -313,6 +314,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     train.add_argument(
         "--out", type=Path, default=Path("sae-out"), help="output folder (default: %(default)s)"
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write the training state to OUT/checkpoint.safetensors (and .json) every N "
+        "steps and at the end",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run that wrote OUT/checkpoint.* (same arguments: anything else is "
+        "refused before training); add --checkpoint-every to keep writing checkpoints",
     )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -633,6 +648,14 @@ def _sae_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples must be a positive int, got {args.samples}")
     if args.d_sae is not None and args.d_sae < 1:
         raise ValueError(f"--d-sae must be a positive int, got {args.d_sae}")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be a positive int, got {args.checkpoint_every}")
+    checkpoint = args.out / "checkpoint"
+    if args.resume and not (args.out / "checkpoint.safetensors").is_file():
+        raise ValueError(
+            f"--resume continues from {str(args.out / 'checkpoint.safetensors')!r}, which does "
+            "not exist; train with --checkpoint-every N first (same --out)"
+        )
     train_texts, eval_texts, held_out = _corpora(args.corpus, args.text_column, args.eval_texts)
     _check_out(args.out)
     progress = not args.no_progress
@@ -668,7 +691,16 @@ def _sae_train(args: argparse.Namespace) -> int:
     )
     _make_out(args.out)
     t1 = time.perf_counter()
-    sae.fit(store, samples=samples, batch_size=args.batch_size, progress=progress)
+    sae.fit(
+        store,
+        samples=samples,
+        batch_size=args.batch_size,
+        progress=progress,
+        checkpoint=checkpoint if args.checkpoint_every else None,
+        checkpoint_every=args.checkpoint_every,
+        # The store is read again up to the checkpoint's step (fit's docstring).
+        resume=checkpoint if args.resume else None,
+    )
     t2 = time.perf_counter()
     sae.save(args.out / "sae")
     result = _evaluate_sae(sae, model, tokenizer, args.layer, eval_texts, progress)
@@ -688,6 +720,7 @@ def _sae_train(args: argparse.Namespace) -> int:
         "k": sae.k,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "resumed": args.resume,
         "held_out": held_out,
         "eval": result,
         "seconds": {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,19 @@ from torch import Tensor, nn
 
 from superposition import distributed as _distributed
 from superposition import metrics
-from superposition._io import load_saved, save_with_config
+from superposition._io import load_saved, save_with_config, saved_paths
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import FitConfig, FitHistory, Schedule, default_lr, train
+from superposition.sae.train import (
+    FitConfig,
+    FitHistory,
+    Schedule,
+    _CheckpointPlan,
+    _read_checkpoint,
+    _Resume,
+    _run_identity,
+    default_lr,
+    train,
+)
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
@@ -424,6 +435,9 @@ class SparseAutoencoder(nn.Module):
         generator: torch.Generator | None = None,
         distributed: bool | None = None,
         autocast: torch.dtype | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int | None = None,
+        resume: str | os.PathLike[str] | None = None,
     ) -> SparseAutoencoder:
         """Train on ``samples`` samples with Adam and hand-written gradients (module
         :mod:`superposition.sae.train`).
@@ -448,6 +462,28 @@ class SparseAutoencoder(nn.Module):
         :class:`~superposition.ActivationStore`) and are moved there one at a time. The
         random stream is drawn on the CPU, so a seed picks the same batches on every
         device (results then agree up to the device's float round-off).
+
+        **Checkpoints.** With ``checkpoint="run/ckpt"`` the whole training state is written
+        to ``run/ckpt.safetensors`` (parameters, Adam's moments, BatchTopK's threshold, the
+        input scale, each latent's samples since it fired, the generator's state at the start
+        of the run; the step, samples seen, history so far and the run's settings in its
+        header) and ``run/ckpt.json`` (the same settings and history, readable), every
+        ``checkpoint_every`` steps and at the end, each file replaced atomically. Under
+        ``torch.distributed`` rank 0 alone writes: every rank holds the same state.
+        ``resume="run/ckpt"`` continues such a run: call it on an SAE built with the same
+        arguments, with the same source (rebuilt as it was at the start: the same tensor, the
+        same :class:`~superposition.SyntheticFeatures`, a fresh
+        :class:`~superposition.ActivationStore` over the same corpus) and the same fit
+        arguments and number of ranks; anything else that the checkpoint records is refused
+        with a ``ValueError`` before any work. The final parameters and history are then
+        bit-identical (on the CPU) to those of the run had it not stopped. The data stream
+        continues by replaying it: the generator is set back to its state at the start of
+        the run and the batches of the steps already done are drawn and thrown away (no
+        gradients). For a tensor that is one permutation per epoch; a
+        :class:`~superposition.SyntheticFeatures` samples them again (a fraction of a
+        step's cost); any other iterable is read again up to that point (an
+        :class:`~superposition.ActivationStore` runs the language model again over those
+        texts: as long as the training so far took, less the SAE's share).
 
         Args:
             source: a tensor ``[n, d_in]`` (reshuffled every epoch), any iterable of
@@ -483,6 +519,10 @@ class SparseAutoencoder(nn.Module):
                 parameters, gradients and Adam stay in the parameters' dtype. Measured on
                 synthetic features, bfloat16 trains to nearly the same FVU (within 0.02).
                 ``None`` (default): everything in the parameters' dtype.
+            checkpoint: where to write the training state (``path`` as in :meth:`save`),
+                after every ``checkpoint_every`` steps and at the end; its folder must exist.
+            checkpoint_every: steps between checkpoints; ``None``: at the end only.
+            resume: a checkpoint to continue from (often the same path as ``checkpoint``).
 
         Returns:
             ``self``, trained.
@@ -492,6 +532,19 @@ class SparseAutoencoder(nn.Module):
             >>> sae = SparseAutoencoder(8, 16, k=2, seed=0).fit(truth, samples=4096, batch_size=256)
             >>> len(sae.history.steps), sae.evaluate(truth.sample(512)).l0
             (2, 2.0)
+
+            A run that writes a checkpoint every 4 steps; a fresh SAE resumed from the
+            checkpoint (here the last one) ends exactly where the run ended:
+
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     kw = dict(samples=2048, batch_size=128, checkpoint=f"{d}/ckpt")
+            ...     whole = SparseAutoencoder(8, 16, k=2, seed=0)
+            ...     _ = whole.fit(truth, **kw, checkpoint_every=4)
+            ...     again = SparseAutoencoder(8, 16, k=2, seed=0)
+            ...     _ = again.fit(truth, **kw, resume=f"{d}/ckpt")
+            >>> torch.equal(whole.params, again.params), again.history.fvu == whole.history.fvu
+            (True, True)
         """
         config = FitConfig(
             samples=samples,
@@ -512,6 +565,20 @@ class SparseAutoencoder(nn.Module):
             raise ValueError(
                 f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
             )
+        if checkpoint_every is not None:
+            _positive_int(checkpoint_every, "checkpoint_every")
+            if checkpoint is None:
+                raise ValueError(
+                    f"checkpoint_every={checkpoint_every} needs checkpoint=, the path to write "
+                    "the checkpoints to (e.g. checkpoint='run/ckpt')"
+                )
+        if checkpoint is not None:
+            folder = saved_paths(checkpoint)[0].parent
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"cannot write checkpoints to {str(checkpoint)!r}: its folder "
+                    f"{str(folder)!r} does not exist; create it first"
+                )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator is None:
@@ -533,6 +600,18 @@ class SparseAutoencoder(nn.Module):
         share = _distributed.resolve(distributed)
         size = 1 if share is None else share[1]
         same_source = isinstance(source, (Tensor, SyntheticFeatures))
+        state: _Resume | None = None
+        plan: _CheckpointPlan | None = None
+        if checkpoint is not None or resume is not None:
+            identity = _run_identity(self, config, size, source, autocast)
+            if resume is not None:
+                state = _read_checkpoint(resume, identity)  # checked before any work
+                # Replay the stream from the start of the checkpointed run.
+                generator.set_state(state.generator_state)
+            if checkpoint is not None:
+                plan = _CheckpointPlan(
+                    checkpoint, checkpoint_every, identity, generator.get_state()
+                )
         if isinstance(source, SyntheticFeatures):
             if source.d != self.d_in:
                 raise ValueError(
@@ -558,7 +637,8 @@ class SparseAutoencoder(nn.Module):
                 raise ValueError("source is an empty iterable: it yielded no batch") from None
             stream = itertools.chain([first], it)
         with torch.no_grad():
-            if not self.fitted:
+            # A resumed run takes its input scale and b_dec from the checkpoint.
+            if not self.fitted and state is None:
                 first = first.to(self.params.device, self.params.dtype)
                 if share is not None and not same_source:
                     # Each rank read its own first batch: the statistics of all of them.
@@ -596,6 +676,8 @@ class SparseAutoencoder(nn.Module):
             share=share,
             same_source=same_source,
             autocast=autocast,
+            checkpoint=plan,
+            resume=state,
         )
         self.fitted = True
         return self

@@ -42,11 +42,13 @@ The gradients are checked against autograd in ``tests/test_sae_train.py``.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -68,6 +70,7 @@ __all__ = [
 Schedule = Literal["constant", "linear", "cosine"]
 _SCHEDULES = ("constant", "linear", "cosine")
 _SINGLE_THREAD_BELOW = 1 << 16  # pre-activations per batch (batch x d_sae)
+_CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -436,16 +439,27 @@ def gradients(
 
 
 def _batches(
-    source: Tensor | Iterable[Tensor], batch_size: int, generator: torch.Generator
+    source: Tensor | Iterable[Tensor], batch_size: int, generator: torch.Generator, skip: int = 0
 ) -> Iterator[Tensor]:
-    """Batches of exactly ``batch_size`` rows (the last may be short if the source runs dry)."""
+    """Batches of exactly ``batch_size`` rows (the last may be short if the source runs dry).
+
+    A tensor source passes over its first ``skip`` batches without gathering their rows (the
+    permutations are still drawn, so the generator ends where it would have); other sources
+    ignore ``skip`` (the caller reads and discards their batches).
+    """
     if isinstance(source, Tensor):
         n = source.shape[0]
         while True:
             perm = torch.randperm(n, generator=generator)
             for start in range(0, n - batch_size + 1, batch_size):
+                if skip:
+                    skip -= 1
+                    continue
                 yield source[perm[start : start + batch_size]]
             if n < batch_size:
+                if skip:
+                    skip -= 1
+                    continue
                 yield source[perm]
     else:
         pending: list[Tensor] = []
@@ -460,6 +474,173 @@ def _batches(
                 pending, have = ([rest], rest.shape[0]) if rest.shape[0] else ([], 0)
         if have:
             yield torch.cat(pending)
+
+
+Pending = tuple[int, int, float, float, float, int]  # (step, seen, mse, fvu, l0, dead)
+
+
+@dataclass
+class _Resume:
+    """A run's state between two steps, read back by :func:`_read_checkpoint`.
+
+    ``step`` steps are done (``seen`` samples); the tensors are on the CPU.
+    ``generator_state`` is the state of the run's generator when the run began (the data
+    stream is rebuilt from it and fast-forwarded ``step`` batches). ``pending`` holds the
+    numbers of the last step done when ``history`` did not record them (they are recorded
+    only if the run ends right there, as an uninterrupted run would).
+    """
+
+    step: int
+    seen: int
+    params: Tensor
+    m: Tensor
+    v: Tensor
+    since_fired: Tensor
+    threshold: Tensor
+    scale: Tensor
+    generator_state: Tensor
+    history: FitHistory
+    pending: Pending | None
+
+
+@dataclass(frozen=True)
+class _CheckpointPlan:
+    """Where and how often :func:`train` writes its state.
+
+    ``every``: steps between checkpoints (``None``: only at the end). ``identity``: what a
+    resumed run must match (:func:`_run_identity`). ``generator_state``: the run's generator
+    before its first draw.
+    """
+
+    path: str | os.PathLike[str]
+    every: int | None
+    identity: dict[str, Any]
+    generator_state: Tensor
+
+
+def _run_identity(
+    model: SparseAutoencoder,
+    config: FitConfig,
+    world_size: int,
+    source: object,
+    autocast: torch.dtype | None,
+) -> dict[str, Any]:
+    """What a checkpoint records of the run that wrote it, and a resumed run must match:
+    the SAE's constructor arguments and dtype, the fit's settings, the number of ranks, the
+    source's type (and rows, for a tensor) and the autocast dtype. JSON values.
+
+    Examples:
+        >>> from superposition.sae.model import SparseAutoencoder
+        >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
+        >>> _run_identity(sae, FitConfig(samples=64), 1, torch.zeros(10, 4), None)["source"]
+        {'type': 'Tensor', 'rows': 10}
+    """
+    about: dict[str, Any] = {"type": type(source).__name__}
+    if isinstance(source, Tensor):
+        about["rows"] = int(source.shape[0])
+    identity = {
+        "sae": {**model.config(), "dtype": str(model.params.dtype)},
+        "fit": {**asdict(config), "world_size": world_size, "autocast": str(autocast)},
+        "source": about,
+    }
+    # Through JSON, so that it compares equal to what a checkpoint read back holds.
+    return dict(json.loads(json.dumps(identity)))
+
+
+def _write_checkpoint(
+    path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]
+) -> None:
+    """Write a checkpoint: ``path.safetensors`` (tensors, and ``meta`` in its header) then
+    ``path.json`` (``meta`` again, for people and tools), each replaced atomically.
+
+    The tensor file alone is what :func:`_read_checkpoint` reads, so a run killed between
+    the two writes leaves a whole, usable checkpoint (the JSON one step behind).
+    """
+    from safetensors.torch import save_file
+
+    from superposition import _io
+
+    text = json.dumps(meta, indent=1)
+    weights, sidecar = _io.saved_paths(path)
+    with _io.atomic_path(weights) as temp:
+        save_file(
+            {k: t.detach().cpu().contiguous() for k, t in tensors.items()},
+            str(temp),
+            metadata={"checkpoint": text},
+        )
+    _io.atomic_write(sidecar, text + "\n")
+
+
+def _differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    keys = [k for k in {**theirs, **ours} if theirs.get(k) != ours.get(k)]
+    return ", ".join(f"{k}={theirs.get(k)!r} there but {ours.get(k)!r} here" for k in keys)
+
+
+def _read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> _Resume:
+    """The state in the checkpoint at ``path``, checked against this run's ``identity``
+    (:func:`_run_identity`) before anything is changed.
+
+    Raises:
+        FileNotFoundError: there is no checkpoint at ``path``.
+        ValueError: it was written by another format version, or by a run with another
+            SAE, other fit arguments, another number of ranks or another kind of source.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from superposition import _io
+
+    weights, _ = _io.saved_paths(path)
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"cannot resume from {str(path)!r}: {str(weights)!r} does not exist; pass the "
+            "checkpoint= path of the run to resume"
+        )
+    with safe_open(str(weights), "pt") as f:
+        header = f.metadata() or {}
+    try:
+        meta = json.loads(header["checkpoint"])
+    except (KeyError, ValueError) as err:
+        raise ValueError(
+            f"{str(weights)!r} is not a checkpoint of SparseAutoencoder.fit (its header holds "
+            "no checkpoint state); pass the checkpoint= path of the run to resume"
+        ) from err
+    if meta.get("format_version") != _CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{str(weights)!r} has checkpoint format_version {meta.get('format_version')!r}, "
+            f"expected {_CHECKPOINT_FORMAT}; it was written by another version of superposition"
+        )
+    for part, what in (("sae", "an SAE with"), ("fit", "a fit with"), ("source", "a source")):
+        if meta[part] != identity[part]:
+            raise ValueError(
+                f"cannot resume from {str(path)!r}: it was written by {what} "
+                f"{_differences(meta[part], identity[part])}; resume with the SAE, fit "
+                "arguments and source of the run that wrote it (or start afresh without resume=)"
+            )
+    t = load_file(str(weights))
+    h = meta["history"]
+    history = FitHistory(
+        steps=h["steps"],
+        samples=h["samples"],
+        mse=h["mse"],
+        fvu=h["fvu"],
+        l0=h["l0"],
+        dead=h["dead"],
+    )
+    pending = meta["pending"]
+    return _Resume(
+        step=meta["step"],
+        seen=meta["seen"],
+        params=t["params"],
+        m=t["m"],
+        v=t["v"],
+        since_fired=t["since_fired"],
+        threshold=t["threshold"],
+        scale=t["input_scale"],
+        generator_state=t["generator_state"],
+        history=history,
+        pending=None if pending is None else tuple(pending),
+    )
 
 
 class _Ranks:
@@ -562,6 +743,8 @@ def train(
     share: tuple[int, int] | None = None,
     same_source: bool = False,
     autocast: torch.dtype | None = None,
+    checkpoint: _CheckpointPlan | None = None,
+    resume: _Resume | None = None,
 ) -> FitHistory:
     """Train ``model`` in place; the engine of :meth:`~superposition.SparseAutoencoder.fit`.
 
@@ -579,14 +762,28 @@ def train(
     is moved there as it arrives. ``autocast`` (``torch.bfloat16`` or ``torch.float16``)
     runs the dense forward products (the encoder's, and the decoder's of the dense kinds) in
     that dtype; their results, the gradients and Adam stay in the parameters' dtype.
+
+    ``checkpoint`` writes the state after every ``checkpoint.every`` steps and at the end
+    (rank 0 alone under ``share``); ``resume`` continues from such a state, read by
+    :func:`_read_checkpoint`: the source (rebuilt by the caller as it was at the start of the
+    run, from the generator's saved state) is fast-forwarded by the steps already done, and
+    the run then takes exactly the steps the uninterrupted run took.
     """
     from tqdm.auto import tqdm
 
     P = model.params.data.clone()
+    if resume is not None:
+        P.copy_(resume.params)
     step_ = _Step(model, P, config, autocast)
     G = step_.G
     m = torch.zeros_like(P)
     v = torch.zeros_like(P)
+    start = 0
+    if resume is not None:
+        m.copy_(resume.m)
+        v.copy_(resume.v)
+        step_.threshold.copy_(resume.threshold)
+        start = resume.step
     denom = torch.empty_like(P)
     beta1, beta2 = config.betas
     steps = config.steps
@@ -600,23 +797,42 @@ def train(
     since_fired = torch.zeros(model.d_sae, dtype=torch.long, device=P.device)
     dead_after = config.dead_after or default_dead_after(model)
     history = FitHistory(config=config)
-    scale = model.input_scale
-    aux_kind = model.kind in ("topk", "batchtopk", "jumprelu")
+    scale_t = model.scale.clone()
     seen = 0
+    pending: Pending | None = None
+    if resume is not None:
+        since_fired.copy_(resume.since_fired)
+        h = resume.history
+        history = FitHistory(h.steps, h.samples, h.mse, h.fvu, h.l0, h.dead, config=config)
+        scale_t.copy_(resume.scale)
+        seen = resume.seen
+        pending = resume.pending
+    scale = float(scale_t)
+    aux_kind = model.kind in ("topk", "batchtopk", "jumprelu")
+    writes = checkpoint is not None and (ranks is None or ranks.rank == 0)
     # The last step's (step, seen, batch, error, l0, dead): its numbers are computed only on
     # the steps that record them. L0 and the dead count stay tensors until then, so that a
     # step on a GPU does not wait for them.
     last: tuple[int, int, Tensor, Tensor, Tensor | float, Tensor] | None = None
 
-    def record(
+    def numbers(
         step: int, seen: int, xn: Tensor, err: Tensor, active: Tensor | float, n_dead: Tensor
-    ) -> None:
+    ) -> Pending:
         dead = int(n_dead)
         if ranks is None:
             mse, fvu, l0 = _batch_stats(xn, err, float(active) / xn.shape[0])
         else:
             assert isinstance(active, float)  # _Ranks.gradients gives the L0 itself
             mse, fvu, l0 = ranks.stats(xn, err, active)
+        return step, seen, mse, fvu, l0, dead
+
+    def record(
+        step: int, seen: int, xn: Tensor, err: Tensor, active: Tensor | float, n_dead: Tensor
+    ) -> None:
+        append(numbers(step, seen, xn, err, active, n_dead))
+
+    def append(row: Pending) -> None:
+        step, seen, mse, fvu, l0, dead = row
         history.steps.append(step)
         history.samples.append(seen)
         history.mse.append(mse)
@@ -625,8 +841,60 @@ def train(
         history.dead.append(dead)
         bar.set_postfix(fvu=f"{fvu:.3g}", l0=f"{l0:.3g}", refresh=False)
 
+    def save(done: int) -> None:
+        """Write the state after ``done`` steps (every rank computes the pending numbers,
+        a collective under ``share``; rank 0 alone writes)."""
+        assert checkpoint is not None
+        late = pending
+        if last is not None and history.steps[-1:] != [last[0]]:
+            late = numbers(*last)
+        elif last is not None:
+            late = None
+        error: Exception | None = None
+        if writes:
+            try:
+                write(done, late)
+            except Exception as err:  # the other ranks hear of it below
+                error = err
+        if ranks is not None:
+            # A failed write on rank 0 stops every rank now, not at a collective's timeout.
+            from superposition.distributed import check_all_ranks
+
+            check_all_ranks(error)
+        elif error is not None:
+            raise error
+
+    def write(done: int, late: Pending | None) -> None:
+        assert checkpoint is not None
+        tensors = {
+            "params": P,
+            "m": m,
+            "v": v,
+            "since_fired": since_fired,
+            "threshold": step_.threshold,
+            "input_scale": scale_t,
+            "generator_state": checkpoint.generator_state,
+        }
+        meta = {
+            "format_version": _CHECKPOINT_FORMAT,
+            **checkpoint.identity,
+            "step": done,
+            "seen": seen,
+            "history": {
+                "steps": history.steps,
+                "samples": history.samples,
+                "mse": history.mse,
+                "fvu": history.fvu,
+                "l0": history.l0,
+                "dead": history.dead,
+            },
+            "pending": None if late is None else list(late),
+        }
+        _write_checkpoint(checkpoint.path, tensors, meta)
+
     bar = tqdm(
         total=steps,
+        initial=start,
         disable=not progress or (ranks is not None and ranks.rank != 0),
         desc="SparseAutoencoder.fit",
         leave=False,
@@ -642,10 +910,29 @@ def train(
         per_step = config.batch_size
         if ranks is not None and same_source:
             per_step *= ranks.size
-        batches = _batches(source, per_step, generator)
+        batches = _batches(source, per_step, generator, skip=start)
+        if start and not isinstance(source, Tensor):
+            # Fast-forward: read and discard the batches of the steps already done.
+            error: Exception | None = None
+            for done in range(start):
+                if next(batches, None) is None:
+                    error = ValueError(
+                        f"the source ran out after {done} batches while fast-forwarding to the "
+                        f"checkpoint's step {start}; resume with the same source as the run "
+                        "that wrote the checkpoint"
+                    )
+                    break
+            if ranks is not None:
+                from superposition.distributed import check_all_ranks
+
+                check_all_ranks(error)
+            elif error is not None:
+                raise error
+        every = checkpoint.every if checkpoint is not None else None
+        done = start
         with torch.no_grad():
             ran_dry = False
-            for step in range(steps + 1):
+            for step in range(start, steps + 1):
                 batch = next(batches, None)
                 if step >= steps or (batch is None and ranks is None):
                     # One batch past the last step tells a source that ran dry just then.
@@ -689,6 +976,9 @@ def train(
                 P.addcdiv_(m, denom, value=-lr * sqrt_bc2 / bc1)
                 W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12))
                 bar.update(1)
+                done = step + 1
+                if every is not None and done % every == 0 and done < steps:
+                    save(done)
             if ran_dry and seen < config.samples:
                 warnings.warn(
                     f"the source ran out after {seen} of samples={config.samples} samples; "
@@ -698,8 +988,13 @@ def train(
                 )
             if last is not None and history.steps[-1:] != [last[0]]:
                 record(*last)
+            elif last is None and pending is not None and history.steps[-1:] != [pending[0]]:
+                append(pending)  # resumed at the very end of a run whose last step went unrecorded
+            if checkpoint is not None:
+                save(done)
             model.params.data.copy_(P)
             model.threshold.copy_(step_.threshold)
+            model.scale.copy_(scale_t)
     finally:
         torch.set_num_threads(threads)
     bar.close()
