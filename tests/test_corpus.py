@@ -40,6 +40,21 @@ def test_text_and_jsonl_files_and_folders(tmp_path: Path) -> None:
     assert list(load_corpus(body, text_column="body")) == TEXTS
 
 
+def test_parquet_files_stream_their_text_column(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [*TEXTS, "", None] * 700  # several row groups of the reader's batches
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"body": rows, "n": list(range(len(rows)))}), path, row_group_size=1000)
+    want = [t for t in rows if t]
+    assert list(load_corpus(path, text_column="body")) == want
+    assert list(load_corpus(tmp_path, text_column="body").shard(1, 3)) == want[1::3]
+    with pytest.raises(ValueError, match=r"has no 'text' column \(got \['body', 'n'\]\)"):
+        list(load_corpus(path))
+    with pytest.raises(ValueError, match=r"row 0 of column 'n' must be a string, got int"):
+        list(load_corpus(path, text_column="n"))
+
+
 def test_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"does not exist.*list of strings"):
         load_corpus(tmp_path / "missing.txt")
@@ -50,7 +65,7 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
         load_corpus(tmp_path / "data.csv")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match=r"holds no \.txt or \.jsonl files"):
+    with pytest.raises(ValueError, match=r"holds no \.txt or \.jsonl or \.parquet files"):
         load_corpus(empty)
     # JSONL problems surface when the corpus is read, with the file and line
     broken = tmp_path / "broken.jsonl"

@@ -345,11 +345,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--corpus",
         default=None,
-        help="held-out texts: a .txt/.jsonl file or folder, or 'gutenberg' (default: the "
+        help="held-out texts: a .txt/.jsonl/.parquet file or folder, or 'gutenberg' (default: the "
         "held-out split of the training corpus when it was 'gutenberg')",
     )
     ev.add_argument(
-        "--text-column", default=None, help="JSONL field of the text (default: as in training)"
+        "--text-column",
+        default=None,
+        help="JSONL field / Parquet column of the text (default: as in training)",
     )
     ev.add_argument(
         "--eval-texts", type=int, default=2000, help="at most this many texts (default: 2000)"
@@ -398,11 +400,13 @@ def _unit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--corpus",
         default=None,
-        help="texts: a .txt file (a text per line), a .jsonl file or a folder of them "
+        help="texts: a .txt file (a text per line), a .jsonl or .parquet file or a folder of them "
         "(default: held-out paragraphs of the two novels, labelled by book)",
     )
     parser.add_argument(
-        "--text-column", default="text", help="JSONL field of the text (default: text)"
+        "--text-column",
+        default="text",
+        help="JSONL field / Parquet column of the text (default: text)",
     )
     parser.add_argument(
         "--texts", type=int, default=1200, help="at most this many texts (default: 1200)"
@@ -438,9 +442,13 @@ def _stream_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     st.add_argument(
         "--corpus",
         required=True,
-        help="texts: a .txt file (a text per line), a .jsonl file or a folder of them",
+        help="texts: a .txt file (a text per line), a .jsonl or .parquet file or a folder of them",
     )
-    st.add_argument("--text-column", default="text", help="JSONL field of the text (default: text)")
+    st.add_argument(
+        "--text-column",
+        default="text",
+        help="JSONL field / Parquet column of the text (default: text)",
+    )
     st.add_argument(
         "--texts", type=int, default=None, help="at most this many texts (default: all)"
     )
@@ -458,12 +466,14 @@ def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--corpus",
         default=DEFAULT_CORPUS,
-        help=f"training texts: a .txt file (a text per line), a .jsonl file, a folder of them, "
-        f"or {DEFAULT_CORPUS!r}: two public-domain novels, about 790k tokens "
+        help=f"training texts: a .txt file (a text per line), a .jsonl or .parquet file, a "
+        f"folder of them, or {DEFAULT_CORPUS!r}: two public-domain novels, about 790k tokens "
         f"(default: %(default)s; its held-out split is evaluated on)",
     )
     parser.add_argument(
-        "--text-column", default="text", help="JSONL field of the text (default: text)"
+        "--text-column",
+        default="text",
+        help="JSONL field / Parquet column of the text (default: text)",
     )
     parser.add_argument(
         "--eval-texts",

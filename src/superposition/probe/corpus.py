@@ -35,7 +35,7 @@ from typing import Any
 
 __all__ = ["DEFAULT_CORPUS", "FILE_SUFFIXES", "Corpus", "default_corpus", "load_corpus"]
 
-FILE_SUFFIXES = (".txt", ".jsonl")
+FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 """File types a :class:`Corpus` reads: plain text (a document per line) and JSON lines."""
 
 
@@ -145,6 +145,46 @@ def _read_jsonl(path: Path, column: str) -> Iterator[str]:
                 yield text
 
 
+def _read_parquet(path: Path, column: str) -> Iterator[str]:
+    """The ``column`` of a Parquet file, a row group's batch at a time (needs pyarrow, which
+    the ``datasets`` extra installs)."""
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+    except ImportError as err:
+        raise ImportError(
+            f"reading {path} needs pyarrow; pip install pyarrow (or the project's datasets "
+            "extra), or convert the file to JSON lines"
+        ) from err
+    reader = pq.ParquetFile(path)
+    names = reader.schema_arrow.names
+    if column not in names:
+        raise ValueError(
+            f"{path} has no {column!r} column (got {names}); pass text_column= naming the "
+            "column that holds the text"
+        )
+    row = 0
+    for batch in reader.iter_batches(columns=[column], batch_size=1024):
+        for text in batch.column(0).to_pylist():
+            row += 1
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"{path}: row {row - 1} of column {column!r} must be a string, got "
+                    f"{type(text).__name__}"
+                )
+            if text.strip():
+                yield text
+
+
+def _read_file(path: Path, column: str) -> Iterator[str]:
+    if path.suffix == ".txt":
+        return _read_txt(path)
+    if path.suffix == ".parquet":
+        return _read_parquet(path, column)
+    return _read_jsonl(path, column)
+
+
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.suffix in FILE_SUFFIXES and p.is_file())
@@ -159,7 +199,7 @@ def _files(path: Path) -> list[Path]:
     if path.suffix not in FILE_SUFFIXES:
         raise ValueError(
             f"corpus file {path} has suffix {path.suffix!r}; expected one of {FILE_SUFFIXES} "
-            "(a document per line, or JSON lines); load other formats with the `datasets` "
+            "(a document per line, JSON lines, or Parquet); load other formats with the `datasets` "
             "package and pass the Dataset"
         )
     return [path]
@@ -289,10 +329,11 @@ def load_corpus(
     Args:
         source: a list (or other iterable) of strings; a path (``str`` or ``Path``) to a
             ``.txt`` file (one document per non-empty line), a ``.jsonl`` file (one JSON
-            record per line) or a folder of such files; a Hugging Face ``datasets.Dataset``
-            or ``IterableDataset``; or a :class:`Corpus` (returned as it is). A generator
-            can be read once only.
-        text_column: the field that holds the text in JSONL records and dataset rows.
+            record per line), a ``.parquet`` file (needs pyarrow) or a folder of such files;
+            a Hugging Face ``datasets.Dataset`` or ``IterableDataset``; or a
+            :class:`Corpus` (returned as it is). A generator can be read once only.
+        text_column: the field that holds the text in JSONL records, Parquet files and
+            dataset rows.
 
     Returns:
         The corpus. Empty strings and blank lines are skipped.
@@ -320,7 +361,7 @@ def load_corpus(
 
         def read_files() -> Iterator[str]:
             for f in files:
-                yield from _read_txt(f) if f.suffix == ".txt" else _read_jsonl(f, text_column)
+                yield from _read_file(f, text_column)
 
         def file_ids() -> str:
             stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
