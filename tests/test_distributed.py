@@ -442,6 +442,44 @@ def test_torchrun_stream_equals_one_process_with_one_progress_bar(
     assert len(re.findall(r"probe:\s+0(?:%|text)", err)) == 1, err
 
 
+def test_torchrun_sae_train_shares_the_corpus_and_writes_once(
+    tmp_path: Path, model_dir: str
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS * 4) + "\n")
+    out = tmp_path / "sae"
+    argv = ["sae", "train", "--model", model_dir, "--corpus", str(corpus), "--d-sae", "96"]
+    argv += ["--k", "4", "--batch-size", "32", "--samples", "640", "--eval-texts", "4"]
+    argv += ["--checkpoint-every", "5", "--out", str(out)]
+    src = str(Path(sp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += ["--nproc-per-node", "2", "-m", "superposition"]
+    done = subprocess.run(
+        [*launcher, *argv], env=env, capture_output=True, text=True, timeout=WAIT_S
+    )
+    failures = [line for line in done.stderr.splitlines() if "superposition sae train:" in line]
+    assert done.returncode == 0, "\n".join(failures) or done.stderr[-3000:]
+    assert done.stdout.count("trained in") == 1  # rank 0 alone evaluates and reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["ranks"], metrics["samples"], metrics["batch_size"]) == (2, 640, 32)
+    assert metrics["eval"]["l0"] <= 4
+    sae = sp.SparseAutoencoder.load(out / "sae")
+    assert sae.fitted
+    # 640 samples in steps of 2 ranks x 32 rows: 10 steps, checkpointed by rank 0 at 5 and 10
+    state = json.loads((out / "checkpoint.json").read_text())
+    assert state["step"] == 10
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.json",
+        "checkpoint.safetensors",
+        "metrics.json",
+        "sae.json",
+        "sae.safetensors",
+    ]
+
+
 def test_commands_that_cannot_share_their_work_refuse_torchrun(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,7 +52,7 @@ _FULL_TIME = "about 3 minutes"
 # Errors a library call raises for bad input; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)
 # The commands that share their work between the ranks of a torchrun launch.
-_DISTRIBUTED = ("units", "explore", "stream")
+_DISTRIBUTED = ("units", "explore", "stream", "sae train")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -303,7 +303,10 @@ def _parser() -> argparse.ArgumentParser:
         help="training tokens (default: one pass over the training corpus)",
     )
     train.add_argument(
-        "--batch-size", type=int, default=4096, help="tokens per step (default: %(default)s)"
+        "--batch-size",
+        type=int,
+        default=4096,
+        help="tokens per step, per rank under torchrun (default: %(default)s)",
     )
     train.add_argument(
         "--cache",
@@ -667,8 +670,13 @@ def _sae_train(args: argparse.Namespace) -> int:
             "not exist; train with --checkpoint-every N first (same --out)"
         )
     train_texts, eval_texts, held_out = _corpora(args.corpus, args.text_column, args.eval_texts)
-    _check_out(args.out)
-    progress = not args.no_progress
+    _check_out_once(args.out)
+    from superposition.distributed import world
+
+    # Under torchrun: each rank reads its share of the corpus into its own store, fit averages
+    # the ranks' gradients, and rank 0 alone saves, evaluates and writes.
+    rank, ranks = world()
+    progress = not args.no_progress and rank == 0
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model)
     probe = ActivationProbe(model, layer=args.layer, tokenizer=tokenizer, progress=False)
@@ -690,16 +698,24 @@ def _sae_train(args: argparse.Namespace) -> int:
     samples = args.samples or tokens
     store = ActivationStore(
         probe,
-        train_texts,
+        train_texts.shard(rank, ranks) if ranks > 1 else train_texts,
         batch_size=args.batch_size,
         # up to 16 batches, within 1 GiB of float32 rows
         buffer_rows=max(2 * args.batch_size, min(16 * args.batch_size, 2**28 // width)),
         epochs=-(-samples // tokens) + 1,
         seed=args.seed,
-        cache_dir=args.cache,
+        cache_dir=args.cache / f"rank{rank}" if args.cache and ranks > 1 else args.cache,
         progress=progress,
     )
-    _make_out(args.out)
+    made: OSError | None = None
+    if rank == 0:
+        try:
+            _make_out(args.out)
+        except OSError as err:
+            made = err
+    from superposition.distributed import check_all_ranks
+
+    check_all_ranks(made)  # no rank goes on (to its checkpoint folder) before it exists
     t1 = time.perf_counter()
     sae.fit(
         store,
@@ -712,6 +728,8 @@ def _sae_train(args: argparse.Namespace) -> int:
         resume=checkpoint if args.resume else None,
     )
     t2 = time.perf_counter()
+    if rank != 0:  # every rank ends with the same SAE; rank 0 evaluates and writes it
+        return 0
     sae.save(args.out / "sae")
     result = _evaluate_sae(sae, model, tokenizer, args.layer, eval_texts, progress)
     t3 = time.perf_counter()
@@ -729,6 +747,7 @@ def _sae_train(args: argparse.Namespace) -> int:
         "d_sae": sae.d_sae,
         "k": sae.k,
         "batch_size": args.batch_size,
+        "ranks": ranks,
         "seed": args.seed,
         "resumed": args.resume,
         "held_out": held_out,
@@ -1000,7 +1019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stream": _stream,
     }[args.command]
     launched = _torchrun_world() > 1
-    if launched and args.command not in _DISTRIBUTED:
+    if launched and prog.removeprefix("superposition ") not in _DISTRIBUTED:
         return _fail(
             prog,
             ValueError(
