@@ -134,7 +134,17 @@ def _write_cli_help(out: Path) -> None:
     os.environ["COLUMNS"] = "96"
     parts = []
     try:
-        for command in ([], ["reproduce"], ["toy"], ["probe"]):
+        for command in (
+            [],
+            ["reproduce"],
+            ["toy"],
+            ["probe"],
+            ["stream"],
+            ["units"],
+            ["explore"],
+            ["sae", "train"],
+            ["sae", "eval"],
+        ):
             buffer = io.StringIO()
             with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
                 main([*command, "--help"])
