@@ -363,6 +363,16 @@ def test_a_rank_that_dies_before_a_collective_does_not_hang_the_other(
 CLI_UNITS = ["--top-k", "4", "--coherence-units", "5", "--rotation", "--no-progress"]
 
 
+def _torchrun() -> tuple[list[str], dict[str, str]]:
+    """The command that launches ``superposition`` on 2 local ranks, and its environment."""
+    src = str(Path(sp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launcher, "--nproc-per-node", "2", "-m", "superposition"], env
+
+
 @pytest.fixture(scope="module")
 def torchrun(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[str, Any]:
     """`units` and `stream` launched by torchrun with two ranks (both at once), and the same
@@ -377,12 +387,7 @@ def torchrun(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[s
         "units": ["units", *common, *CLI_UNITS],
         "stream": ["stream", *common],  # with its progress bar
     }
-    src = str(Path(sp.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    launcher += ["--nproc-per-node", "2", "-m", "superposition"]
+    launcher, env = _torchrun()
     procs = {
         name: subprocess.Popen(
             [*launcher, *args, "--out", str(tmp / f"{name}-2")],
@@ -451,12 +456,7 @@ def test_torchrun_sae_train_shares_the_corpus_and_writes_once(
     argv = ["sae", "train", "--model", model_dir, "--corpus", str(corpus), "--d-sae", "96"]
     argv += ["--k", "4", "--batch-size", "32", "--samples", "640", "--eval-texts", "4"]
     argv += ["--checkpoint-every", "5", "--out", str(out)]
-    src = str(Path(sp.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["GLOO_SOCKET_IFNAME"] = env.get("GLOO_SOCKET_IFNAME", "lo")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    launcher += ["--nproc-per-node", "2", "-m", "superposition"]
+    launcher, env = _torchrun()
     done = subprocess.run(
         [*launcher, *argv], env=env, capture_output=True, text=True, timeout=WAIT_S
     )

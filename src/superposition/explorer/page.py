@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import gzip
 import html
+import itertools
 import json
 import os
 import re
@@ -218,12 +219,9 @@ def _contexts(r: UnitStatistics) -> dict[str, Tensor]:
     return {k: torch.cat([top[k], smp[k]]).transpose(0, 1).contiguous() for k in top}
 
 
-def _token_store(
-    ctxs: list[dict[str, Tensor]], before: list[int]
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _token_store(ctxs: list[dict[str, Tensor]], before: list[int]) -> tuple[Tensor, Tensor, Tensor]:
     """Every (text, position) any window covers, once: ``text_ids`` (corpus indices, sorted),
-    ``offsets [T + 1]`` and ``tokens`` (the concatenated texts; -1 where no window reaches),
-    and a key per context to look its token up."""
+    ``offsets [T + 1]`` and ``tokens`` (the concatenated texts; -1 where no window reaches)."""
     keys, ids = [], []
     for c, b in zip(ctxs, before, strict=True):
         W = c["token_ids"].shape[2]
@@ -240,7 +238,7 @@ def _token_store(
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
     store = torch.full((int(offsets[-1]),), -1, dtype=torch.int64)
     store[offsets[text_of] + pairs[:, 1]] = tokens
-    return text_ids, offsets, store, text_of
+    return text_ids, offsets, store
 
 
 def _display(tokenizer: Any, ids: list[int]) -> tuple[list[str], list[str]]:
@@ -252,15 +250,17 @@ def _display(tokenizer: Any, ids: list[int]) -> tuple[list[str], list[str]]:
     raw = [str(s) for s in tokenizer.convert_ids_to_tokens(ids)]
     specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
     vocab = getattr(tokenizer, "vocab", None) or {}
-    wordpiece = any(k.startswith("##") for k in list(vocab)[:5000]) if vocab else False
+    wordpiece = any(k.startswith("##") for k in itertools.islice(vocab, 5000))
     shown = []
     for i, s in zip(ids, raw, strict=True):
         if s in specials:
             shown.append(f" {s}")
         elif wordpiece:
             shown.append(s[2:] if s.startswith("##") else f" {s}")
-        elif s.startswith(("\u0120", "\u2581")) or s == "\u010a":  # byte-level / sentencepiece
-            shown.append(str(tokenizer.decode([i])) if s != "\u010a" else "\u21b5")
+        elif s == "\u010a":  # a byte-level newline
+            shown.append("\u21b5")
+        elif s.startswith(("\u0120", "\u2581")):  # a byte-level or sentencepiece word start
+            shown.append(str(tokenizer.decode([i])))
         else:
             shown.append(s)
     return raw, shown
@@ -284,7 +284,7 @@ def _payload(
     pk = _Packer()
     keys = _keys(recs)
     ctxs = [_contexts(r) for r in recs]
-    text_ids, offsets, store, _ = _token_store(ctxs, [r.window[0] for r in recs])
+    text_ids, offsets, store = _token_store(ctxs, [r.window[0] for r in recs])
     vocab_ids, local = torch.unique(store[store >= 0], return_inverse=True)
     tokens = torch.full_like(store, -1)
     tokens[store >= 0] = local

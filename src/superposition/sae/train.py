@@ -47,7 +47,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -479,6 +479,10 @@ def _batches(
 Pending = tuple[int, int, float, float, float, int]  # (step, seen, mse, fvu, l0, dead)
 
 
+# What a checkpoint keeps of the FitHistory (all but its config, which the run passes again).
+_HISTORY_FIELDS = ("steps", "samples", "mse", "fvu", "l0", "dead")
+
+
 @dataclass
 class _Resume:
     """A run's state between two steps, read back by :func:`_read_checkpoint`.
@@ -618,15 +622,7 @@ def _read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> 
                 "arguments and source of the run that wrote it (or start afresh without resume=)"
             )
     t = load_file(str(weights))
-    h = meta["history"]
-    history = FitHistory(
-        steps=h["steps"],
-        samples=h["samples"],
-        mse=h["mse"],
-        fvu=h["fvu"],
-        l0=h["l0"],
-        dead=h["dead"],
-    )
+    history = FitHistory(**{k: meta["history"][k] for k in _HISTORY_FIELDS})
     pending = meta["pending"]
     return _Resume(
         step=meta["step"],
@@ -802,8 +798,7 @@ def train(
     pending: Pending | None = None
     if resume is not None:
         since_fired.copy_(resume.since_fired)
-        h = resume.history
-        history = FitHistory(h.steps, h.samples, h.mse, h.fvu, h.l0, h.dead, config=config)
+        history = replace(resume.history, config=config)
         scale_t.copy_(resume.scale)
         seen = resume.seen
         pending = resume.pending
@@ -880,14 +875,7 @@ def train(
             **checkpoint.identity,
             "step": done,
             "seen": seen,
-            "history": {
-                "steps": history.steps,
-                "samples": history.samples,
-                "mse": history.mse,
-                "fvu": history.fvu,
-                "l0": history.l0,
-                "dead": history.dead,
-            },
+            "history": {k: getattr(history, k) for k in _HISTORY_FIELDS},
             "pending": None if late is None else list(late),
         }
         _write_checkpoint(checkpoint.path, tensors, meta)
