@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from superposition import SparseFeatureDataset, ToyModel, metrics
-from superposition.toy.train import TrainConfig, _feature_major, gradients
+from superposition.toy.train import TrainConfig, gradients
 
 ACTIVATIONS = ["linear", "relu", "relu_hidden", "abs"]
 
@@ -73,8 +73,25 @@ def test_closed_form_gradient_passes_gradcheck(act: str) -> None:
     assert torch.autograd.gradcheck(ClosedFormLoss.apply, (p0,))
 
 
+def _recording_batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """Record every batch ``fit`` computes gradients on, ``[batch, instances, features]``."""
+    import superposition.toy.train as train_module
+
+    seen: list[torch.Tensor] = []
+    gradients_ = train_module._Buffers.gradients
+
+    def record(self: train_module._Buffers, x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.transpose(0, 1).clone())
+        return gradients_(self, x)
+
+    monkeypatch.setattr(train_module._Buffers, "gradients", record)
+    return seen
+
+
 @pytest.mark.parametrize("n_features", [6, 24])
-def test_fit_equals_autograd_plus_torch_adamw_float64(n_features: int) -> None:
+def test_fit_equals_autograd_plus_torch_adamw_float64(
+    monkeypatch: pytest.MonkeyPatch, n_features: int
+) -> None:
     """Same batches, same init: fit's fused AdamW == torch.optim.AdamW on autograd gradients.
 
     Few features train in the feature-major layout, many in the batch-major one: both.
@@ -83,6 +100,7 @@ def test_fit_equals_autograd_plus_torch_adamw_float64(n_features: int) -> None:
     data = SparseFeatureDataset(n, [1.0, 0.2], importance=0.8)
     model = ToyModel(n, 2, n_instances=2, seed=0).double()
     ref = ToyModel(n, 2, n_instances=2, seed=0).double()
+    batches = _recording_batches(monkeypatch)
     model.fit(
         data,
         steps=60,
@@ -92,23 +110,37 @@ def test_fit_equals_autograd_plus_torch_adamw_float64(n_features: int) -> None:
         warmup_steps=3,
         progress=False,
     )
-    g = torch.Generator().manual_seed(5)
+    assert len(batches) == 60
+    assert len({float(b.sum()) for b in batches}) == 60  # a fresh batch every step
     opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (0.5 * (1 + math.cos(math.pi * s / 60))) * min(1.0, (s + 1) / 3)
     )
-    # fit draws each batch in the memory order of its layout
-    if _feature_major(n):
-        buf = torch.empty(2, n, 32, dtype=torch.float64).transpose(1, 2)
-    else:
-        buf = torch.empty(2, 32, n, dtype=torch.float64)
-    for _ in range(60):
-        data.fill_(buf, g)
+    for x in batches:
         opt.zero_grad()
-        ref.loss(buf.transpose(0, 1), data.importance.double()).backward()
+        ref.loss(x, data.importance.double()).backward()
         opt.step()
         sched.step()
     torch.testing.assert_close(model.params.detach(), ref.params.detach(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_logged_losses_are_the_models_losses_on_that_steps_batch(
+    monkeypatch: pytest.MonkeyPatch, act: str
+) -> None:
+    """The history's loss at the last step equals ``model.losses`` on that step's batch with
+    the weights before that step's update (recomputed here by replaying the run to there)."""
+    dist = "signed" if act == "abs" else "uniform"
+    data = SparseFeatureDataset(24, [0.5, 0.1], importance=0.9, distribution=dist, seed=2)
+    batches = _recording_batches(monkeypatch)
+    model = ToyModel(24, 4, n_instances=2, activation=act, seed=0).fit(  # type: ignore[arg-type]
+        data, steps=12, batch_size=64, log_every=5, progress=False
+    )
+    assert model.history is not None and model.history.steps == [0, 5, 10, 11]
+    before = ToyModel(24, 4, n_instances=2, activation=act, seed=0)  # type: ignore[arg-type]
+    before.fit(data, steps=11, batch_size=64, progress=False)  # the weights before step 11
+    want = before.losses(batches[11], data.importance).detach()
+    torch.testing.assert_close(model.history.final, want, rtol=1e-5, atol=1e-7)
 
 
 def test_same_seed_gives_bit_identical_weights() -> None:
@@ -254,51 +286,107 @@ def test_import_does_not_pull_in_matplotlib_or_transformers() -> None:
 
 
 @pytest.mark.parametrize("n_features", [5, 20])
-def test_background_sampling_gives_the_same_model(
+def test_background_sampling_and_threads_give_the_same_model(
     monkeypatch: pytest.MonkeyPatch, n_features: int
 ) -> None:
-    """Drawing batches on a second thread, in chunks, changes nothing but the speed."""
+    """Drawing batches on a second thread, in chunks, or training the instances in two groups
+    on two threads, changes nothing but the speed."""
     import superposition.toy.train as train_module
 
     data = SparseFeatureDataset(n_features, [1.0, 0.3, 0.02], importance=0.9, seed=3)
-    # 3 instances x 64 x n features per batch: chunks of 2-3 batches, the last one partial
-    monkeypatch.setattr(train_module, "_CHUNK_ELEMENTS", 3 * 64 * n_features * 5 // 2)
+    # 64 x n features per instance and batch: chunks of 2 batches, the last one partial
+    monkeypatch.setattr(train_module, "_CHUNK_ELEMENTS", 64 * n_features * 5 // 2)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    runs = []
     try:
-        monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 1)
-        a = ToyModel(n_features, 3, n_instances=3, seed=1).fit(
-            data, steps=61, batch_size=64, log_every=20, progress=False
-        )
-        monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 10**9)
-        b = ToyModel(n_features, 3, n_instances=3, seed=1).fit(
-            data, steps=61, batch_size=64, log_every=20, progress=False
-        )
+        for background, split in ((1, 10**9), (10**9, 10**9), (10**9, 1)):
+            monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", background)
+            monkeypatch.setattr(train_module, "_SPLIT_MIN_ELEMENTS", split)
+            runs.append(
+                ToyModel(n_features, 3, n_instances=3, seed=1).fit(
+                    data, steps=61, batch_size=64, log_every=20, progress=False
+                )
+            )
+            assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(a.params, b.params)
+    a = runs[0]
     assert a.history is not None
-    assert b.history is not None
-    assert torch.equal(a.history.losses, b.history.losses)
+    for b in runs[1:]:
+        assert torch.equal(a.params, b.params)
+        assert b.history is not None
+        assert torch.equal(a.history.losses, b.history.losses)
 
 
-def test_an_error_while_sampling_reaches_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_instance_trains_the_same_alone_or_in_a_sweep() -> None:
+    """Each instance draws its batches from its own stream: the first k instances of a sweep
+    train exactly as a k-instance model (its init already does not depend on the count)."""
+    probs = [0.7, 0.2, 0.05, 0.5]
+    sweep = ToyModel(20, 5, n_instances=4, seed=0).fit(
+        SparseFeatureDataset(20, probs, seed=1), steps=40, batch_size=128, progress=False
+    )
+    pair = ToyModel(20, 5, n_instances=2, seed=0).fit(
+        SparseFeatureDataset(20, probs[:2], seed=1), steps=40, batch_size=128, progress=False
+    )
+    assert torch.equal(sweep.params[:2], pair.params)
+    assert not torch.equal(sweep.params[2:], sweep.params[:2])
+
+
+@pytest.mark.parametrize("dist", ["uniform", "signed"])
+def test_training_batches_have_the_datasets_distribution(
+    monkeypatch: pytest.MonkeyPatch, dist: str
+) -> None:
+    """fit's batches (per-instance bit streams) against the closed forms: P(x != 0) = p, and
+    active values uniform on [0, 1) (or [-1, 1)), by a binomial bound and Kolmogorov-Smirnov."""
+    probs = [1.0, 0.3, 0.01]
+    data = SparseFeatureDataset(40, probs, distribution=dist, seed=None)  # type: ignore[arg-type]
+    batches = _recording_batches(monkeypatch)
+    act = "abs" if dist == "signed" else "relu"
+    ToyModel(40, 2, n_instances=3, activation=act).fit(  # type: ignore[arg-type]
+        data, steps=25, batch_size=1000, progress=False
+    )
+    x = torch.cat(batches).double()  # [25000, 3, 40]
+    lo = -1.0 if dist == "signed" else 0.0
+    for i, p in enumerate(probs):
+        xi = x[:, i].flatten()
+        active = xi[xi != 0]
+        n = xi.numel()
+        assert abs(active.numel() - n * p) <= 5 * math.sqrt(n * p * (1 - p)) + 1
+        assert float(active.min()) >= lo and float(active.max()) < 1.0
+        u = ((active - lo) / (1.0 - lo)).sort().values
+        m = u.numel()
+        ecdf_hi = torch.arange(1, m + 1, dtype=torch.float64) / m
+        ks = float(torch.maximum(ecdf_hi - u, u - (ecdf_hi - 1 / m)).max())
+        assert ks < 1.95 / math.sqrt(m), (i, ks)  # 0.1% level
+
+
+@pytest.mark.parametrize("mode", ["background", "threads"])
+def test_an_error_while_sampling_reaches_fit(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """The sampler thread, or the second group's thread, fails: fit raises that error (the
+    other thread stops at its next step) and restores the thread count."""
     import superposition.toy.train as train_module
 
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("sampler broke")
+    data = SparseFeatureDataset(5, [0.5, 0.2], seed=0)
+    fill = data._fill_from_streams_
 
-    data = SparseFeatureDataset(5, 0.5, seed=0)
+    def broken(out: torch.Tensor, streams: object, first: int = 0) -> torch.Tensor:
+        if mode == "background" or first > 0:
+            raise RuntimeError("sampler broke")
+        return fill(out, streams, first)  # type: ignore[arg-type]
+
     monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 1)
-    monkeypatch.setattr(data, "_fill_independent_", broken)
+    if mode == "threads":
+        monkeypatch.setattr(train_module, "_SPLIT_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(data, "_fill_from_streams_", broken)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         with pytest.raises(RuntimeError, match="sampler broke"):
-            ToyModel(5, 2, seed=0).fit(data, steps=10, progress=False)
+            ToyModel(5, 2, n_instances=2, seed=0).fit(data, steps=10**6, progress=False)
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-    assert torch.get_num_threads() == threads
 
 
 # ------------------------------------------------------------------ devices (issue 15)

@@ -291,7 +291,9 @@ class ToyModel(nn.Module):
             log_every: record per-instance losses every this many steps in ``self.history``.
             progress: show a tqdm progress bar.
             generator: randomness for the training batches; defaults to the dataset's seed,
-                else the model's seed, else fresh entropy.
+                else the model's seed, else fresh entropy. On the CPU one draw of it seeds a
+                stream per instance, so instance ``i`` trains the same in any sweep whose first
+                ``i + 1`` instances match, on any number of threads.
 
         Returns:
             ``self``, trained.

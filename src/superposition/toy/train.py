@@ -5,8 +5,15 @@ backward, ``torch.optim.AdamW``) spends most of its time on per-operation overhe
 memory traffic of batch-sized temporaries, not on arithmetic. This loop does the same
 mathematics with far less of both:
 
-* **Sampling** writes into a preallocated buffer with one uniform draw per feature
-  (:meth:`~superposition.SparseFeatureDataset.fill_`).
+* **Sampling** writes into a preallocated buffer with one uniform draw per feature, as
+  :meth:`~superposition.SparseFeatureDataset.fill_` does; on the CPU each instance draws its
+  own random bits from its own numpy SFC64 stream (seeded by one draw of the ``generator``),
+  about 60% faster than PyTorch's generator, and on a second thread while the step runs.
+* **Threads per group of instances.** Instances are independent models, so from about 0.5M
+  batch elements per step each thread trains its own group of instances start to finish
+  (its own batches, gradients and AdamW), with no synchronisation between them. Because every
+  instance has its own stream, an instance trains to the same bits alone, in a sweep, on
+  one thread or on several.
 * **Gradients in closed form.** With ``h = Wx`` (``ReLU`` for the hidden-ReLU variants),
   ``o = W_outᵀh + b`` and the per-instance loss ``mean_{batch,features} I_f (y - target)^2``,
   ``y = o`` or ``ReLU(o)``::
@@ -30,13 +37,15 @@ speed against the plain loop in ``benchmarks/bench_toy.py``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,8 +60,9 @@ _SCHEDULES = ("constant", "linear", "cosine")
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 _SINGLE_THREAD_BELOW = 1 << 22  # batch elements (instances x batch x features)
 _FEATURE_MAJOR_BELOW = 16  # features
-_CHUNK_ELEMENTS = 1 << 18  # batch elements drawn per call of the sampler
+_CHUNK_ELEMENTS = 1 << 17  # elements of one instance's batches drawn per call of the sampler
 _BACKGROUND_MIN_STEPS = 50  # shorter runs do not pay for starting a thread
+_SPLIT_MIN_ELEMENTS = 1 << 19  # batch elements from which each thread trains its own instances
 
 
 @dataclass(frozen=True)
@@ -177,39 +187,42 @@ class _Buffers:
     (``[instances, features, batch]``): the layouts in which the products are fastest.
     """
 
-    def __init__(self, model: ToyModel, importance: Tensor, batch_size: int) -> None:
-        P = model.params.data
+    def __init__(
+        self, P: Tensor, activation: str, n_hidden: int, importance: Tensor, batch_size: int
+    ) -> None:
         inst, _, feats = P.shape
-        hid = model.n_hidden
+        hid = n_hidden
         dev, dt = P.device, P.dtype
-        self.activation = model.activation
+        self.activation = activation
         self.feature_major = _feature_major(feats)
         self.batch_shape = (
-            (inst, feats, batch_size)
-            if self.feature_major
-            else (
-                inst,
-                batch_size,
-                feats,
-            )
+            (inst, feats, batch_size) if self.feature_major else (inst, batch_size, feats)
         )
         self.hid = hid
         self.P = P
         self.W = P[:, :hid]
-        tied = model.activation != "abs"
+        tied = activation != "abs"
         self.Pout_full = P if tied else P[:, hid:]  # [I, hid+1, F]: output weights and bias
         self.Wout = P[:, :hid] if tied else P[:, hid : 2 * hid]
         self.G = torch.zeros_like(P)
         self.Gout = self.G if tied else self.G[:, hid:]
         self.GW = self.G[:, :hid]
+        # dhᵀx lands here, then adds to GW: a batched product into GW's own strided rows
+        # falls back to one product per instance (several times slower for small models)
+        self.GWx = torch.empty(inst, hid, feats, device=dev, dtype=dt)
         self.target = None if tied else torch.empty(self.batch_shape, device=dev, dtype=dt)
         self.hT_aug = torch.empty(inst, hid + 1, batch_size, device=dev, dtype=dt)
         self.hT_aug[:, hid] = 1.0
-        self.hT = self.hT_aug[:, :hid]
+        # h = Wx is computed into hT (contiguous, like a copy of W): a batched product with
+        # strided operands or output (W and the rows of hT_aug are) runs one instance at a time
+        self.Wc = torch.empty(inst, hid, feats, device=dev, dtype=dt)
+        self.hT = torch.empty(inst, hid, batch_size, device=dev, dtype=dt)
         self.t = torch.empty(self.batch_shape, device=dev, dtype=dt)
-        self.o = torch.empty_like(self.t) if model.activation != "linear" else self.t
+        self.o = torch.empty_like(self.t) if activation != "linear" else self.t
         self.dhT = torch.empty(inst, hid, batch_size, device=dev, dtype=dt)
-        self.w = (2.0 / (batch_size * feats)) * importance.to(dev, dt)[:, None, :]
+        imp = importance.to(dev, dt)
+        self.w = (2.0 / (batch_size * feats)) * imp[:, None, :]
+        self.importance = imp[:, :, None] if self.feature_major else imp[:, None, :]
         self.Ww = torch.empty(inst, hid, feats, device=dev, dtype=dt)
 
     def new_batch(self) -> Tensor:
@@ -225,9 +238,10 @@ class _Buffers:
         fm = self.feature_major
         xs = x.transpose(1, 2) if fm else x  # the batch in its storage layout
         hT, t, o = self.hT, self.t, self.o
-        torch.bmm(self.W, xs if fm else xs.mT, out=hT)
+        torch.bmm(self.Wc.copy_(self.W), xs if fm else xs.mT, out=hT)
         if self.activation in ("relu_hidden", "abs"):
             hT.relu_()
+        self.hT_aug[:, : self.hid].copy_(hT)
         target = xs
         if self.target is not None:
             target = torch.abs(xs, out=self.target)
@@ -250,8 +264,23 @@ class _Buffers:
         if self.activation == "abs":
             torch.bmm(self.dhT, x, out=self.GW)
         else:
-            self.GW.baddbmm_(self.dhT, x)
+            self.GW.add_(torch.bmm(self.dhT, x, out=self.GWx))
         return self.G
+
+    def losses(self, x: Tensor) -> Tensor:
+        """``[instances]`` loss of each instance on the batch ``x`` of the last
+        :meth:`gradients` call (:meth:`ToyModel.losses`, from the outputs already computed).
+
+        Each instance's sum runs over its own contiguous block, so the value does not depend
+        on which other instances share the buffers.
+        """
+        xs = x.transpose(1, 2) if self.feature_major else x
+        target = xs if self.target is None else self.target
+        # y - target: o - x for the linear model (already in t), else ReLU(o) - target
+        err = self.t if self.activation == "linear" else torch.relu(self.o).sub_(target)
+        inst = err.shape[0]
+        total = (err.square() * self.importance).view(inst, -1).sum(1)
+        return total / (err.shape[1] * err.shape[2])
 
 
 def gradients(model: ToyModel, x: Tensor, importance: Tensor | float = 1.0) -> Tensor:
@@ -280,7 +309,7 @@ def gradients(model: ToyModel, x: Tensor, importance: Tensor | float = 1.0) -> T
         model.n_instances, model.n_features
     )
     with torch.no_grad():
-        buf = _Buffers(model, imp, x.shape[0])
+        buf = _Buffers(model.params.data, model.activation, model.n_hidden, imp, x.shape[0])
         xb = buf.new_batch()
         xb.copy_(x.transpose(0, 1))
         return buf.gradients(xb).clone()
@@ -318,68 +347,140 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    P = model.params.data
-    if generator.device != P.device:
-        seed = int(torch.randint(2**62, (), generator=generator))
-        generator = torch.Generator(P.device).manual_seed(seed)
     from superposition.toy.data import FiniteFeatureDataset
 
+    P = model.params.data
+    cpu = P.device.type == "cpu"
     finite = data if isinstance(data, FiniteFeatureDataset) else None
     if finite is not None and config.batch_size != finite.n_points:
         raise ValueError(
             f"a finite training set of {finite.n_points} points trains full-batch, got "
             f"batch_size={config.batch_size}"
         )
+    sparse = None if finite is not None else data
+    assert not isinstance(sparse, FiniteFeatureDataset)
+    streams = None
+    if sparse is not None and cpu and not sparse._grouped:
+        streams = sparse._streams(generator)
+    elif generator.device != P.device:
+        seed = int(torch.randint(2**62, (), generator=generator))
+        generator = torch.Generator(P.device).manual_seed(seed)
     imp = data.importance.to(P.device, P.dtype)
-    buf = _Buffers(model, imp, config.batch_size)
     steps = config.steps
-    log_steps: list[int] = []
-    log_losses: list[Tensor] = []
-    adam = _AdamW(P, buf.G, config)
+    log_steps = [
+        s
+        for s in range(steps)
+        if s == steps - 1 or (config.log_every is not None and s % config.log_every == 0)
+    ]
+    losses = torch.empty(len(log_steps), P.shape[0], device=P.device, dtype=P.dtype)
 
-    bar = tqdm(total=steps, disable=not progress, desc="ToyModel.fit", leave=False)
-    tick = max(1, steps // 100)
     threads = torch.get_num_threads()
-    numel = P.shape[0] * config.batch_size * P.shape[2]
-    background = (
-        finite is None and P.device.type == "cpu" and threads > 1 and steps >= _BACKGROUND_MIN_STEPS
-    )
-    if background or (P.device.type == "cpu" and numel < _SINGLE_THREAD_BELOW):
-        # With sampling on a second thread each thread runs its ops alone. Without it (finite
-        # training sets, short runs), below ~4M elements per batch an op is over before worker
-        # threads pay off, and each OpenMP barrier spins: with a busy core (CI, other jobs) a
-        # full-batch sweep at 1.2M elements ran 20x slower on two threads than on one.
+    inst, _, feats = P.shape
+    numel = inst * config.batch_size * feats
+    n_groups = 1
+    own_batches = finite is not None or streams is not None  # no generator shared by instances
+    if cpu and threads > 1 and numel >= _SPLIT_MIN_ELEMENTS and own_batches:
+        n_groups = min(threads, inst)
+    background = n_groups == 1 and finite is None and cpu and threads > 1
+    background = background and steps >= _BACKGROUND_MIN_STEPS
+    if n_groups > 1 or background or (cpu and numel < _SINGLE_THREAD_BELOW):
+        # Each thread (a group of instances, or the sampler beside the step) runs its ops
+        # alone. Otherwise (finite training sets, short runs), below ~4M elements per batch an
+        # op is over before worker threads pay off, and each OpenMP barrier spins: with a busy
+        # core (CI, other jobs) a full-batch sweep at 1.2M elements ran 20x slower on two
+        # threads than on one.
         torch.set_num_threads(1)
-    batches: _Batches | _FixedBatch
-    if finite is not None:
-        batches = _FixedBatch(finite.x, buf)
-    else:
-        assert not isinstance(data, FiniteFeatureDataset)
-        batches = _Batches(data, buf, generator, steps, background=background)
+
+    edges = [round(k * inst / n_groups) for k in range(n_groups + 1)]
+    groups: list[_Group] = []
+    bar = tqdm(total=steps, disable=not progress, desc="ToyModel.fit", leave=False)
     try:
+        for lo, hi in itertools.pairwise(edges):
+            act, hid = model.activation, model.n_hidden
+            buf = _Buffers(P[lo:hi], act, hid, imp[lo:hi], config.batch_size)
+            batches: _Batches | _FixedBatch
+            if finite is not None:
+                batches = _FixedBatch(finite.x[:, lo:hi], buf)
+            else:
+                assert sparse is not None
+                batches = _Batches(
+                    sparse, buf, generator, streams, lo, steps, background=background
+                )
+            groups.append(_Group(lo, hi, buf, _AdamW(P[lo:hi], buf.G, config), batches))
+        run = _Run(config, log_steps, losses, bar if progress else None)
+        workers = [threading.Thread(target=run.worker, args=(g,), daemon=True) for g in groups[1:]]
+        for w in workers:
+            w.start()
+        try:
+            run.steps(groups[0])
+        except BaseException:
+            run.stop = True  # the other groups stop at their next step
+            raise
+        finally:
+            for w in workers:
+                w.join()
+        if run.error is not None:
+            raise run.error
+    finally:
+        bar.close()
+        for g in groups:
+            g.batches.close()
+        torch.set_num_threads(threads)
+    return TrainHistory(steps=log_steps, losses=losses, config=config)
+
+
+@dataclass
+class _Group:
+    """Instances ``lo .. hi - 1``: their buffers, optimizer state and batches. Instances train
+    independently, so a large model trains as one group per thread, each start to finish."""
+
+    lo: int
+    hi: int
+    buf: _Buffers
+    adam: _AdamW
+    batches: _Batches | _FixedBatch
+
+
+class _Run:
+    """The training loop, run by each thread on its group of instances."""
+
+    def __init__(
+        self, config: TrainConfig, log_steps: list[int], losses: Tensor, bar: Any | None
+    ) -> None:
+        self.config, self.log_steps, self.losses, self.bar = config, log_steps, losses, bar
+        self.stop = False
+        self.error: BaseException | None = None
+
+    def worker(self, group: _Group) -> None:
+        try:
+            self.steps(group)
+        except BaseException as err:  # re-raised on the calling thread
+            self.error = err
+            self.stop = True
+
+    def steps(self, group: _Group) -> None:
+        c = self.config
+        steps = c.steps
+        bar = self.bar if group.lo == 0 else None
+        tick = max(1, steps // 100)
+        logs = iter(enumerate(self.log_steps))
+        row, next_log = next(logs)
+        buf, batches, adam = group.buf, group.batches, group.adam
         with torch.no_grad():
             for step in range(steps):
+                if self.stop:
+                    return
                 x = batches.get()
                 buf.gradients(x)
-                last = step == steps - 1
-                if last or (config.log_every is not None and step % config.log_every == 0):
-                    losses = model.losses(x.transpose(0, 1), imp)
-                    log_steps.append(step)
-                    log_losses.append(losses)
-                    if progress:
-                        bar.set_postfix(loss=f"{float(losses.sum()):.4g}", refresh=False)
+                if step == next_log:
+                    self.losses[row, group.lo : group.hi] = buf.losses(x)
+                    if bar is not None and group.hi == self.losses.shape[1]:  # one group
+                        bar.set_postfix(loss=f"{float(self.losses[row].sum()):.4g}", refresh=False)
+                    row, next_log = next(logs, (row + 1, -1))
                 batches.done()
-                adam.step(
-                    config.lr * lr_multiplier(config.schedule, step, steps, config.warmup_steps)
-                )
-                k = step + 1
-                if k % tick == 0 or last:
-                    bar.update(k - bar.n)
-    finally:
-        batches.close()
-        torch.set_num_threads(threads)
-    bar.close()
-    return TrainHistory(steps=log_steps, losses=torch.stack(log_losses), config=config)
+                adam.step(c.lr * lr_multiplier(c.schedule, step, steps, c.warmup_steps))
+                if bar is not None and ((step + 1) % tick == 0 or step == steps - 1):
+                    bar.update(step + 1 - bar.n)
 
 
 class _AdamW:
@@ -475,12 +576,14 @@ class _FixedBatch:
 
 
 class _Batches:
-    """The training batches, in order: drawn on a background thread while the step runs.
+    """The training batches of one group of instances, in order, drawn ``chunk`` at a time.
 
-    Batches are drawn ``chunk`` at a time into one of two buffers, so the handoff between the
-    threads happens once per chunk; the generator is used by one thread only, in the same order
-    as without the thread, so the batches (and the trained model) do not depend on it. Data with
-    feature groups is drawn one batch at a time by :meth:`SparseFeatureDataset.fill_`.
+    On the CPU each instance draws from its own bit stream (``SparseFeatureDataset._streams``),
+    so its batches do not depend on the other instances; elsewhere (and for data with feature
+    groups) one generator fills all instances. With ``background`` the chunks are drawn on a
+    second thread into one of two buffers while the step runs, so the handoff between the
+    threads happens once per chunk; each source is used by one thread only, in the same order
+    as without the thread, so the batches (and the trained model) do not depend on it.
     """
 
     def __init__(
@@ -488,23 +591,29 @@ class _Batches:
         data: SparseFeatureDataset,
         buf: _Buffers,
         generator: torch.Generator,
+        streams: list[np.random.SFC64] | None,
+        first: int,
         steps: int,
         *,
         background: bool,
     ) -> None:
         self.data, self.generator, self.steps = data, generator, steps
+        inst = buf.batch_shape[0]
+        self.streams = None if streams is None else streams[first : first + inst]
+        self.first = first
         per_batch = math.prod(buf.batch_shape)
-        self.chunk = 1 if data._grouped else max(1, min(steps, _CHUNK_ELEMENTS // per_batch))
+        grouped = self.streams is None and data._grouped
+        # sized per instance, so that a chunk stays within the caches however many instances
+        self.chunk = 1 if grouped else max(1, min(steps, _CHUNK_ELEMENTS * inst // per_batch))
         shape = (self.chunk, *buf.batch_shape)
         dev, dt = buf.P.device, buf.P.dtype
         n_buffers = 2 if background else 1
         self.buffers = [torch.empty(shape, device=dev, dtype=dt) for _ in range(n_buffers)]
-        inst, words = data._words_shape(per_batch // buf.batch_shape[0] // data.n_features)
-        self.words_per_batch = inst * words
-        self.words = [
-            torch.empty(self.chunk * self.words_per_batch, dtype=torch.int64, device=dev)
-            for _ in range(n_buffers)
-        ]
+        self.words: list[Tensor] = []  # scratch of the generator's random bits
+        self.words_per_batch = inst * ((per_batch // inst + 1) // 2)
+        if self.streams is None and not grouped:
+            words = self.chunk * self.words_per_batch
+            self.words = [torch.empty(words, dtype=torch.int64, device=dev) for _ in self.buffers]
         self.feature_major = buf.feature_major
         self.step = 0
         self.current = -1
@@ -524,12 +633,14 @@ class _Batches:
 
     def _fill(self, i: int, count: int) -> None:
         out = self.buffers[i][:count]
-        if self.chunk == 1 and self.data._grouped:
-            view = out[0].transpose(1, 2) if self.feature_major else out[0]
-            self.data.fill_(view, self.generator)
-        else:
+        if self.streams is not None:
+            self.data._fill_from_streams_(out, self.streams, self.first)
+        elif self.words:
             words = self.words[i][: count * self.words_per_batch]
             self.data._fill_independent_(out, self.generator, words)
+        else:
+            view = out[0].transpose(1, 2) if self.feature_major else out[0]
+            self.data.fill_(view, self.generator)
 
     def _produce(self) -> None:
         try:
