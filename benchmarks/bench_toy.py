@@ -12,6 +12,7 @@ Run ``python benchmarks/bench_toy.py`` (``--quick`` for a short smoke run).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +89,36 @@ def _matmul_peak() -> float:
     return 2 * 1024**3 / best
 
 
+def _two_thread_gain(quick: bool) -> float:
+    """Throughput of two threads running independent in-cache 128x128 matmuls (one op thread
+    each) over one thread's: what a second core adds to arithmetic on this machine (2.0 on two
+    full cores; less where the two share a physical core)."""
+    a, b = torch.randn(128, 128), torch.randn(128, 128)
+    n = 500 if quick else 5000
+
+    def loop() -> None:
+        for _ in range(n):
+            torch.mm(a, b)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loop()
+        t0 = time.perf_counter()
+        loop()
+        one = time.perf_counter() - t0
+        workers = [threading.Thread(target=loop) for _ in range(2)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        two = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * one / two
+
+
 def run(quick: bool = False) -> list[Row]:
     """Time ``fit`` against the reference loop on each configuration; one row per measurement.
 
@@ -95,7 +126,15 @@ def run(quick: bool = False) -> list[Row]:
     ``quick`` mode); the medians are compared.
     """
     peak = _matmul_peak()
-    return [r for n, m, inst in CONFIGS for r in _compare(n, m, inst, quick, peak)]
+    gain = _two_thread_gain(quick)
+    rows = [
+        row(
+            "machine: matmul throughput of 2 threads / 1 thread (2.0 = two full cores)",
+            gain,
+            "x",
+        )
+    ]
+    return rows + [r for n, m, inst in CONFIGS for r in _compare(n, m, inst, quick, peak)]
 
 
 def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
