@@ -136,7 +136,8 @@ def test_logged_losses_are_the_models_losses_on_that_steps_batch(
     model = ToyModel(24, 4, n_instances=2, activation=act, seed=0).fit(  # type: ignore[arg-type]
         data, steps=12, batch_size=64, log_every=5, progress=False
     )
-    assert model.history is not None and model.history.steps == [0, 5, 10, 11]
+    assert model.history is not None
+    assert model.history.steps == [0, 5, 10, 11]
     before = ToyModel(24, 4, n_instances=2, activation=act, seed=0)  # type: ignore[arg-type]
     before.fit(data, steps=11, batch_size=64, progress=False)  # the weights before step 11
     want = before.losses(batches[11], data.importance).detach()
@@ -353,7 +354,8 @@ def test_training_batches_have_the_datasets_distribution(
         active = xi[xi != 0]
         n = xi.numel()
         assert abs(active.numel() - n * p) <= 5 * math.sqrt(n * p * (1 - p)) + 1
-        assert float(active.min()) >= lo and float(active.max()) < 1.0
+        assert float(active.min()) >= lo
+        assert float(active.max()) < 1.0
         u = ((active - lo) / (1.0 - lo)).sort().values
         m = u.numel()
         ecdf_hi = torch.arange(1, m + 1, dtype=torch.float64) / m
