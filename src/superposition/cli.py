@@ -406,11 +406,7 @@ def _unit_arguments(parser: argparse.ArgumentParser) -> None:
         help="texts: a .txt file (a text per line), a .jsonl or .parquet file or a folder of them "
         "(default: held-out paragraphs of the two novels, labelled by book)",
     )
-    parser.add_argument(
-        "--text-column",
-        default="text",
-        help="JSONL field / Parquet column of the text (default: text)",
-    )
+    _text_column_argument(parser)
     parser.add_argument(
         "--texts", type=int, default=1200, help="at most this many texts (default: 1200)"
     )
@@ -447,11 +443,7 @@ def _stream_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         required=True,
         help="texts: a .txt file (a text per line), a .jsonl or .parquet file or a folder of them",
     )
-    st.add_argument(
-        "--text-column",
-        default="text",
-        help="JSONL field / Parquet column of the text (default: text)",
-    )
+    _text_column_argument(st)
     st.add_argument(
         "--texts", type=int, default=None, help="at most this many texts (default: all)"
     )
@@ -461,6 +453,14 @@ def _stream_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     st.add_argument("--no-gram", action="store_true", help="skip the neuron Gram matrix")
     st.add_argument("--out", type=Path, default=Path("stream-out"), help="output folder")
     st.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _text_column_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-column",
+        default="text",
+        help="JSONL field / Parquet column of the text (default: text)",
+    )
 
 
 def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -473,11 +473,7 @@ def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
         f"folder of them, or {DEFAULT_CORPUS!r}: two public-domain novels, about 790k tokens "
         f"(default: %(default)s; its held-out split is evaluated on)",
     )
-    parser.add_argument(
-        "--text-column",
-        default="text",
-        help="JSONL field / Parquet column of the text (default: text)",
-    )
+    _text_column_argument(parser)
     parser.add_argument(
         "--eval-texts",
         type=int,
