@@ -248,3 +248,27 @@ def replaced_module(model: nn.Module, name: str, wrapper: EditedModule) -> Itera
         yield
     finally:
         setattr(parent, child, original)
+
+
+# --------------------------------------------------------------------------- rank processes
+
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+
+def finish_ranks(
+    procs: list[subprocess.Popen[str]], deadline: float, hang: str
+) -> list[tuple[int, str]]:
+    """``(returncode, stderr)`` of every rank process. A rank still running at ``deadline``
+    (``time.monotonic()``) is a hang: every rank is killed and the test fails with ``hang``."""
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+                q.communicate()
+            pytest.fail(hang)
+        results.append((p.returncode, err))
+    return results

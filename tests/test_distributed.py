@@ -183,20 +183,6 @@ def _launch(mode: str, tmp: Path, model_dir: str) -> list[subprocess.Popen[str]]
     ]
 
 
-def _finish(procs: list[subprocess.Popen[str]], deadline: float) -> list[tuple[int, str]]:
-    """``(returncode, stderr)`` per rank; a rank still running at the deadline is a hang."""
-    results = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail(f"a rank was still running after {WAIT_S} s: a hang")
-        results.append((p.returncode, err))
-    return results
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> str:
     from conftest import tiny_model
@@ -212,8 +198,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[str, 
     """All three two-rank runs at once (the failing ones mostly wait), then their results."""
     tmp = tmp_path_factory.mktemp("dist")
     started = {mode: _launch(mode, tmp, model_dir) for mode in ("main", "bad_text", "crash")}
+    from conftest import finish_ranks
+
     deadline = time.monotonic() + WAIT_S
-    done = {mode: _finish(procs, deadline) for mode, procs in started.items()}
+    hang = f"a rank was still running after {WAIT_S} s: a hang"
+    done = {mode: finish_ranks(procs, deadline, hang) for mode, procs in started.items()}
     return {"dir": tmp / "main", **done}
 
 

@@ -369,11 +369,12 @@ def test_two_ranks_rank_zero_alone_writes_and_a_resumed_run_ends_where_an_uninte
     assert (tmp_path / "writes0").read_text().split() == ["1", "2"]
     assert not (tmp_path / "writes1").exists()
     assert json.loads((tmp_path / "ck.json").read_text())["step"] == 10
+    from conftest import finish_ranks
+
     resumed = _ranks("resumed", tmp_path)
-    deadline = time.monotonic() + 180
-    for p in resumed:
-        _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        assert p.returncode == 0, err
+    hang = "a resumed rank was still running after 180 s: a hang"
+    for code, err in finish_ranks(resumed, time.monotonic() + 180, hang):
+        assert code == 0, err
     want, got = SparseAutoencoder.load(tmp_path / "want"), SparseAutoencoder.load(tmp_path / "got")
     for name in ("W_enc", "W_dec", "b_enc", "b_dec", "scale", "threshold"):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
@@ -387,17 +388,13 @@ def test_two_ranks_rank_zero_alone_writes_and_a_resumed_run_ends_where_an_uninte
 def test_two_ranks_a_failed_checkpoint_write_on_rank_zero_stops_both_with_its_message(
     tmp_path: Path,
 ) -> None:
+    from conftest import finish_ranks
+
     procs = _ranks("fails", tmp_path)
     deadline = time.monotonic() + 50  # well inside the ranks' 60 s collective timeout
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-                q.communicate()
-            pytest.fail("rank 1 was still waiting for rank 0 after 50 s: a hang")
-        assert p.returncode == 0, err
+    hang = "rank 1 was still waiting for rank 0 after 50 s: a hang"
+    for code, err in finish_ranks(procs, deadline, hang):
+        assert code == 0, err
     assert (tmp_path / "error0").read_text() == "OSError: no space left on device"
     assert "no space left on device" in (tmp_path / "error1").read_text()
     assert "rank 0" in (tmp_path / "error1").read_text()
