@@ -31,6 +31,9 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# A long randomized hunt for edge cases, for developers:
+#   HYPOTHESIS_PROFILE=hunt pytest tests/properties
+settings.register_profile("hunt", settings.get_profile("thorough"), max_examples=10_000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

@@ -225,9 +225,11 @@ _CONSTANT_ULPS = 16
 
 
 def _varies(centred_sq: Tensor, raw_sq: Tensor, precision: torch.dtype) -> Tensor:
-    """Columns with a real spread: above round-off of their magnitude and above underflow."""
-    info = torch.finfo(precision)
-    return (centred_sq > info.tiny) & (centred_sq > raw_sq * (_CONSTANT_ULPS * info.eps) ** 2)
+    """Columns with a real spread: above ``precision``'s round-off of their magnitude, and not
+    underflowed in the dtype they were summed in."""
+    eps = torch.finfo(precision).eps
+    underflow = torch.finfo(centred_sq.dtype).tiny
+    return (centred_sq > underflow) & (centred_sq > raw_sq * (_CONSTANT_ULPS * eps) ** 2)
 
 
 def _check_count(count: object, name: str = "count") -> int:
@@ -394,7 +396,9 @@ def accumulate_comoment(
 
     Args:
         comoment: ``[neurons, neurons]`` float64 co-moment of the ``count`` rows so far;
-            updated in place.
+            updated in place. Squares are summed in its dtype unscaled: float32 activations
+            can never underflow there, float64 ones below about 1e-154 do (and such a neuron
+            then reads as silent or constant).
         count: rows accumulated so far (0 for an empty accumulator).
         mean: ``[neurons]`` mean of those rows (ignored when ``count`` is 0).
         block: ``[rows, neurons]`` the new rows.
@@ -505,7 +509,7 @@ def _check_square(m: object, name: str) -> Tensor:
     return m
 
 
-def cosine_similarity_from_gram(gram: Tensor, *, precision: torch.dtype | None = None) -> Tensor:
+def cosine_similarity_from_gram(gram: Tensor) -> Tensor:
     """Raw (uncentred) cosine similarity between neurons from their Gram matrix ``X^T X``.
 
     The normalisation shared by :func:`cosine_similarity` and the streaming accumulator. A
@@ -516,9 +520,9 @@ def cosine_similarity_from_gram(gram: Tensor, *, precision: torch.dtype | None =
     (``X^T X - n μ μ^T``) cancels catastrophically.
 
     Args:
-        gram: ``[neurons, neurons]`` symmetric Gram matrix.
-        precision: dtype of the activations behind ``gram`` (default ``gram.dtype``): a
-            squared norm below its smallest normal number counts as zero.
+        gram: ``[neurons, neurons]`` symmetric Gram matrix. A squared norm below the smallest
+            normal number of its dtype (zero, or underflowed) counts as a silent neuron; sum
+            float32 activations in float64 and none but an all-zero neuron does.
 
     Returns:
         ``[neurons, neurons]`` similarities in ``[-1, 1]``, in ``gram``'s dtype.
@@ -530,8 +534,7 @@ def cosine_similarity_from_gram(gram: Tensor, *, precision: torch.dtype | None =
                 [0.5000, 1.0000]])
     """
     gram = _check_square(gram, "gram")
-    alive = torch.diagonal(gram) > torch.finfo(precision or gram.dtype).tiny
-    return _normalise_gram(gram, alive)
+    return _normalise_gram(gram, torch.diagonal(gram) > torch.finfo(gram.dtype).tiny)
 
 
 def cosine_similarity_from_comoment(
@@ -581,8 +584,45 @@ def cosine_similarity_from_comoment(
     return _normalise_gram(comoment, alive)
 
 
+def _column_scale(X: Tensor, chunk: int) -> Tensor:
+    """A power of two per column that brings its largest ``|x|`` into ``[0.5, 1)`` (1 if zero).
+
+    Scaling by a power of two is exact, so a cosine computed from the scaled columns is the
+    cosine of the columns themselves, but no square underflows or overflows on the way: a
+    neuron whose activations are all near 1e-155 (float64) or 1e-20 (float32, deep in a GELU's
+    tail) keeps its direction instead of counting as silent, and one near 1e200 stays finite.
+    """
+    n, d = X.shape
+    top = X.new_zeros(d)
+    for start in range(0, n, chunk):
+        lo, hi = torch.aminmax(X[start : start + chunk], dim=0)
+        top = torch.maximum(top, torch.maximum(lo.neg(), hi))
+    # At most 2^(maxexp - 2), which is finite: a column of subnormals still lands far above
+    # underflow (float64: 5e-324 becomes 2^-52).
+    lowest = 2 - math.frexp(torch.finfo(X.dtype).max)[1]
+    return torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent.clamp_min(lowest))
+
+
 def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tensor]:
-    """``(X^T X, per-column sum of squares of the raw X)``, centred first if asked.
+    """``(S X^T X S, per-column sum of squares of the raw X S)``, centred first if asked.
+
+    ``S`` is the identity unless a column's sum of squares comes out within ``2^p`` of
+    underflow (or overflows) while the column is not all zero; then it is
+    :func:`_column_scale`'s diagonal of powers of two, which normalising leaves out.
+    """
+    gram, raw_sq = _gram_pass(X, center, chunk, None)
+    info = torch.finfo(X.dtype)
+    suspect = ~((raw_sq >= info.tiny / info.eps) & (raw_sq <= info.max))
+    if bool(suspect.any()):
+        # A silent neuron sums to 0 too, and it is common (dead ReLU units, SAE latents).
+        cols = suspect.nonzero().squeeze(1)
+        if bool(X[:, cols].any()):
+            gram, raw_sq = _gram_pass(X, center, chunk, _column_scale(X, chunk))
+    return gram, raw_sq
+
+
+def _gram_pass(X: Tensor, center: bool, chunk: int, scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One pass of :func:`_gram_of`, with each column multiplied by ``scale`` if given.
 
     Accumulated in row chunks, so no copy of ``X`` is made. Centring uses a first estimate
     ``c`` of the mean and corrects for its error ``s = sum (x - c)`` at the end,
@@ -590,21 +630,26 @@ def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tens
     cancels, and a constant column comes out as (close to) exactly zero.
     """
     n, d = X.shape
+
+    def block(start: int) -> Tensor:
+        rows = X[start : start + chunk]
+        return rows if scale is None else rows * scale
+
     gram = X.new_zeros(d, d)
     if not center or not n:
         for start in range(0, n, chunk):
-            block = X[start : start + chunk]
-            gram.addmm_(block.mT, block)
+            b = block(start)
+            gram.addmm_(b.mT, b)
         return gram, torch.diagonal(gram)
-    c = X.mean(0)
+    c = X.mean(0) if scale is None else sum(block(s).sum(0) for s in range(0, n, chunk)) / n
     raw_sq = X.new_zeros(d)
     shift = X.new_zeros(d)
     for start in range(0, n, chunk):
-        block = X[start : start + chunk]
-        raw_sq += block.square().sum(0)
-        block = block - c
-        shift += block.sum(0)
-        gram.addmm_(block.mT, block)
+        b = block(start)
+        raw_sq += b.square().sum(0)
+        b = b - c
+        shift += b.sum(0)
+        gram.addmm_(b.mT, b)
     gram.addr_(shift, shift, alpha=-1.0 / n)
     return gram, raw_sq
 
@@ -619,7 +664,8 @@ def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
 
     A neuron that never fires (a zero column, or with ``center=True`` a constant one: its
     spread within 16 units of round-off of its magnitude) has similarity 0 with every other
-    neuron and 1 with itself.
+    neuron and 1 with itself. Any other neuron keeps its direction however small or large its
+    activations: each column is scaled by a power of two first (exact), so nothing underflows.
 
     Args:
         X: ``[tokens, neurons]`` activations.

@@ -220,10 +220,47 @@ def test_centred_cosine_is_pearson(X: torch.Tensor) -> None:
 
 
 @given(activations(), st.floats(0.1, 10.0))
+# Squares of 4.4e-155 sum below float64's smallest normal number: this neuron once read as
+# silent, and its scaled twin not.
+@example(X=torch.full((3, 2), 8.8998e-155, dtype=torch.float64), c=0.5)
 def test_cosine_is_scale_invariant_per_neuron(X: torch.Tensor, c: float) -> None:
     scaled = X.clone()
     scaled[:, 0] *= c
     torch.testing.assert_close(metrics.cosine_similarity(scaled), metrics.cosine_similarity(X))
+
+
+@given(activations(), st.integers(-1000, 1000), st.booleans())
+@example(
+    X=torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.25]], dtype=torch.float64),
+    k=-600,
+    center=False,
+)
+@example(
+    X=torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.25]], dtype=torch.float64), k=520, center=True
+)
+def test_cosine_is_invariant_to_any_representable_scale(
+    X: torch.Tensor, k: int, center: bool
+) -> None:
+    """Scaling a neuron by 2^k, across float64's whole range, changes none of its cosines."""
+    top = float(X[:, 0].abs().max())
+    # Entries of the scaled neuron keep their 53 bits where its largest is above 2^-960.
+    assume(top == 0 or top * 2.0**k > 2.0**-960)
+    scaled = X.clone()
+    scaled[:, 0] *= 2.0**k
+    torch.testing.assert_close(
+        metrics.cosine_similarity(scaled, center=center),
+        metrics.cosine_similarity(X, center=center),
+    )
+
+
+def test_cosine_of_float32_neurons_deep_in_a_gelu_tail() -> None:
+    """GELU(-10) is -7.6e-23: float32 squares of such activations underflow to zero, and the
+    neuron must still point where it points (here: along its twin at scale 1)."""
+    x = torch.tensor([-1.0, -2.0, -0.5, -3.0])
+    X = torch.stack([x, x * 7.6e-23, -x], dim=1)
+    expected = torch.tensor([[1.0, 1.0, -1.0], [1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
+    for center in (False, True):
+        torch.testing.assert_close(metrics.cosine_similarity(X, center=center), expected)
 
 
 def test_silent_neuron_is_orthogonal_to_all() -> None:
@@ -239,6 +276,14 @@ def test_silent_neuron_is_orthogonal_to_all() -> None:
 def test_comoment_path_equals_direct_path(X: torch.Tensor, split: int) -> None:
     """Co-moments accumulated over two shards give the in-memory result (the streaming
     contract), centred and raw."""
+    # The accumulators sum squares in X's own dtype (float64 here), so a column of entries
+    # below ~1e-154 underflows there and counts as silent, as documented, while the in-memory
+    # path scales each column first. (The probe sums float32 activations in float64: no
+    # activation it sees is that small.) Keep every square far above underflow.
+    tiny = 2.0**-480
+    for col in (X, X - X.mean(0)):
+        top = col.abs().amax(0)
+        assume(bool(((top == 0) | (top > tiny)).all()))
     split = min(split, X.shape[0] - 1)
     a, b = X[:split], X[split:]
     (ma, _), (mb, _) = metrics.block_moments(a), metrics.block_moments(b)

@@ -600,7 +600,7 @@ class StreamingStatistics:
                 comoment, mean, self.count, precision=self.dtype
             )
         else:
-            sim = metrics.cosine_similarity_from_gram(self.gram, precision=self.dtype)
+            sim = metrics.cosine_similarity_from_gram(self.gram)
         return sim.to(self.dtype)
 
     def cosine_distance(self, *, center: bool = False) -> Tensor:
