@@ -97,6 +97,9 @@ def _two_thread_gain(quick: bool) -> float:
     n = 500 if quick else 5000
 
     def loop() -> None:
+        # Per thread: a new thread's first matmul would otherwise run on MKL's default team
+        # (set_num_threads is thread-local in OpenMP and MKL), four threads on two cores.
+        torch.set_num_threads(1)
         for _ in range(n):
             torch.mm(a, b)
 
@@ -202,7 +205,57 @@ def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
             fraction >= FLOP_BAR or not bar,
         )
     )
+    if n >= 100:
+        step_ref = t_ref / steps
+        ceiling = step_ref / _gradient_step_time(init, data, quick)
+        rows.append(
+            row(
+                f"toy fit ceiling [{tag}]: reference step / one step's gradients alone on "
+                f"{torch.get_num_threads()} threads (batches free)",
+                ceiling,
+                "x",
+            )
+        )
     return rows
+
+
+def _gradient_step_time(init: ToyModel, data: SparseFeatureDataset, quick: bool) -> float:
+    """Seconds per step of ``fit``'s gradient computation alone (the five batched products and
+    the elementwise passes, on a fixed batch), its instances split over the threads as ``fit``
+    splits them: what a step would cost if drawing batches and AdamW were free."""
+    from superposition.toy.train import _Buffers
+
+    inst, m, _ = init.W.shape
+    threads = max(1, min(torch.get_num_threads(), inst))
+    x = data.sample(BATCH, generator=torch.Generator().manual_seed(3))  # [batch, inst, n]
+    P = torch.cat([init.W.detach(), init.b.detach()[:, None, :]], dim=1)
+    work = []
+    for k in range(threads):
+        lo, hi = k * inst // threads, (k + 1) * inst // threads
+        buf = _Buffers(P[lo:hi].clone(), "relu", m, data.importance[lo:hi], BATCH)
+        xb = buf.new_batch()
+        xb.copy_(x[:, lo:hi].transpose(0, 1))
+        work.append((buf, xb))
+    reps = 20 if quick else 200
+
+    def loop(buf: _Buffers, xb: Tensor) -> None:
+        torch.set_num_threads(1)  # per thread, as fit's workers do
+        for _ in range(reps):
+            buf.gradients(xb)
+
+    before = torch.get_num_threads()
+    try:
+        for buf, xb in work:
+            loop(buf, xb)  # warm-up
+        workers = [threading.Thread(target=loop, args=w) for w in work]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return (time.perf_counter() - t0) / reps
+    finally:
+        torch.set_num_threads(before)
 
 
 if __name__ == "__main__":

@@ -453,6 +453,7 @@ class _Run:
 
     def worker(self, group: _Group) -> None:
         try:
+            _one_op_thread()
             self.steps(group)
         except BaseException as err:  # re-raised on the calling thread
             self.error = err
@@ -481,6 +482,14 @@ class _Run:
                 adam.step(c.lr * lr_multiplier(c.schedule, step, steps, c.warmup_steps))
                 if bar is not None and ((step + 1) % tick == 0 or step == steps - 1):
                     bar.update(step + 1 - bar.n)
+
+
+def _one_op_thread() -> None:
+    """Make this (new) thread's ops single-threaded. ``torch.set_num_threads`` sets OpenMP's
+    and MKL's counts for the calling thread only: a fresh thread whose first op is a matrix
+    product runs it on MKL's default team, so two such threads on two cores run four, and
+    their throughput halves."""
+    torch.set_num_threads(1)
 
 
 class _AdamW:
@@ -644,6 +653,7 @@ class _Batches:
 
     def _produce(self) -> None:
         try:
+            _one_op_thread()
             for c in range(self._n_chunks()):
                 i = self.free.get()
                 if self.stop:
