@@ -606,13 +606,19 @@ def _column_scale(X: Tensor, chunk: int) -> Tensor:
 def _gram_of(X: Tensor, center: bool, chunk: int = 16_384) -> tuple[Tensor, Tensor]:
     """``(S X^T X S, per-column sum of squares of the raw X S)``, centred first if asked.
 
-    ``S`` is the identity unless a column's sum of squares comes out within ``2^p`` of
-    underflow (or overflows) while the column is not all zero; then it is
-    :func:`_column_scale`'s diagonal of powers of two, which normalising leaves out.
+    ``S`` is the identity unless a column's sum of squares (raw, or centred and not exactly
+    zero) comes out within ``2^p`` of underflow, or overflows, while the column is not all
+    zero; then it is :func:`_column_scale`'s diagonal of powers of two, which normalising
+    leaves out.
     """
     gram, raw_sq = _gram_pass(X, center, chunk, None)
     info = torch.finfo(X.dtype)
-    suspect = ~((raw_sq >= info.tiny / info.eps) & (raw_sq <= info.max))
+    low = info.tiny / info.eps
+    suspect = ~((raw_sq >= low) & (raw_sq <= info.max))
+    if center:
+        # A spread that underflowed only in part (a truly constant column centres to 0).
+        sq = torch.diagonal(gram)
+        suspect |= (sq > 0) & (sq < low)
     if bool(suspect.any()):
         # A silent neuron sums to 0 too, and it is common (dead ReLU units, SAE latents).
         cols = suspect.nonzero().squeeze(1)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
@@ -264,6 +265,25 @@ def test_cosine_of_float32_neurons_deep_in_a_gelu_tail() -> None:
     expected = torch.tensor([[1.0, 1.0, -1.0], [1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
     for center in (False, True):
         torch.testing.assert_close(metrics.cosine_similarity(X, center=center), expected)
+
+
+# tol: the dtype's rounding of each value, relative to the spread (float32: 6e-8 of 1e-5).
+@pytest.mark.parametrize(
+    ("dtype", "magnitude", "spread", "tol"),
+    [(torch.float32, 5e-17, 1e-5, 1e-3), (torch.float64, 5e-147, 1e-8, 1e-6)],
+)
+def test_centred_cosine_of_a_tiny_neuron_whose_spread_underflows(
+    dtype: torch.dtype, magnitude: float, spread: float, tol: float
+) -> None:
+    """A neuron of tiny magnitude whose relative spread is far above round-off, but whose
+    squared spread is subnormal: it varies (as its twin at scale 1 does), it is not constant."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(50, generator=g, dtype=torch.float64)
+    twin = 1 + spread * z
+    X = torch.stack([magnitude * twin, twin, torch.randn(50, generator=g, dtype=torch.float64)], 1)
+    S = metrics.cosine_similarity(X.to(dtype), center=True)
+    torch.testing.assert_close(S[0], S[1], atol=tol, rtol=0)
+    assert float(S[0, 1]) == pytest.approx(1.0, abs=tol)
 
 
 def test_silent_neuron_is_orthogonal_to_all() -> None:
