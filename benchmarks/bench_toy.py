@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import einops
@@ -104,22 +105,25 @@ def _two_thread_gain(quick: bool) -> float:
             torch.mm(a, b)
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         loop()
         t0 = time.perf_counter()
         loop()
         one = time.perf_counter() - t0
-        workers = [threading.Thread(target=loop) for _ in range(2)]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        two = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
-    return 2 * one / two
+    return 2 * one / _concurrently([loop, loop])
+
+
+def _concurrently(fns: list[Callable[[], None]]) -> float:
+    """Seconds to run ``fns``, each on its own thread, all at once."""
+    workers = [threading.Thread(target=fn) for fn in fns]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - t0
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -223,37 +227,29 @@ def _gradient_step_time(init: ToyModel, data: SparseFeatureDataset, quick: bool)
     """Seconds per step of ``fit``'s gradient computation alone (the five batched products and
     the elementwise passes, on a fixed batch), its instances split over the threads as ``fit``
     splits them: what a step would cost if drawing batches and AdamW were free."""
-    from superposition.toy.train import _Buffers
+    from superposition.toy.train import _Buffers, _group_bounds
 
-    inst, m, _ = init.W.shape
-    threads = max(1, min(torch.get_num_threads(), inst))
+    inst = init.n_instances
     x = data.sample(BATCH, generator=torch.Generator().manual_seed(3))  # [batch, inst, n]
-    P = torch.cat([init.W.detach(), init.b.detach()[:, None, :]], dim=1)
-    work = []
-    for k in range(threads):
-        lo, hi = k * inst // threads, (k + 1) * inst // threads
-        buf = _Buffers(P[lo:hi].clone(), "relu", m, data.importance[lo:hi], BATCH)
+    P = init.params.detach().clone()
+    reps = 20 if quick else 200
+    loops = []
+    for lo, hi in _group_bounds(inst, max(1, min(torch.get_num_threads(), inst))):
+        buf = _Buffers(P[lo:hi], init.activation, init.n_hidden, data.importance[lo:hi], BATCH)
         xb = buf.new_batch()
         xb.copy_(x[:, lo:hi].transpose(0, 1))
-        work.append((buf, xb))
-    reps = 20 if quick else 200
 
-    def loop(buf: _Buffers, xb: Tensor) -> None:
-        torch.set_num_threads(1)  # per thread, as fit's workers do
-        for _ in range(reps):
-            buf.gradients(xb)
+        def loop(buf: _Buffers = buf, xb: Tensor = xb) -> None:
+            torch.set_num_threads(1)  # per thread, as fit's workers do
+            for _ in range(reps):
+                buf.gradients(xb)
 
+        loops.append(loop)
     before = torch.get_num_threads()
     try:
-        for buf, xb in work:
-            loop(buf, xb)  # warm-up
-        workers = [threading.Thread(target=loop, args=w) for w in work]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        return (time.perf_counter() - t0) / reps
+        for loop in loops:
+            loop()  # warm-up
+        return _concurrently(loops) / reps
     finally:
         torch.set_num_threads(before)
 

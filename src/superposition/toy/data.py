@@ -363,9 +363,12 @@ class SparseFeatureDataset:
         if isinstance(p, float) and p == 1.0:
             torch.sub(u1, 1.0, out=out)  # exact, in [0, 1)
         else:
-            shift, scale = 2 - p, 1 / p  # a float the op rounds to out's dtype itself
-            if isinstance(shift, Tensor) and isinstance(scale, Tensor):
-                shift, scale = shift.to(out.dtype), scale.to(out.dtype)
+            shift: Tensor | float
+            scale: Tensor | float
+            if isinstance(p, Tensor):
+                shift, scale = (2 - p).to(out.dtype), (1 / p).to(out.dtype)
+            else:
+                shift, scale = 2 - p, 1 / p  # floats the op rounds to out's dtype itself
             torch.sub(u1, shift, out=out).mul_(scale)
             out.clamp_(0.0, _BELOW_ONE)
         if self.distribution == "signed":

@@ -391,12 +391,11 @@ def train(
         # threads than on one.
         torch.set_num_threads(1)
 
-    edges = [round(k * inst / n_groups) for k in range(n_groups + 1)]
     groups: list[_Group] = []
     bar = tqdm(total=steps, disable=not progress, desc="ToyModel.fit", leave=False)
+    act, hid = model.activation, model.n_hidden
     try:
-        for lo, hi in itertools.pairwise(edges):
-            act, hid = model.activation, model.n_hidden
+        for lo, hi in _group_bounds(inst, n_groups):
             buf = _Buffers(P[lo:hi], act, hid, imp[lo:hi], config.batch_size)
             batches: _Batches | _FixedBatch
             if finite is not None:
@@ -427,6 +426,13 @@ def train(
             g.batches.close()
         torch.set_num_threads(threads)
     return TrainHistory(steps=log_steps, losses=losses, config=config)
+
+
+def _group_bounds(n_instances: int, n_groups: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of each group of instances when ``fit`` trains them on ``n_groups``
+    threads: contiguous, sizes within one of each other."""
+    edges = [round(k * n_instances / n_groups) for k in range(n_groups + 1)]
+    return list(itertools.pairwise(edges))
 
 
 @dataclass
