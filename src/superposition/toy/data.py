@@ -328,24 +328,35 @@ class SparseFeatureDataset:
         return [np.random.SFC64(np.random.SeedSequence((seed, i))) for i in range(self.n_instances)]
 
     def _fill_from_streams_(
-        self, out: Tensor, streams: Sequence[np.random.SFC64], first: int = 0
+        self,
+        out: Tensor,
+        streams: Sequence[np.random.SFC64],
+        first: int = 0,
+        words: Tensor | None = None,
     ) -> Tensor:
         """Fill ``out: [chunks, k, a, b]`` (CPU) for instances ``first .. first + k - 1``, each
         from its own stream in ``streams``: ``ceil(a * b / 2)`` 64-bit words per ``[a, b]``
         block, in order, so a chunk of ``c`` batches is the same as ``c`` calls with one.
 
         numpy's SFC64 writes 64 random bits in about 60% of the time of torch's generator.
-        (Drawing only the active features of sparse instances, by geometric gaps, cost more
-        per active feature than this per feature above p = 0.12, and saved nothing measurable
-        in ``fit`` below.)
+        The bits of all instances are gathered into ``words`` (int64 scratch of ``chunks * k *
+        ceil(a * b / 2)`` elements, allocated if absent) and turned into features by one set of
+        passes for the whole chunk: a sampler on a second thread then takes the GIL a few times
+        per chunk rather than a few times per instance, and the training thread's operations
+        seldom wait for it. (Drawing only the active features of sparse instances, by geometric
+        gaps, cost more per active feature than this per feature above p = 0.12, and saved
+        nothing measurable in ``fit`` below.)
         """
-        chunks, _, a, b = out.shape
+        chunks, k, a, b = out.shape
         per = (a * b + 1) // 2
-        probs = self.feature_probability.tolist()[first : first + len(streams)]
-        for j, (bits, p) in enumerate(zip(streams, probs, strict=True)):
-            words = torch.from_numpy(bits.random_raw(chunks * per).view(np.int64))
-            self._from_words_(out[:, j : j + 1], words.view(chunks, 1, per), p)
-        return out
+        if words is None or words.numel() != chunks * k * per:
+            words = torch.empty(chunks * k * per, dtype=torch.int64)
+        words = words.view(chunks, k, per)
+        for j, bits in enumerate(streams):
+            raw = bits.random_raw(chunks * per).view(np.int64)
+            words[:, j].copy_(torch.from_numpy(raw).view(chunks, per))
+        p = self.feature_probability[first : first + k].to(torch.float64)[:, None, None]
+        return self._from_words_(out, words, p)
 
     def _from_words_(self, out: Tensor, words: Tensor, p: Tensor | float) -> Tensor:
         """Features from random ``words: [chunks, k, ceil(a * b / 2)]`` (int64, consumed) into
