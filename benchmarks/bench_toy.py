@@ -210,6 +210,7 @@ def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
         )
     )
     if n >= 100:
+        rows += _medium_precision(n, m, inst, steps, quick, data, fit_once, reference_once, trained)
         step_ref = t_ref / steps
         ceiling = step_ref / _gradient_step_time(init, data, quick)
         rows.append(
@@ -221,6 +222,71 @@ def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
             )
         )
     return rows
+
+
+def _with_precision(precision: str, fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` run under ``torch.set_float32_matmul_precision(precision)``."""
+
+    def run() -> None:
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(precision)
+        try:
+            fn()
+        finally:
+            torch.set_float32_matmul_precision(before)
+
+    return run
+
+
+def _medium_precision(
+    n: int,
+    m: int,
+    inst: int,
+    steps: int,
+    quick: bool,
+    data: SparseFeatureDataset,
+    fit_once: Callable[[], None],
+    reference_once: Callable[[], None],
+    trained: dict[str, tuple[Tensor, Tensor]],
+) -> list[Row]:
+    """Both loops again under PyTorch's ``torch.set_float32_matmul_precision("medium")``, the
+    user's opt-in to faster float32 products: on CPUs with bfloat16 units oneDNN then computes
+    them from bfloat16 parts (about 16 bits of each operand, float32 sums). Rows: the speed-up
+    over the reference under the same setting, ``fit``'s own gain over full precision, and
+    that the trained model's loss still matches the reference's."""
+    tag = f"n={n},m={m},I={inst}"
+    t = side_by_side(
+        {  # in this order, so that ``trained`` ends with the 'medium' models
+            "fit highest": fit_once,
+            "reference": _with_precision("medium", reference_once),
+            "fit": _with_precision("medium", fit_once),
+        },
+        repeat=1 if quick else 3,
+        warmup=int(quick),
+    )
+    l_fit = _eval_loss(*trained["fit"], data)
+    l_ref = _eval_loss(*trained["reference"], data)
+    rel = abs(l_fit - l_ref) / l_ref
+    return [
+        row(
+            f"toy fit vs TMS reference loop, both at matmul precision 'medium' [{tag}]: speed-up",
+            t["reference"] / t["fit"],
+            "x",
+        ),
+        row(
+            f"toy fit at matmul precision 'medium' vs 'highest' [{tag}]: speed-up",
+            t["fit highest"] / t["fit"],
+            "x",
+        ),
+        row(
+            f"toy final loss at matmul precision 'medium', fit vs reference [{tag}] "
+            f"({l_fit:.5f} vs {l_ref:.5f})",
+            rel,
+            "rel. diff",
+            f"<= {LOSS_TOL}",
+            rel <= LOSS_TOL,
+        ),
+    ]
 
 
 def _gradient_step_time(init: ToyModel, data: SparseFeatureDataset, quick: bool) -> float:

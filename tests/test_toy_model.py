@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -372,10 +373,10 @@ def test_an_error_while_sampling_reaches_fit(monkeypatch: pytest.MonkeyPatch, mo
     data = SparseFeatureDataset(5, [0.5, 0.2], seed=0)
     fill = data._fill_from_streams_
 
-    def broken(out: torch.Tensor, streams: object, first: int = 0) -> torch.Tensor:
+    def broken(out: torch.Tensor, streams: object, first: int = 0, *rest: Any) -> torch.Tensor:
         if mode == "background" or first > 0:
             raise RuntimeError("sampler broke")
-        return fill(out, streams, first)  # type: ignore[arg-type]
+        return fill(out, streams, first, *rest)  # type: ignore[arg-type]
 
     monkeypatch.setattr(train_module, "_BACKGROUND_MIN_STEPS", 1)
     if mode == "threads":

@@ -314,8 +314,7 @@ class SparseFeatureDataset:
             words = torch.empty(shape, dtype=torch.int64, device=out.device)
         words = words.view(shape)
         words.random_(generator=generator)  # 63 random bits: [0, 2**63)
-        p = self.feature_probability.to(out.device, torch.float64)[:, None, None]
-        return self._from_words_(out, words, p)
+        return self._from_words_(out, words, self._affine(0, inst, out))
 
     def _streams(self, generator: torch.Generator) -> list[np.random.SFC64]:
         """One SFC64 bit stream per instance, seeded by a single draw of ``generator``.
@@ -333,6 +332,7 @@ class SparseFeatureDataset:
         streams: Sequence[np.random.SFC64],
         first: int = 0,
         words: Tensor | None = None,
+        affine: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Fill ``out: [chunks, k, a, b]`` (CPU) for instances ``first .. first + k - 1``, each
         from its own stream in ``streams``: ``ceil(a * b / 2)`` 64-bit words per ``[a, b]``
@@ -341,27 +341,35 @@ class SparseFeatureDataset:
         numpy's SFC64 writes 64 random bits in about 60% of the time of torch's generator.
         The bits of all instances are gathered into ``words`` (int64 scratch of ``chunks * k *
         ceil(a * b / 2)`` elements, allocated if absent) and turned into features by one set of
-        passes for the whole chunk: a sampler on a second thread then takes the GIL a few times
-        per chunk rather than a few times per instance, and the training thread's operations
-        seldom wait for it. (Drawing only the active features of sparse instances, by geometric
-        gaps, cost more per active feature than this per feature above p = 0.12, and saved
-        nothing measurable in ``fit`` below.)
+        passes for the whole chunk, with ``affine`` (:meth:`_affine`, computed if absent): a
+        sampler on a second thread then holds the GIL a few times per chunk rather than a few
+        times per instance, and the training thread's operations seldom wait for it. (Drawing
+        only the active features of sparse instances, by geometric gaps, cost more per active
+        feature than this per feature above p = 0.12, and saved nothing measurable in ``fit``
+        below.)
         """
         chunks, k, a, b = out.shape
         per = (a * b + 1) // 2
         if words is None or words.numel() != chunks * k * per:
             words = torch.empty(chunks * k * per, dtype=torch.int64)
         words = words.view(chunks, k, per)
+        dest = words.numpy()
         for j, bits in enumerate(streams):
-            raw = bits.random_raw(chunks * per).view(np.int64)
-            words[:, j].copy_(torch.from_numpy(raw).view(chunks, per))
-        p = self.feature_probability[first : first + k].to(torch.float64)[:, None, None]
-        return self._from_words_(out, words, p)
+            dest[:, j] = bits.random_raw(chunks * per).reshape(chunks, per)
+        return self._from_words_(out, words, affine or self._affine(first, k, out))
 
-    def _from_words_(self, out: Tensor, words: Tensor, p: Tensor | float) -> Tensor:
+    def _affine(self, first: int, k: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``(2 - p, 1 / p)`` of instances ``first .. first + k - 1``, ``[k, 1, 1]`` in the
+        dtype and on the device of ``like``: :meth:`_from_words_` maps ``1 + u`` to a feature
+        with them (rounded from float64, so the same for every caller)."""
+        p = self.feature_probability[first : first + k].to(like.device, torch.float64)
+        p = p[:, None, None]
+        return (2 - p).to(like.dtype), (1 / p).to(like.dtype)
+
+    def _from_words_(self, out: Tensor, words: Tensor, affine: tuple[Tensor, Tensor]) -> Tensor:
         """Features from random ``words: [chunks, k, ceil(a * b / 2)]`` (int64, consumed) into
-        ``out: [chunks, k, a, b]``, with ``p`` the probability: float64 ``[k, 1, 1]``, or a
-        float when ``k`` is 1."""
+        ``out: [chunks, k, a, b]``, with ``affine`` the instances' ``(2 - p, 1 / p)``
+        (:meth:`_affine`)."""
         chunks, k, a, b = out.shape
         halves = words.view(torch.int32)[..., : a * b]
         # 23 random bits of each half as the mantissa of a float in [1, 2): integer passes that
@@ -370,18 +378,9 @@ class SparseFeatureDataset:
         u1 = halves.view(torch.float32).view(chunks, k, a, b)  # 1 + u, u ~ U[0, 1)
         # x = max(u - S, 0) / p = max((1 + u) - (1 + S), 0) / p; two binary passes (a ternary
         # addcmul with per-instance factors does not vectorize), and the upper clamp keeps
-        # round-off from producing exactly 1.0.
-        if isinstance(p, float) and p == 1.0:
-            torch.sub(u1, 1.0, out=out)  # exact, in [0, 1)
-        else:
-            shift: Tensor | float
-            scale: Tensor | float
-            if isinstance(p, Tensor):
-                shift, scale = (2 - p).to(out.dtype), (1 / p).to(out.dtype)
-            else:
-                shift, scale = 2 - p, 1 / p  # floats the op rounds to out's dtype itself
-            torch.sub(u1, shift, out=out).mul_(scale)
-            out.clamp_(0.0, _BELOW_ONE)
+        # round-off from producing exactly 1.0. For p = 1 the result is u, exactly.
+        shift, scale = affine
+        torch.sub(u1, shift, out=out).mul_(scale).clamp_(0.0, _BELOW_ONE)
         if self.distribution == "signed":
             # Active values x in (0, 1) map to 2x - 1 in (-1, 1); zeros stay zero.
             torch.where(out > 0, out * 2 - 1, out, out=out)

@@ -626,7 +626,8 @@ class _Batches:
         self.buffers = [torch.empty(shape, device=dev, dtype=dt) for _ in range(n_buffers)]
         self.words: list[Tensor] = []  # scratch of the generator's random bits
         self.words_per_batch = inst * ((per_batch // inst + 1) // 2)
-        if self.streams is None and not grouped:
+        self.affine = data._affine(first, inst, self.buffers[0])
+        if not grouped:
             words = self.chunk * self.words_per_batch
             self.words = [torch.empty(words, dtype=torch.int64, device=dev) for _ in self.buffers]
         self.feature_major = buf.feature_major
@@ -649,7 +650,8 @@ class _Batches:
     def _fill(self, i: int, count: int) -> None:
         out = self.buffers[i][:count]
         if self.streams is not None:
-            self.data._fill_from_streams_(out, self.streams, self.first)
+            words = self.words[i][: count * self.words_per_batch]
+            self.data._fill_from_streams_(out, self.streams, self.first, words, self.affine)
         elif self.words:
             words = self.words[i][: count * self.words_per_batch]
             self.data._fill_independent_(out, self.generator, words)
