@@ -212,12 +212,22 @@ def _compare(n: int, m: int, inst: int, quick: bool, peak: float) -> list[Row]:
     if n >= 100:
         rows += _medium_precision(n, m, inst, steps, quick, data, fit_once, reference_once, trained)
         step_ref = t_ref / steps
+        threads = torch.get_num_threads()
         ceiling = step_ref / _gradient_step_time(init, data, quick)
+        drawn = step_ref / _gradient_step_time(init, data, quick, draw=True)
         rows.append(
             row(
                 f"toy fit ceiling [{tag}]: reference step / one step's gradients alone on "
-                f"{torch.get_num_threads()} threads (batches free)",
+                f"{threads} threads (batches free)",
                 ceiling,
+                "x",
+            )
+        )
+        rows.append(
+            row(
+                f"toy fit ceiling [{tag}]: reference step / one step's gradients and batches "
+                f"on {threads} threads (AdamW and the loop free)",
+                drawn,
                 "x",
             )
         )
@@ -289,32 +299,51 @@ def _medium_precision(
     ]
 
 
-def _gradient_step_time(init: ToyModel, data: SparseFeatureDataset, quick: bool) -> float:
+def _gradient_step_time(
+    init: ToyModel, data: SparseFeatureDataset, quick: bool, *, draw: bool = False
+) -> float:
     """Seconds per step of ``fit``'s gradient computation alone (the five batched products and
     the elementwise passes, on a fixed batch), its instances split over the threads as ``fit``
-    splits them: what a step would cost if drawing batches and AdamW were free."""
+    splits them: what a step would cost if drawing batches and AdamW were free. With ``draw``,
+    each thread also draws its instances' batch every step, as ``fit`` does at this size (with
+    ``fit``'s sampler, a chunk of one batch): what a step would cost if AdamW and everything
+    around the two were free."""
     from superposition.toy.train import _Buffers, _group_bounds
 
     inst = init.n_instances
     x = data.sample(BATCH, generator=torch.Generator().manual_seed(3))  # [batch, inst, n]
     P = init.params.detach().clone()
+    streams = data._streams(torch.Generator().manual_seed(4))
     reps = 20 if quick else 200
-    loops = []
+    loops: list[Callable[[], None]] = []
     for lo, hi in _group_bounds(inst, max(1, min(torch.get_num_threads(), inst))):
         buf = _Buffers(P[lo:hi], init.activation, init.n_hidden, data.importance[lo:hi], BATCH)
         xb = buf.new_batch()
         xb.copy_(x[:, lo:hi].transpose(0, 1))
+        fresh = xb[None]  # a chunk of one batch: the next step trains on what it drew
+        words = torch.empty((hi - lo) * ((BATCH * init.n_features + 1) // 2), dtype=torch.int64)
+        affine = data._affine(lo, hi - lo, fresh)
 
-        def loop(buf: _Buffers = buf, xb: Tensor = xb) -> None:
+        def loop(
+            buf: _Buffers = buf,
+            xb: Tensor = xb,
+            fresh: Tensor = fresh,
+            words: Tensor = words,
+            affine: tuple[Tensor, Tensor] = affine,
+            lo: int = lo,
+            hi: int = hi,
+        ) -> None:
             torch.set_num_threads(1)  # per thread, as fit's workers do
             for _ in range(reps):
+                if draw:
+                    data._fill_from_streams_(fresh, streams[lo:hi], lo, words, affine)
                 buf.gradients(xb)
 
         loops.append(loop)
     before = torch.get_num_threads()
     try:
-        for loop in loops:
-            loop()  # warm-up
+        for fn in loops:
+            fn()  # warm-up
         return _concurrently(loops) / reps
     finally:
         torch.set_num_threads(before)
