@@ -21,7 +21,8 @@ from superposition import metrics
 def direct(X: torch.Tensor) -> torch.Tensor:
     """The textbook computation: normalise every column, then one matmul."""
     Xn = X / X.norm(dim=0).clamp_min(1e-12)
-    return Xn.T @ Xn
+    out: torch.Tensor = Xn.T @ Xn
+    return out
 
 
 def _matrix(tokens: int, neurons: int) -> torch.Tensor:

@@ -121,16 +121,16 @@ def _compare(d_in: int, d_sae: int, k: int, samples: int, score: bool, repeat: i
     # Interleaved and compared by medians: a noisy machine slows both sides alike.
     t = side_by_side({"ours": ours, "saelens": saelens}, repeat=repeat, warmup=0)
     t_ours, t_ref, W_ours, W_ref = t["ours"], t["saelens"], W["ours"], W["saelens"]
-    ours, ref = samples / t_ours, samples / t_ref
+    rate_ours, rate_ref = samples / t_ours, samples / t_ref
     rows = [
-        row(f"{label}: fit samples/s", ours, "samples/s"),
-        row(f"{label}: SAELens samples/s", ref, "samples/s"),
+        row(f"{label}: fit samples/s", rate_ours, "samples/s"),
+        row(f"{label}: SAELens samples/s", rate_ref, "samples/s"),
         row(
             f"{label}: fit / SAELens throughput",
-            ours / ref,
+            rate_ours / rate_ref,
             "x",
             f">= {SPEEDUP_BAR}x",
-            ours / ref >= SPEEDUP_BAR,
+            rate_ours / rate_ref >= SPEEDUP_BAR,
         ),
     ]
     if score:
