@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import einops
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -308,7 +309,7 @@ def _gradient_step_time(
     each thread also draws its instances' batch every step, as ``fit`` does at this size (with
     ``fit``'s sampler, a chunk of one batch): what a step would cost if AdamW and everything
     around the two were free."""
-    from superposition.toy.train import _Buffers, _group_bounds
+    from superposition.toy.train import _Buffers, _group_bounds, _one_op_thread
 
     inst = init.n_instances
     x = data.sample(BATCH, generator=torch.Generator().manual_seed(3))  # [batch, inst, n]
@@ -330,13 +331,13 @@ def _gradient_step_time(
             fresh: Tensor = fresh,
             words: Tensor = words,
             affine: tuple[Tensor, Tensor] = affine,
+            own: list[np.random.SFC64] = streams[lo:hi],
             lo: int = lo,
-            hi: int = hi,
         ) -> None:
-            torch.set_num_threads(1)  # per thread, as fit's workers do
+            _one_op_thread()  # as fit's workers do
             for _ in range(reps):
                 if draw:
-                    data._fill_from_streams_(fresh, streams[lo:hi], lo, words, affine)
+                    data._fill_from_streams_(fresh, own, lo, words, affine)
                 buf.gradients(xb)
 
         loops.append(loop)

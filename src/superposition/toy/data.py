@@ -300,12 +300,17 @@ class SparseFeatureDataset:
         return out
 
     def _fill_independent_(
-        self, out: Tensor, generator: torch.Generator, words: Tensor | None = None
+        self,
+        out: Tensor,
+        generator: torch.Generator,
+        words: Tensor | None = None,
+        affine: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Fill ``out: [chunks, n_instances, a, b]`` (contiguous) ignoring feature groups.
 
         Each ``[a, b]`` block takes ``ceil(a * b / 2)`` 64-bit draws in order, so a chunk of
-        ``k`` batches is the same as ``k`` calls with one.
+        ``k`` batches is the same as ``k`` calls with one. ``affine`` as in
+        :meth:`_fill_from_streams_`.
         """
         k, inst, a, b = out.shape
         n = a * b
@@ -314,7 +319,7 @@ class SparseFeatureDataset:
             words = torch.empty(shape, dtype=torch.int64, device=out.device)
         words = words.view(shape)
         words.random_(generator=generator)  # 63 random bits: [0, 2**63)
-        return self._from_words_(out, words, self._affine(0, inst, out))
+        return self._from_words_(out, words, affine or self._affine(0, inst, out))
 
     def _streams(self, generator: torch.Generator) -> list[np.random.SFC64]:
         """One SFC64 bit stream per instance, seeded by a single draw of ``generator``.

@@ -624,7 +624,7 @@ class _Batches:
         dev, dt = buf.P.device, buf.P.dtype
         n_buffers = 2 if background else 1
         self.buffers = [torch.empty(shape, device=dev, dtype=dt) for _ in range(n_buffers)]
-        self.words: list[Tensor] = []  # scratch of the generator's random bits
+        self.words: list[Tensor] = []  # scratch of the random bits (none for feature groups)
         self.words_per_batch = inst * ((per_batch // inst + 1) // 2)
         self.affine = data._affine(first, inst, self.buffers[0])
         if not grouped:
@@ -649,12 +649,12 @@ class _Batches:
 
     def _fill(self, i: int, count: int) -> None:
         out = self.buffers[i][:count]
-        if self.streams is not None:
+        if self.words:
             words = self.words[i][: count * self.words_per_batch]
-            self.data._fill_from_streams_(out, self.streams, self.first, words, self.affine)
-        elif self.words:
-            words = self.words[i][: count * self.words_per_batch]
-            self.data._fill_independent_(out, self.generator, words)
+            if self.streams is not None:
+                self.data._fill_from_streams_(out, self.streams, self.first, words, self.affine)
+            else:
+                self.data._fill_independent_(out, self.generator, words, self.affine)
         else:
             view = out[0].transpose(1, 2) if self.feature_major else out[0]
             self.data.fill_(view, self.generator)
