@@ -290,7 +290,7 @@ def test_cosine_histogram_counts_each_pair_once(center: bool) -> None:
 def test_cosine_histogram_errors() -> None:
     with pytest.raises(ValueError, match=r"X must have at least 2 neurons .* got shape \(5, 1\)"):
         plot.cosine_histogram(torch.rand(5, 1))
-    with pytest.raises(ValueError, match="bins must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="bins must be a positive int, got 0"):
         plot.cosine_histogram(torch.rand(5, 3), bins=0)
 
 
@@ -345,7 +345,7 @@ def test_neuron_traces_errors() -> None:
         plot.neuron_traces(X, ["a", "b"])
     with pytest.raises(ValueError, match=r"text_index must have shape \(3,\).*got shape \(2,\)"):
         plot.neuron_traces(X, ["a", "b", "c"], text_index=torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="n must be a positive int, got 0"):
         plot.neuron_traces(X, ["a", "b", "c"], n=0)
 
 

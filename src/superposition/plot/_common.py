@@ -76,12 +76,6 @@ def _activations(X: object) -> Tensor:
     return X
 
 
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 # --------------------------------------------------------------------------- figure helpers
 
 

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from numpy.typing import NDArray
 
+from superposition._checks import positive_int as _positive_int
 from superposition.plot._common import (
     _activations,
     _float_tensor,
     _panel,
-    _positive_int,
     _require,
 )
 

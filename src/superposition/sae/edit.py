@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from superposition._checks import positive_int as _positive_int
 from superposition.probe.locate import MLPSite, locate_mlp
-from superposition.sae.model import _positive_int
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder

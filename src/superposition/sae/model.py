@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from superposition import distributed as _distributed
 from superposition import metrics
+from superposition._checks import positive_int as _positive_int
 from superposition._io import load_saved, save_with_config, saved_paths
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import (
@@ -73,12 +74,6 @@ def _device(value: object) -> torch.device:
         raise ValueError(
             f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {value!r}"
         ) from err
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from superposition._checks import positive_int as _positive_int
 from superposition._io import atomic_path, atomic_write
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
-from superposition.sae.model import _positive_int
 
 __all__ = ["ActivationStore"]
 

@@ -15,13 +15,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from superposition._checks import positive_int as _positive_int
+
 __all__ = ["SyntheticFeatures"]
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _per_feature(value: object, name: str, n: int, low: float, high: float) -> Tensor:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import metrics
+from superposition._checks import positive_int as _positive_int
 from superposition._io import load_saved, save_with_config
 from superposition.toy.data import FiniteFeatureDataset, SparseFeatureDataset
 from superposition.toy.train import Schedule, TrainConfig, TrainHistory, train
@@ -38,12 +39,6 @@ __all__ = ["Activation", "ToyModel"]
 Activation = Literal["linear", "relu", "relu_hidden", "abs"]
 ACTIVATIONS: tuple[Activation, ...] = ("linear", "relu", "relu_hidden", "abs")
 _FORMAT_VERSION = 1
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _instance_major_normal(shape: tuple[int, int, int], g: torch.Generator) -> Tensor:
@@ -274,8 +269,9 @@ class ToyModel(nn.Module):
         the AdamW update is fused (see :mod:`superposition.toy.train`); the result equals what
         ``torch.optim.AdamW`` and autograd give, up to float round-off. The products follow
         ``torch.set_float32_matmul_precision``: under ``"medium"``, on CPUs with bfloat16 units,
-        they are computed from bfloat16 parts (about 16 bits of each operand), 1.3-1.4x faster
-        at ``n=200, m=20`` with the same final loss (``benchmarks/bench_toy.py``).
+        oneDNN computes them from bfloat16 parts (about 16 bits of each operand on
+        ``avx512_bf16`` CPUs; a single bfloat16 pass, ~2^-8 relative, on CPUs with AMX),
+        1.3-1.4x faster at ``n=200, m=20`` with the same final loss (``benchmarks/bench_toy.py``).
 
         Args:
             data: the input distribution, or a finite training set
