@@ -126,7 +126,7 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
         probe.stream(sp.load_corpus(TEXTS), gram=False).save(folder / f"corpus{rank}")
         probe.stream(t for t in TEXTS).save(folder / f"generator{rank}")
         probe.stream(TEXTS[:1]).save(folder / f"one{rank}")
-        enc = probe._get_tokenizer(required=True)(TEXTS[:3], padding=True, return_tensors="pt")
+        enc = probe.get_tokenizer()(TEXTS[:3], padding=True, return_tensors="pt")
         probe.stream(dict(enc)).save(folder / f"pretokenized{rank}")
         both = _probe(model_dir, layer=[0, 1]).stream(TEXTS)
         for stats in both:
@@ -257,7 +257,7 @@ def test_streaming_statistics_equal_one_process(main_run: Path, model_dir: str, 
         want = probe.stream(TEXTS, distributed=False)
         want_no_gram = probe.stream(TEXTS, gram=False)
         want_one = probe.stream(TEXTS[:1])
-        enc = probe._get_tokenizer(required=True)(TEXTS[:3], padding=True, return_tensors="pt")
+        enc = probe.get_tokenizer()(TEXTS[:3], padding=True, return_tensors="pt")
         want_pre = probe.stream(dict(enc))
         layers = _probe(model_dir, layer=[0, 1]).stream(TEXTS)
     load = sp.StreamingStatistics.load

@@ -684,7 +684,7 @@ def _sae_train(args: argparse.Namespace) -> int:
     sae = SparseAutoencoder(
         width, args.d_sae or 4 * width, kind=args.kind, k=args.k if topk else None, seed=args.seed
     )  # checks d_sae and k before any work
-    limit = probe._limit(tokenizer)
+    limit = probe.token_limit(tokenizer)
     tokens = sum(
         len(ids)
         for ids in tokenizer(list(train_texts), truncation=limit is not None, max_length=limit)[

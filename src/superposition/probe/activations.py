@@ -61,6 +61,8 @@ class Activations:
         is_pad: ``[n_tokens]`` bool, True for a pad row (kept with ``keep_padding=True``);
             all False when not given. Pad rows are labelled with the tokenizer's pad token,
             or ``"<pad>"`` when it has none, and ``token_ids`` holds the id fed to the model.
+        site: the place of the block read (``"neurons"``, ``"mlp_in"``, ``"mlp_out"``,
+            ``"resid_pre"``, ``"resid_post"``; see :mod:`superposition.probe.sites`).
 
     Examples:
         >>> import torch
@@ -85,6 +87,7 @@ class Activations:
     model_name: str = ""
     # The empty default stands for "no pad rows" and becomes [n_tokens] False in __post_init__.
     is_pad: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    site: str = "neurons"
     _text_starts: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -149,7 +152,9 @@ class Activations:
         return (
             f"Activations(n_tokens={self.n_tokens}, n_neurons={self.n_neurons}, "
             f"n_texts={self.n_texts}, layer={self.layer}, module_name={self.module_name!r}, "
-            f"model_name={self.model_name!r})"
+            f"model_name={self.model_name!r}"
+            + ("" if self.site == "neurons" else f", site={self.site!r}")
+            + ")"
         )
 
     def for_text(self, i: int) -> Activations:
@@ -173,6 +178,7 @@ class Activations:
             module_name=self.module_name,
             model_name=self.model_name,
             is_pad=self.is_pad[a:b],
+            site=self.site,
         )
 
     @classmethod
@@ -196,15 +202,15 @@ class Activations:
         if not parts:
             raise ValueError("concat needs at least one Activations, got none")
         first = parts[0]
-        key = (first.layer, first.module_name, first.model_name, first.n_neurons)
+        key = (first.layer, first.site, first.module_name, first.model_name, first.n_neurons)
         for k, a in enumerate(parts):
             if not isinstance(a, Activations):
                 raise TypeError(f"parts[{k}] must be Activations, got {type(a).__name__}")
-            other = (a.layer, a.module_name, a.model_name, a.n_neurons)
+            other = (a.layer, a.site, a.module_name, a.model_name, a.n_neurons)
             if other != key:
                 raise ValueError(
-                    "every part must hold the same neurons (layer, module, model, n_neurons): "
-                    f"parts[0] has {key}, parts[{k}] has {other}"
+                    "every part must hold the same neurons (layer, site, module, model, "
+                    f"n_neurons): parts[0] has {key}, parts[{k}] has {other}"
                 )
         offsets = np.cumsum([0] + [a.n_texts for a in parts[:-1]]).tolist()
         return cls(
@@ -217,6 +223,7 @@ class Activations:
             module_name=first.module_name,
             model_name=first.model_name,
             is_pad=torch.cat([a.is_pad for a in parts]),
+            site=first.site,
         )
 
     def to_numpy(self) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -289,6 +296,7 @@ class Activations:
             "layer": self.layer,
             "module_name": self.module_name,
             "model_name": self.model_name,
+            "site": self.site,
             "tokens": list(self.tokens),
         }
         atomic_write(side, json.dumps(sidecar, ensure_ascii=False))
@@ -334,6 +342,7 @@ class Activations:
             model_name=str(meta["model_name"]),
             # Files saved before is_pad existed have none: no pad rows are known.
             is_pad=t.get("is_pad", torch.zeros(0, dtype=torch.bool)),
+            site=str(meta.get("site", "neurons")),  # files from before sites: the neurons
         )
 
 

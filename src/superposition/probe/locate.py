@@ -79,7 +79,7 @@ class MLPSite:
     call_index: int = 0
 
 
-def _model_type(model: nn.Module) -> str | None:
+def model_type(model: nn.Module) -> str | None:
     config = getattr(model, "config", None)
     mt = getattr(config, "model_type", None)
     return mt if isinstance(mt, str) and mt else None
@@ -94,7 +94,7 @@ def _hidden_size(model: nn.Module) -> int | None:
     return None
 
 
-def _find_blocks(model: nn.Module, suffix: str) -> tuple[str, nn.ModuleList] | None:
+def find_blocks(model: nn.Module, suffix: str) -> tuple[str, nn.ModuleList] | None:
     """The shortest-named ModuleList whose name is ``suffix`` or ends in ``.suffix``."""
     found = [
         (name, mod)
@@ -120,15 +120,35 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _structural(model: nn.Module) -> tuple[list[str], str]:
-    """Fallback: largest ModuleList of same-class blocks, one Linear with out == hidden < in."""
-    lists = [
+def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    return [
         (name, mod)
         for name, mod in model.named_modules()
         if isinstance(mod, nn.ModuleList)
         and len(mod) > 0
         and len({type(child) for child in mod}) == 1
     ]
+
+
+def structural_blocks(model: nn.Module) -> list[str]:
+    """The fallback's blocks: the names of the largest ``ModuleList`` of same-class modules.
+
+    Raises:
+        LookupError: the model has no such list.
+    """
+    lists = _block_lists(model)
+    if not lists:
+        raise LookupError(
+            f"cannot find the blocks of {type(model).__name__}: it has no nn.ModuleList of "
+            'transformer blocks; pass module={"resid_pre": "path.to.layers.{layer}", ...}'
+        )
+    name, blocks = max(lists, key=lambda item: len(item[1]))
+    return [_join(name, str(i)) for i in range(len(blocks))]
+
+
+def _structural(model: nn.Module) -> tuple[list[str], str]:
+    """Fallback: largest ModuleList of same-class blocks, one Linear with out == hidden < in."""
+    lists = _block_lists(model)
     cls = type(model).__name__
     if not lists:
         raise LookupError(
@@ -152,14 +172,14 @@ def _structural(model: nn.Module) -> tuple[list[str], str]:
     if len(candidates) != 1:
         what = "no layer" if not candidates else f"{len(candidates)} layers ({candidates})"
         raise LookupError(
-            f"cannot find the MLP of {cls} (model_type={_model_type(model)!r}): found {what} "
+            f"cannot find the MLP of {cls} (model_type={model_type(model)!r}): found {what} "
             f"mapping more than {hidden} features to {hidden} inside {list_name}.0, expected "
             f"exactly one; {hint}"
         )
     return [_join(list_name, str(i)) for i in range(len(blocks))], candidates[0]
 
 
-def _normalise(layer: LayerSpec, count: int, cls: str) -> list[int]:
+def normalise_layers(layer: LayerSpec, count: int, cls: str) -> list[int]:
     """Layer spec -> sorted-as-given list of non-negative indices, validated against ``count``."""
     if isinstance(layer, str):
         if layer != "all":
@@ -219,12 +239,12 @@ def _layout(model: nn.Module, module: str | None) -> list[tuple[str, int]]:
     if module is not None:
         paths, _ = _explicit(model, module)
         return [(p, 0) for p in paths]
-    mt = _model_type(model)
+    mt = model_type(model)
     if mt == "albert":
-        return _albert_layout(model)
+        return albert_layout(model)
     if mt in ARCHITECTURES:
         blocks_path, inner = ARCHITECTURES[mt]
-        found = _find_blocks(model, blocks_path)
+        found = find_blocks(model, blocks_path)
         if found is not None:
             name, blocks = found
             return [(_join(name, str(i), inner), 0) for i in range(len(blocks))]
@@ -234,16 +254,20 @@ def _layout(model: nn.Module, module: str | None) -> list[tuple[str, int]]:
     return [(_join(b, inner), 0) for b in block_names]
 
 
-def _albert_layout(model: nn.Module) -> list[tuple[str, int]]:
-    """ALBERT shares one MLP between layers: layer ``i`` is a later *call* of a group's module."""
+def albert_layout(model: nn.Module, inner: str | None = None) -> list[tuple[str, int]]:
+    """ALBERT shares its layers' modules: layer ``i`` is a later *call* of a group's module.
+
+    ``inner`` is the module's path inside a group (default: the MLP output projection);
+    returns every layer's ``(module name, call index)``."""
+    inner = ARCHITECTURES["albert"][1] if inner is None else inner
     config = getattr(model, "config", None)
     n = int(getattr(config, "num_hidden_layers", 0))
     groups = int(getattr(config, "num_hidden_groups", 1))
-    inner = int(getattr(config, "inner_group_num", 1))
-    found = _find_blocks(model, ARCHITECTURES["albert"][0])
-    if found is None or inner != 1 or n <= 0:
+    per_group = int(getattr(config, "inner_group_num", 1))
+    found = find_blocks(model, ARCHITECTURES["albert"][0])
+    if found is None or per_group != 1 or n <= 0:
         raise LookupError(
-            f"cannot find the MLP of {type(model).__name__} (inner_group_num={inner}); pass "
+            f"cannot find the MLP of {type(model).__name__} (inner_group_num={per_group}); pass "
             'module="encoder.albert_layer_groups.0.albert_layers.0.ffn_output" by hand'
         )
     name = found[0]
@@ -251,7 +275,7 @@ def _albert_layout(model: nn.Module) -> list[tuple[str, int]]:
     layout = []
     for i in range(n):
         group = int(i / (n / groups))  # the grouping rule of AlbertTransformer.forward
-        layout.append((_join(name, str(group), ARCHITECTURES["albert"][1]), calls.get(group, 0)))
+        layout.append((_join(name, str(group), inner), calls.get(group, 0)))
         calls[group] = calls.get(group, 0) + 1
     return layout
 
@@ -313,7 +337,7 @@ def locate_mlp(
             )
         indices = [0]
     else:
-        indices = _normalise(layer, len(layout), cls)
+        indices = normalise_layers(layer, len(layout), cls)
     modules = dict(model.named_modules())
     return [
         MLPSite(

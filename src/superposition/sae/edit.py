@@ -1,8 +1,10 @@
-"""Interventions on the MLP neurons of a layer: replace them by a function of themselves.
+"""Interventions at a site of a layer: replace its tensor by a function of itself.
 
-:func:`edit_neurons` runs a model with the neurons of one layer (the input of the MLP's output
-projection, the very tensor :class:`~superposition.ActivationProbe` reads) passed through a
-function ``fn: [..., n_neurons] -> [..., n_neurons]``. The edits the field uses are built on it:
+:func:`edit` runs a model with the tensor at one site of one layer (any place
+:class:`~superposition.ActivationProbe` reads: the neurons, the MLP's input or output, the
+residual stream before or after the block) passed through a function
+``fn: [..., width] -> [..., width]``; :func:`edit_neurons` is :func:`edit` at the neurons (the
+input of the MLP's output projection). The edits the field uses are built on it:
 
 * :func:`splice` replaces the neurons by an SAE's reconstruction;
 * :func:`zero_ablation` / :func:`mean_ablation` remove the layer's MLP (mean ablation keeps
@@ -13,22 +15,23 @@ function ``fn: [..., n_neurons] -> [..., n_neurons]``. The edits the field uses 
 * :func:`top_k_neurons` keeps each token's ``k`` largest neurons (by magnitude): the neuron
   basis as a "dictionary" with the same L0 as a TopK SAE, the baseline an SAE must beat.
 
-The hook is a forward pre-hook registered on entry and removed on exit, also when the forward
-pass raises; a model that shares one MLP module across layers (ALBERT) is edited only at the
-requested layer's call.
+The hooks are those of the probe (:mod:`superposition.probe.hooks`): registered on entry and
+removed on exit, also when the forward pass raises; a model that shares one module across
+layers (ALBERT) is edited only at the requested layer's call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from superposition._checks import positive_int as _positive_int
-from superposition.probe.locate import MLPSite, locate_mlp
+from superposition.probe.hooks import Hook, hooked
+from superposition.probe.sites import SitePoint, locate_sites
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -37,6 +40,7 @@ __all__ = [
     "NeuronEdit",
     "ablate_latents",
     "ablate_neurons",
+    "edit",
     "edit_neurons",
     "mean_ablation",
     "splice",
@@ -59,10 +63,71 @@ def _rows(fn: Callable[[Tensor], Tensor]) -> NeuronEdit:
 
 
 @contextmanager
+def edit(
+    model: nn.Module,
+    layer: int,
+    fn: NeuronEdit,
+    *,
+    site: str = "neurons",
+    module: str | Mapping[str, str] | None = None,
+) -> Iterator[SitePoint]:
+    """Run ``model`` with the tensor at ``site`` of ``layer`` replaced by ``fn(tensor)``.
+
+    The same places the probe reads (:mod:`superposition.probe.sites`): ``"neurons"`` (the
+    input of the MLP's output projection), ``"mlp_in"``, ``"mlp_out"`` (what the MLP adds to
+    the residual stream), ``"resid_pre"``, ``"resid_post"``, or their TransformerLens names.
+
+    Args:
+        model: a Hugging Face model (any architecture :func:`~superposition.probe.locate_sites`
+            knows), or any module with ``module=``.
+        layer: the layer edited (negative counts from the end).
+        fn: maps the site's tensor ``[batch, seq, width]`` to a tensor of the same shape;
+            padding positions are passed too.
+        site: which place of the block.
+        module: as in :class:`~superposition.ActivationProbe`.
+
+    Returns:
+        A context manager; ``with edit(...) as point`` gives the
+        :class:`~superposition.probe.SitePoint` being edited.
+
+    Raises:
+        TypeError: ``fn`` is not callable or ``layer`` is not one int.
+        RuntimeError: ``fn`` returned something other than a tensor of the input's shape
+            (raised from inside the forward pass; the hook is removed all the same).
+
+    Examples:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2Model
+        >>> gpt2 = GPT2Model(GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50)).eval()
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> clean = gpt2(ids).last_hidden_state
+        >>> with edit(gpt2, 1, lambda x: x, site="resid_post"):
+        ...     same = gpt2(ids).last_hidden_state
+        >>> with edit(gpt2, 0, zero_ablation, site="hook_mlp_out"):
+        ...     ablated = gpt2(ids).last_hidden_state
+        >>> torch.equal(same, clean), torch.equal(ablated, clean)
+        (True, False)
+    """
+    if not callable(fn):
+        raise TypeError(
+            f"fn must be a function of the site's tensor [..., width] -> same shape, "
+            f"got {type(fn).__name__}"
+        )
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer must be one int (edit one layer at a time), got {layer!r}")
+    if not isinstance(site, str):
+        raise TypeError(f"site must be one site name (edit one site at a time), got {site!r}")
+    (point,) = locate_sites(model, layer, site, module=module)
+    with hooked(model, [Hook(point, fn)]):
+        yield point
+
+
+@contextmanager
 def edit_neurons(
     model: nn.Module, layer: int, fn: NeuronEdit, *, module: str | None = None
-) -> Iterator[MLPSite]:
-    """Run ``model`` with the MLP neurons of ``layer`` replaced by ``fn(neurons)``.
+) -> Iterator[SitePoint]:
+    """Run ``model`` with the MLP neurons of ``layer`` replaced by ``fn(neurons)``:
+    :func:`edit` at the ``"neurons"`` site.
 
     Args:
         model: a Hugging Face model (any architecture :func:`~superposition.probe.locate_mlp`
@@ -74,7 +139,7 @@ def edit_neurons(
 
     Returns:
         A context manager; ``with edit_neurons(...) as site`` gives the
-        :class:`~superposition.probe.MLPSite` being edited.
+        :class:`~superposition.probe.SitePoint` being edited.
 
     Raises:
         TypeError: ``fn`` is not callable.
@@ -94,46 +159,8 @@ def edit_neurons(
         >>> torch.equal(same, clean), torch.equal(ablated, clean)
         (True, False)
     """
-    if not callable(fn):
-        raise TypeError(
-            f"fn must be a function of the neurons [..., n_neurons] -> same shape, "
-            f"got {type(fn).__name__}"
-        )
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        raise TypeError(f"layer must be one int (edit one layer at a time), got {layer!r}")
-    (site,) = locate_mlp(model, layer, module=module)
-    # Where one module serves several layers (ALBERT), its calls are counted per forward pass
-    # of the model; anywhere else every call is the layer's (whatever the caller runs).
-    shared = sum(s.module is site.module for s in locate_mlp(model, "all", module=module)) > 1
-    calls = [0]
-
-    def reset(mod: nn.Module, args: tuple[Any, ...]) -> None:
-        calls[0] = 0
-
-    def hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        call = calls[0]
-        calls[0] += 1
-        if (shared and call != site.call_index) or not args:
-            return None
-        x = args[0]
-        out = fn(x)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise RuntimeError(
-                f"the edit of layer {site.layer}'s neurons ({site.module_name}) must return a "
-                f"tensor of the input's shape {tuple(x.shape)}, got {got}"
-            )
-        return (out.to(dtype=x.dtype, device=x.device), *args[1:])
-
-    handles = []
-    try:
-        if shared:
-            handles.append(model.register_forward_pre_hook(reset))
-        handles.append(site.module.register_forward_pre_hook(hook))
-        yield site
-    finally:
-        for handle in reversed(handles):
-            handle.remove()
+    with edit(model, layer, fn, site="neurons", module=module) as point:
+        yield point
 
 
 def zero_ablation(x: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from superposition.probe.capture import model_device
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
 from superposition.sae.edit import NeuronEdit, edit_neurons, mean_ablation, splice, zero_ablation
@@ -175,22 +176,20 @@ def edit_effects(
     if not edits:
         raise ValueError("edits must name at least one edit, got none")
     probe = _probe(model, layer, tokenizer, module, batch_size, max_length)
-    seqs = probe._encode(list(load_corpus(texts)))
-    if not seqs:
+    texts = list(load_corpus(texts))
+    if not texts:
         raise ValueError("texts is empty: fidelity needs at least one text")
+    batches = probe.batches(texts)
     causal = _is_causal_lm(model)
     metric = "next-token cross-entropy" if causal else "embedding distance (1 - cos)"
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    device = model_device(model)
     sums = {name: [0.0, 0.0] for name in ("clean", *edits)}  # loss, kl
     count = 0
     training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in probe._plan(seqs):
+            for batch in batches:
                 inputs = {k: v.to(device) for k, v in batch.inputs.items()}
                 mask = inputs["attention_mask"]
 
@@ -226,13 +225,13 @@ def edit_effects(
                         sums[name][0] += float((1 - cos).sum())
     finally:
         model.train(training)
-    n_tokens = sum(len(s.ids) for s in seqs)
+    n_tokens = sum(b.n_tokens for b in batches)
     effects = {
         name: EditEffect(loss=v[0] / count, kl=v[1] / count if causal else float("nan"))
         for name, v in sums.items()
         if name != "clean"
     }
-    return metric, sums["clean"][0] / count, effects, len(seqs), n_tokens
+    return metric, sums["clean"][0] / count, effects, len(texts), n_tokens
 
 
 def sae_fidelity(

@@ -211,7 +211,7 @@ class ActivationStore:
                 desc="activations",
                 unit="text",
             ) as bar,
-            self.probe._one_truncation_warning(),
+            self.probe.truncation_summary(),
         ):
             while chunk := list(itertools.islice(texts, self.chunk_texts)):
                 yield len(chunk), self.probe.run(chunk).values

@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 
 from superposition import distributed as _distributed
-from superposition.probe.probe import _model_name
 from superposition.units.basis import UnitBasis
 from superposition.units.records import UnitStatistics, context_rows
 
 if TYPE_CHECKING:
-    from superposition.probe.probe import ActivationProbe, _Batch
+    from superposition.probe.capture import Captured
+    from superposition.probe.probe import ActivationProbe
     from superposition.sae.model import SparseAutoencoder
 
 __all__ = ["collect_units"]
@@ -117,8 +117,9 @@ def collect_units(
     """
     if len(probe.sites) != 1:
         raise ValueError(
-            f"collect_units needs a probe of one layer, got layers {probe.layers}; build "
-            "ActivationProbe(model, layer=L) for each layer"
+            f"collect_units needs a probe of one layer and one site, got layers "
+            f"{probe.layers} and sites {[p.site for p in probe.sites]}; build "
+            "ActivationProbe(model, layer=L, site=S) for each"
         )
     many = isinstance(units, (list, tuple))
     wanted: list[Units] = list(units) if isinstance(units, (list, tuple)) else [units]
@@ -136,17 +137,15 @@ def collect_units(
     UnitStatistics(1, top_k=top_k, samples=samples, window=window, threshold=threshold)
     names, label_index = _categories(texts, categories)  # of the whole corpus, not a share
     share = _distributed.resolve(distributed)
-    # A share's text j is text j * size + rank of the corpus: records keep corpus indices.
-    rank, size = share if share is not None else (0, 1)
+    size = share[1] if share is not None else 1
     site = probe.sites[0]
     pairs: list[tuple[UnitBasis, UnitStatistics]] = []
 
-    def sink(slot: int, batch_no: int, batch: _Batch, x: Tensor, first: int) -> None:
-        B, S = batch.inputs["input_ids"].shape
-        flat = x.reshape(B * S, x.shape[-1])
+    def consume(c: Captured) -> None:
+        x = c.values[site.layer, site.site]
         if not pairs:  # the width is known from the first batch
             for u in wanted:
-                basis = UnitBasis.of(u, int(flat.shape[1]))
+                basis = UnitBasis.of(u, int(x.shape[1]))
                 pairs.append(
                     (
                         basis,
@@ -161,18 +160,14 @@ def collect_units(
                             unit_label=basis.unit_label,
                             layer=site.layer,
                             module_name=site.module_name,
-                            model_name=_model_name(probe.model),
+                            model_name=probe.model_name,
                         ),
                     )
                 )
-        src = batch.src
-        row_of = src // S
-        texts_of = (torch.tensor(batch.texts, dtype=torch.int64)[row_of] + first) * size + rank
-        position = src % S
-        token_ids = batch.inputs["input_ids"].reshape(-1)[src]
-        # src is row-major, so each text's tokens are contiguous: cut between texts.
-        for lo, hi in _blocks(torch.bincount(row_of, minlength=B).tolist(), _BLOCK_TOKENS):
-            t = texts_of[lo:hi]
+        # Rows of one text are contiguous: cut between texts.
+        _, counts = torch.unique_consecutive(c.text_index, return_counts=True)
+        for lo, hi in _blocks(counts.tolist(), _BLOCK_TOKENS):
+            t = c.text_index[lo:hi]
             category = None
             if label_index is not None:
                 if int(t.max()) >= label_index.shape[0]:
@@ -181,19 +176,21 @@ def collect_units(
                         "arrived; pass one label per text"
                     )
                 category = label_index[t]
-            x_rows = flat.index_select(0, src[lo:hi].to(flat.device)).to("cpu", torch.float32)
+            x_rows = x[lo:hi].to("cpu", torch.float32)
             neighbours = context_rows(t, *pairs[0][1].window)
             for basis, stats in pairs:
                 stats.update(
                     basis.encode(x_rows),
                     text_index=t,
-                    position=position[lo:hi],
-                    token_ids=token_ids[lo:hi],
+                    position=c.position[lo:hi],
+                    token_ids=c.token_ids[lo:hi],
                     neighbours=neighbours,
                     category=category,
                 )
 
-    probe._stream(texts, sink, share=share)
+    with probe.capture(texts, distributed=distributed) as batches:
+        for captured in batches:
+            consume(captured)
     out = [stats for _, stats in pairs]
     if share is not None:
         # A rank that got no text has no records (their width came from the first batch).
@@ -202,7 +199,7 @@ def collect_units(
         out = [s for s in merged if s is not None]
         if not out:
             raise ValueError(f"texts is empty: none of the {size} ranks got a text; pass one")
-    tokenizer = probe._get_tokenizer(required=False)
+    tokenizer = probe.get_tokenizer(required=False)
     for stats in out:
         stats.tokenizer = tokenizer
     return out if many else out[0]
