@@ -36,6 +36,7 @@ __all__ = [
     "bootstrap_median",
     "category_spread",
     "central_moments",
+    "check_tensor",
     "context_coherence",
     "cosine_distance",
     "cosine_similarity",
@@ -64,8 +65,35 @@ __all__ = [
 _TINY = 1e-12
 
 
-def _check(x: object, name: str, min_ndim: int, shape_doc: str, *, exact: bool = False) -> Tensor:
-    """Validate a floating-point, finite tensor of at least (or exactly) ``min_ndim`` dims."""
+def check_tensor(
+    x: object, name: str, min_ndim: int, shape_doc: str, *, exact: bool = False
+) -> Tensor:
+    """``x`` itself if it is a finite floating-point tensor of at least ``min_ndim`` dimensions.
+
+    The input check of every metric, public so that other rooms (the plots) word their
+    refusals alike: a :class:`TypeError` for a non-tensor, a :class:`ValueError` naming
+    ``name``, the expected ``shape_doc`` and what arrived for a wrong shape, an integer dtype
+    or a NaN/inf.
+
+    Args:
+        x: the value to check.
+        name: the argument's name, for the message.
+        min_ndim: the fewest dimensions allowed (exactly this many with ``exact=True``).
+        shape_doc: the expected shape as the message shows it, e.g. ``"[tokens, neurons]"``.
+        exact: require exactly ``min_ndim`` dimensions.
+
+    Returns:
+        ``x``, unchanged.
+
+    Examples:
+        >>> import torch
+        >>> check_tensor(torch.ones(2, 3), "X", 2, "[tokens, neurons]").shape
+        torch.Size([2, 3])
+        >>> check_tensor(torch.ones(3), "X", 2, "[tokens, neurons]")
+        Traceback (most recent call last):
+        ...
+        ValueError: X must have shape [tokens, neurons] (at least 2 dimensions), got shape (3,)
+    """
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}; "
@@ -111,7 +139,7 @@ def feature_norms(W: Tensor) -> Tensor:
         >>> feature_norms(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
         tensor([5., 1.])
     """
-    W = _check(W, "W", 2, _W_DOC)
+    W = check_tensor(W, "W", 2, _W_DOC)
     norms: Tensor = torch.linalg.vector_norm(W, dim=-2)
     return norms
 
@@ -143,7 +171,7 @@ def interference(W: Tensor) -> Tensor:
         >>> interference(torch.tensor([[1.0, -1.0]]))  # an antipodal pair
         tensor([1., 1.])
     """
-    W = _check(W, "W", 2, _W_DOC)
+    W = check_tensor(W, "W", 2, _W_DOC)
     G, sq, alive = _gram(W)
     off = (G**2).sum(-1) - sq**2  # sum over j != i of (W_i . W_j)^2
     return torch.where(alive, off.clamp_min(0) / sq.clamp_min(_TINY), torch.zeros_like(sq))
@@ -167,7 +195,7 @@ def feature_dimensionality(W: Tensor) -> Tensor:
         >>> feature_dimensionality(torch.tensor([[1.0, -1.0]]))  # antipodal pair
         tensor([0.5000, 0.5000])
     """
-    return _dimensionality(_check(W, "W", 2, _W_DOC))
+    return _dimensionality(check_tensor(W, "W", 2, _W_DOC))
 
 
 def _dimensionality(V: Tensor) -> Tensor:
@@ -199,7 +227,7 @@ def dimensions_per_feature(W: Tensor) -> Tensor:
         >>> dimensions_per_feature(torch.eye(2, 4))  # 2 dimensions, 2 features represented
         tensor(1.)
     """
-    W = _check(W, "W", 2, _W_DOC)
+    W = check_tensor(W, "W", 2, _W_DOC)
     return W.shape[-2] / W.square().sum((-2, -1))
 
 
@@ -277,14 +305,14 @@ def block_moments(X: Tensor) -> tuple[Tensor, Tensor]:
         >>> moments[:, 0].tolist(), dev[:, 0].tolist()
         ([2.0, 2.0, 0.0, 2.0], [-1.0, 1.0])
     """
-    X = _check(X, "X", 2, _X_DOC, exact=True)
+    X = check_tensor(X, "X", 2, _X_DOC, exact=True)
     if X.shape[0] == 0:
         raise ValueError("X must have at least one row, got shape (0, ...)")
     return _centre_block(X)
 
 
 def _check_moments(m: object, name: str, n: int | None = None) -> Tensor:
-    m = _check(m, name, 2, "[4, neurons]", exact=True)
+    m = check_tensor(m, name, 2, "[4, neurons]", exact=True)
     if m.shape[0] != 4 or (n is not None and m.shape[1] != n):
         want = "[4, neurons]" if n is None else f"[4, {n}]"
         raise ValueError(
@@ -367,7 +395,7 @@ def central_moments(X: Tensor) -> Tensor:
         >>> central_moments(torch.tensor([[1.0], [3.0], [5.0]]))[:, 0].tolist()
         [3.0, 8.0, 0.0, 32.0]
     """
-    X = _check(X, "X", 2, _X_DOC, exact=True)
+    X = check_tensor(X, "X", 2, _X_DOC, exact=True)
     if X.shape[0] == 0:
         raise ValueError("X must have at least one token (row), got shape (0, ...)")
     out: Tensor | None = None
@@ -422,7 +450,7 @@ def accumulate_comoment(
     if not isinstance(comoment, Tensor) or not comoment.is_floating_point():
         got = comoment.dtype if isinstance(comoment, Tensor) else type(comoment).__name__
         raise ValueError(f"comoment must be a floating-point [neurons, neurons] tensor, got {got}")
-    block = _check(block, "block", 2, _X_DOC, exact=True)
+    block = check_tensor(block, "block", 2, _X_DOC, exact=True)
     d = comoment.shape[0] if comoment.ndim else 0
     if comoment.shape != (d, d) or block.shape[1] != d:
         raise ValueError(
@@ -473,8 +501,8 @@ def merge_comoments(
         tensor([[2.]])
     """
     na, nb = _check_count(count_a, "count_a"), _check_count(count_b, "count_b")
-    comoment_a = _check(comoment_a, "comoment_a", 2, "[neurons, neurons]", exact=True)
-    comoment_b = _check(comoment_b, "comoment_b", 2, "[neurons, neurons]", exact=True)
+    comoment_a = check_tensor(comoment_a, "comoment_a", 2, "[neurons, neurons]", exact=True)
+    comoment_b = check_tensor(comoment_b, "comoment_b", 2, "[neurons, neurons]", exact=True)
     if comoment_a.shape != comoment_b.shape or comoment_a.shape[0] != comoment_a.shape[1]:
         raise ValueError(
             f"comoment_a and comoment_b must be square and of one shape, got "
@@ -503,7 +531,7 @@ def _normalise_gram(gram: Tensor, alive: Tensor) -> Tensor:
 
 
 def _check_square(m: object, name: str) -> Tensor:
-    m = _check(m, name, 2, "[neurons, neurons]", exact=True)
+    m = check_tensor(m, name, 2, "[neurons, neurons]", exact=True)
     if m.shape[0] != m.shape[1]:
         raise ValueError(f"{name} must be square [neurons, neurons], got shape {tuple(m.shape)}")
     return m
@@ -570,7 +598,7 @@ def cosine_similarity_from_comoment(
                 [-0.5000,  1.0000]])
     """
     comoment = _check_square(comoment, "comoment")
-    mean = _check(mean, "mean", 1, "[neurons]", exact=True)
+    mean = check_tensor(mean, "mean", 1, "[neurons]", exact=True)
     if mean.shape[0] != comoment.shape[0]:
         raise ValueError(
             f"mean must have shape [{comoment.shape[0]}] to match comoment, got {tuple(mean.shape)}"
@@ -688,7 +716,7 @@ def cosine_similarity(X: Tensor, *, center: bool = False) -> Tensor:
                 [1., 1., 0.],
                 [0., 0., 1.]])
     """
-    X = _check(X, "X", 2, _X_DOC, exact=True)
+    X = check_tensor(X, "X", 2, _X_DOC, exact=True)
     gram, raw_sq = _gram_of(X, center)
     sq = torch.diagonal(gram)
     if center:
@@ -832,7 +860,7 @@ def neuron_statistics(X: Tensor, *, threshold: float = 0.0) -> NeuronStatistics:
         >>> s.mean, s.frequency
         (tensor([1., 1.]), tensor([0.5000, 1.0000]))
     """
-    X = _check(X, "X", 2, _X_DOC, exact=True)
+    X = check_tensor(X, "X", 2, _X_DOC, exact=True)
     if X.shape[0] == 0:
         raise ValueError("X must have at least one token (row), got shape (0, ...)")
     active = sum(
@@ -905,8 +933,8 @@ def _abs_cosines(true: Tensor, learned: Tensor) -> Tensor:
 
     A zero row has cosine 0 with everything (it points nowhere), not NaN.
     """
-    true = _check(true, "true", 2, _DIR_DOC, exact=True)
-    learned = _check(learned, "learned", 2, _DIR_DOC, exact=True)
+    true = check_tensor(true, "true", 2, _DIR_DOC, exact=True)
+    learned = check_tensor(learned, "learned", 2, _DIR_DOC, exact=True)
     if true.shape[1] != learned.shape[1]:
         raise ValueError(
             f"true and learned must be directions in the same space [n, d], got true of shape "
@@ -1060,8 +1088,8 @@ def fraction_of_variance_unexplained(x: Tensor, x_hat: Tensor) -> float:
         >>> fraction_of_variance_unexplained(x, x)
         0.0
     """
-    x = _check(x, "x", 2, "[samples, d]", exact=True)
-    x_hat = _check(x_hat, "x_hat", 2, "[samples, d]", exact=True)
+    x = check_tensor(x, "x", 2, "[samples, d]", exact=True)
+    x_hat = check_tensor(x_hat, "x_hat", 2, "[samples, d]", exact=True)
     if x.shape != x_hat.shape:
         raise ValueError(
             f"x and x_hat must have the same shape [samples, d], got {tuple(x.shape)} and "
@@ -1098,7 +1126,7 @@ def data_dimensionality(H: Tensor) -> Tensor:
         >>> data_dimensionality(torch.tensor([[1.0, 0.0], [-2.0, 0.0], [0.0, 3.0]]))
         tensor([0.2000, 0.8000, 1.0000])
     """
-    H = _check(H, "H", 2, "[..., n_points, n_hidden]")
+    H = check_tensor(H, "H", 2, "[..., n_points, n_hidden]")
     return _dimensionality(H.mT)
 
 
@@ -1110,7 +1138,7 @@ def data_dimensionality(H: Tensor) -> Tensor:
 
 
 def _unit_weights(weights: object, shape: tuple[int, ...], name: str = "weights") -> Tensor:
-    w = _check(weights, name, 2, "[units, n]", exact=True)
+    w = check_tensor(weights, name, 2, "[units, n]", exact=True)
     if tuple(w.shape) != shape:
         raise ValueError(f"{name} must have shape {shape} to match, got {tuple(w.shape)}")
     return w.to(torch.float64).clamp_min(0.0)
@@ -1187,7 +1215,7 @@ def context_coherence(embeddings: Tensor, weights: Tensor) -> Tensor:
         >>> context_coherence(e, torch.ones(2, 3))
         tensor([1., 0.], dtype=torch.float64)
     """
-    e = _check(embeddings, "embeddings", 3, "[units, n, d]", exact=True)
+    e = check_tensor(embeddings, "embeddings", 3, "[units, n, d]", exact=True)
     w = _unit_weights(weights, tuple(e.shape[:2]))
     norms = e.to(torch.float64).norm(dim=2)
     w = w * (norms > 0)
@@ -1226,7 +1254,7 @@ def category_spread(mass: Tensor, tokens: Tensor) -> Tensor:
         >>> category_spread(mass, torch.tensor([10, 30]))
         tensor([0., 1., nan], dtype=torch.float64)
     """
-    m = _check(mass, "mass", 2, "[units, categories]", exact=True)
+    m = check_tensor(mass, "mass", 2, "[units, categories]", exact=True)
     if (
         not isinstance(tokens, Tensor)
         or tuple(tokens.shape) != (m.shape[1],)
