@@ -1,5 +1,32 @@
-"""Pure functions on tensors: the single home of every formula in the library."""
+"""Pure functions on tensors: the single home of every formula in the library.
 
+One module per family; every public name is re-exported here, so ``sp.metrics.X`` and
+``from superposition.metrics import X`` work whichever module ``X`` lives in.
+
+- :mod:`~superposition.metrics.geometry`: toy-model geometry, ``W: [..., n_hidden, n_features]``
+  (feature norms, interference, feature and data dimensionality).
+- :mod:`~superposition.metrics.moments`: per-neuron statistics of ``X: [tokens, neurons]`` and
+  the mergeable moments and co-moments a streaming accumulator keeps.
+- :mod:`~superposition.metrics.similarity`: cosine similarity and distance between neurons,
+  from activations, a Gram matrix or a co-moment.
+- :mod:`~superposition.metrics.recovery`: learned directions against true ones (MMCS, the
+  Hungarian matching, MCC) and a reconstruction's FVU.
+- :mod:`~superposition.metrics.scores`: per-unit polysemanticity scores from top contexts.
+- :mod:`~superposition.metrics.bootstrap`: a median with its percentile bootstrap interval.
+
+Every function validates its input with :func:`check_tensor` and raises :class:`ValueError`
+naming the argument, the expected shape and what arrived.
+"""
+
+from superposition.metrics._common import check_tensor
+from superposition.metrics.bootstrap import bootstrap_median, resampled_medians
+from superposition.metrics.geometry import (
+    data_dimensionality,
+    dimensions_per_feature,
+    feature_dimensionality,
+    feature_norms,
+    interference,
+)
 from superposition.metrics.moments import (
     NeuronStatistics,
     accumulate_comoment,
@@ -8,31 +35,25 @@ from superposition.metrics.moments import (
     activation_mean,
     activation_variance,
     block_moments,
-    bootstrap_median,
-    category_spread,
     central_moments,
-    check_tensor,
-    context_coherence,
-    cosine_distance,
-    cosine_similarity,
-    cosine_similarity_from_comoment,
-    cosine_similarity_from_gram,
-    data_dimensionality,
-    dimensions_per_feature,
-    feature_dimensionality,
-    feature_norms,
+    merge_comoments,
+    merge_moments,
+    neuron_statistics,
+    statistics_from_moments,
+)
+from superposition.metrics.recovery import (
     fraction_of_variance_unexplained,
-    interference,
     match_directions,
     matched_cosines,
     mean_correlation_coefficient,
     mean_max_cosine_similarity,
-    merge_comoments,
-    merge_moments,
-    neuron_statistics,
-    resampled_medians,
-    statistics_from_moments,
-    token_diversity,
+)
+from superposition.metrics.scores import category_spread, context_coherence, token_diversity
+from superposition.metrics.similarity import (
+    cosine_distance,
+    cosine_similarity,
+    cosine_similarity_from_comoment,
+    cosine_similarity_from_gram,
 )
 
 __all__ = [
