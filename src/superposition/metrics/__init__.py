@@ -4,7 +4,7 @@ One module per family; every public name is re-exported here, so ``sp.metrics.X`
 ``from superposition.metrics import X`` work whichever module ``X`` lives in.
 
 - :mod:`~superposition.metrics.geometry`: toy-model geometry, ``W: [..., n_hidden, n_features]``
-  (feature norms, interference, feature and data dimensionality).
+  (feature norms, interference, feature and data dimensionality, the ``n = 2, m = 1`` phase).
 - :mod:`~superposition.metrics.moments`: per-neuron statistics of ``X: [tokens, neurons]`` and
   the mergeable moments and co-moments a streaming accumulator keeps.
 - :mod:`~superposition.metrics.similarity`: cosine similarity and distance between neurons,
@@ -21,6 +21,8 @@ naming the argument, the expected shape and what arrived.
 from superposition.metrics._common import check_tensor
 from superposition.metrics.bootstrap import bootstrap_median, resampled_medians
 from superposition.metrics.geometry import (
+    PHASE_NAMES,
+    classify_phase,
     data_dimensionality,
     dimensions_per_feature,
     feature_dimensionality,
@@ -54,9 +56,11 @@ from superposition.metrics.similarity import (
     cosine_similarity,
     cosine_similarity_from_comoment,
     cosine_similarity_from_gram,
+    share_below,
 )
 
 __all__ = [
+    "PHASE_NAMES",
     "NeuronStatistics",
     "accumulate_comoment",
     "activation_frequency",
@@ -68,6 +72,7 @@ __all__ = [
     "category_spread",
     "central_moments",
     "check_tensor",
+    "classify_phase",
     "context_coherence",
     "cosine_distance",
     "cosine_similarity",
@@ -87,6 +92,7 @@ __all__ = [
     "merge_moments",
     "neuron_statistics",
     "resampled_medians",
+    "share_below",
     "statistics_from_moments",
     "token_diversity",
 ]

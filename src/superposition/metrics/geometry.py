@@ -4,17 +4,26 @@ The functions here take a weight matrix in the convention of Elhage et al. (2022
 ``W: [..., n_hidden, n_features]``: column ``i`` is feature ``i``'s embedding ``W_i`` and any
 leading dimensions are model instances. Feature norms, interference, feature dimensionality and
 dimensions per feature read it; :func:`data_dimensionality` applies the dimensionality formula
-to the hidden vectors of training points instead (Henighan et al. 2023).
+to the hidden vectors of training points instead (Henighan et al. 2023); :func:`classify_phase`
+reads what an ``n = 2, m = 1`` model learned.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from superposition.metrics._common import _TINY, _W_DOC, check_tensor
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 __all__ = [
+    "PHASE_NAMES",
+    "classify_phase",
     "data_dimensionality",
     "dimensions_per_feature",
     "feature_dimensionality",
@@ -153,3 +162,56 @@ def data_dimensionality(H: Tensor) -> Tensor:
     """
     H = check_tensor(H, "H", 2, "[..., n_points, n_hidden]")
     return _dimensionality(H.mT)
+
+
+#: Names of the codes returned by :func:`classify_phase`, in code order (the phase diagram's
+#: colorbar labels).
+PHASE_NAMES: tuple[str, str, str] = (
+    "feature 1 only",
+    "feature 2 only",
+    "antipodal (superposition)",
+)
+
+
+def classify_phase(W: Tensor | NDArray[np.floating], *, threshold: float = 0.5) -> Tensor:
+    """What an ``n = 2, m = 1`` model learned: feature 1, feature 2, or both antipodally.
+
+    Both features represented (``||W_i|| > threshold``) and pointing in opposite directions
+    (``W_1 · W_2 < 0``) is superposition, code 2 (:data:`PHASE_NAMES`). Otherwise the model is
+    read as keeping the feature with the longer embedding: code 0 for feature 1 (also on a
+    tie), 1 for feature 2.
+
+    Args:
+        W: ``[instances, 1, 2]`` weights (or one ``[1, 2]``), a tensor or a NumPy array.
+        threshold: the norm above which a feature counts as represented.
+
+    Returns:
+        ``[instances]`` int64 codes in ``{0, 1, 2}``, on the CPU.
+
+    Examples:
+        >>> import torch
+        >>> classify_phase(torch.tensor([[[1.0, -1.0]], [[1.0, 0.0]], [[0.1, 0.9]]]))
+        tensor([2, 0, 1])
+    """
+    if isinstance(W, np.ndarray):
+        W = torch.from_numpy(W)
+    if not isinstance(W, Tensor):
+        raise TypeError(
+            f"W must be a torch.Tensor or numpy.ndarray of shape [instances, 1, 2], "
+            f"got {type(W).__name__}"
+        )
+    if W.ndim == 2:
+        W = W[None]
+    W = check_tensor(W, "W", 3, "[instances, 1, 2]", exact=True)
+    if tuple(W.shape[1:]) != (1, 2) or W.shape[0] == 0:
+        raise ValueError(
+            f"classify_phase reads the n=2, m=1 model: W must have shape [instances, 1, 2], "
+            f"got shape {tuple(W.shape)}"
+        )
+    # The codes index CPU tensors in the phase diagram and the report; two numbers per
+    # instance cost nothing to move, and half precision has too little range for the norms.
+    W = W.detach().cpu().to(torch.promote_types(W.dtype, torch.float32))
+    norms = feature_norms(W)  # [instances, 2]
+    antipodal = (norms > threshold).all(-1) & (W[:, 0, 0] * W[:, 0, 1] < 0)
+    larger = (norms[:, 1] > norms[:, 0]).long()
+    return torch.where(antipodal, torch.full_like(larger, 2), larger)

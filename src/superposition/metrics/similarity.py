@@ -2,9 +2,9 @@
 
 Column ``j`` of ``X: [tokens, neurons]`` is neuron ``j``'s activation over all tokens:
 :func:`cosine_similarity` and :func:`cosine_distance` compare those columns (raw, or centred:
-the Pearson correlation), and :func:`cosine_similarity_from_gram` and
+the Pearson correlation), :func:`cosine_similarity_from_gram` and
 :func:`cosine_similarity_from_comoment` normalise the Gram or co-moment matrix a streaming
-accumulator keeps.
+accumulator keeps, and :func:`share_below` counts the pairs closer than a distance.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = [
     "cosine_similarity",
     "cosine_similarity_from_comoment",
     "cosine_similarity_from_gram",
+    "share_below",
 ]
 
 
@@ -251,3 +252,30 @@ def cosine_distance(X: Tensor, *, center: bool = False) -> Tensor:
                 [2., 0.]])
     """
     return 1.0 - cosine_similarity(X, center=center)
+
+
+def share_below(X: Tensor, *, center: bool, below: float = 0.5) -> float:
+    """Share of neuron pairs ``i < j`` whose cosine distance is below ``below``.
+
+    The statistic behind the seed paper's "most of the heatmap is blue" (its Figure 4 draws a
+    pair blue below 0.5), as :func:`superposition.report.analyse` reports it
+    (``share_pairs_below_0.5``), for one ``[tokens, neurons]`` matrix.
+
+    Args:
+        X: ``[tokens, neurons]`` activations.
+        center: subtract each neuron's mean first (distance = 1 - Pearson correlation).
+        below: the distance under which a pair counts.
+
+    Returns:
+        A float in ``[0, 1]`` (0 for fewer than two neurons).
+
+    Examples:
+        >>> import torch
+        >>> share_below(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), center=False)
+        0.3333333333333333
+    """
+    # distance < below  <=>  similarity > 1 - below, exactly in floating point (Sterbenz:
+    # 1 - s is exact for s >= 0.5, and rounding is monotone), and one [N, N] pass cheaper.
+    S = cosine_similarity(X, center=center)
+    n = S.shape[0]
+    return int(torch.count_nonzero((S > 1.0 - below).triu_(1))) / max(n * (n - 1) // 2, 1)
