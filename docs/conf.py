@@ -230,6 +230,7 @@ sphinx_gallery_conf = {
 _REEXPORTED_DATA = {
     "superposition.PAPER_TEXTS": ("superposition.probe.texts", "PAPER_TEXTS"),
     "superposition.probe.DEFAULT_MODEL": ("superposition.probe.models", "DEFAULT_MODEL"),
+    "superposition.metrics.PHASE_NAMES": ("superposition.metrics.geometry", "PHASE_NAMES"),
 }
 
 

@@ -37,7 +37,7 @@ def _float_tensor(x: object, name: str, ndim: int, shape_doc: str) -> Tensor:
             f"got {type(x).__name__}"
         )
     # metrics owns the shape/dtype/finiteness messages, so both modules word them alike.
-    x = metrics._check(x.detach().cpu(), name, ndim, shape_doc, exact=True)
+    x = metrics.check_tensor(x.detach().cpu(), name, ndim, shape_doc, exact=True)
     # Half precision has no NumPy twin (bfloat16) and too little range for Gram matrices.
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 

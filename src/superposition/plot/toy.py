@@ -6,10 +6,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from superposition import metrics
+
+# The phase classifier is a formula, so it lives in metrics; plot.classify_phase and
+# plot.PHASE_NAMES stay where users found them.
+from superposition.metrics import PHASE_NAMES as PHASE_NAMES
+from superposition.metrics import classify_phase as classify_phase
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,13 +45,6 @@ DIMENSION_FRACTIONS: tuple[tuple[float, str], ...] = (
 
 # Beyond this many features a legend of colours says nothing a reader can match.
 _MAX_LEGEND = 12
-
-#: Names of the codes returned by :func:`classify_phase` and drawn by :func:`phase_diagram`.
-PHASE_NAMES: tuple[str, str, str] = (
-    "feature 1 only",
-    "feature 2 only",
-    "antipodal (superposition)",
-)
 
 
 # --------------------------------------------------------------------------- duck types
@@ -298,38 +295,6 @@ def feature_geometry(
     return fig
 
 
-def classify_phase(W: Tensor | NDArray[np.floating], *, threshold: float = 0.5) -> Tensor:
-    """What an ``n = 2, m = 1`` model learned: feature 1, feature 2, or both antipodally.
-
-    Both features represented (``||W_i|| > threshold``) and pointing in opposite directions
-    (``W_1 · W_2 < 0``) is superposition, code 2 (:data:`PHASE_NAMES`). Otherwise the model is
-    read as keeping the feature with the longer embedding: code 0 for feature 1 (also on a
-    tie), 1 for feature 2.
-
-    Args:
-        W: ``[instances, 1, 2]`` weights (or one ``[1, 2]``).
-        threshold: the norm above which a feature counts as represented.
-
-    Returns:
-        ``[instances]`` int64 codes in ``{0, 1, 2}``.
-
-    Examples:
-        >>> import torch
-        >>> classify_phase(torch.tensor([[[1.0, -1.0]], [[1.0, 0.0]], [[0.1, 0.9]]]))
-        tensor([2, 0, 1])
-    """
-    W = _toy_weights(W)
-    if tuple(W.shape[1:]) != (1, 2):
-        raise ValueError(
-            f"classify_phase reads the n=2, m=1 model: W must have shape [instances, 1, 2], "
-            f"got shape {tuple(W.shape)}"
-        )
-    norms = metrics.feature_norms(W)  # [instances, 2]
-    antipodal = (norms > threshold).all(-1) & (W[:, 0, 0] * W[:, 0, 1] < 0)
-    larger = (norms[:, 1] > norms[:, 0]).long()
-    return torch.where(antipodal, torch.full_like(larger, 2), larger)
-
-
 def _log_edges(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """Cell edges for sorted positive centres on a log axis: geometric midpoints."""
     logs = np.log(values)
@@ -352,15 +317,16 @@ def phase_diagram(
     """The ``n = 2, m = 1`` phase diagram: what the model learned at each sparsity and importance.
 
     A grid of cells on log axes, ``1/(1-S)`` across and feature 2's importance relative to
-    feature 1's up, each coloured by its :func:`classify_phase` code, with a colorbar naming
-    the three phases.
+    feature 1's up, each coloured by its :func:`~superposition.metrics.classify_phase` code,
+    with a colorbar naming the three phases.
 
     With ``optimum``, the diagram also shows what the model *should* learn: ``optimum(p, r)``
-    returns the expected loss of each of the three phases (in :data:`PHASE_NAMES` order) at
-    feature probability ``p`` and relative importance ``r``, e.g.
-    :func:`superposition.report.phase_losses`. The boundaries where the lowest-loss phase
-    changes are drawn as dashed black lines (gid ``"optimum-boundary"``), and every cell whose
-    learned phase is not the optimum at its centre gets a white cross (gid ``"disagreement"``).
+    returns the expected loss of each of the three phases (in
+    :data:`~superposition.metrics.PHASE_NAMES` order) at feature probability ``p`` and relative
+    importance ``r``, e.g. :func:`superposition.report.phase_losses`. The boundaries where the
+    lowest-loss phase changes are drawn as dashed black lines (gid ``"optimum-boundary"``), and
+    every cell whose learned phase is not the optimum at its centre gets a white cross (gid
+    ``"disagreement"``).
 
     Args:
         labels: ``[len(relative_importance), len(feature_probability)]`` ints in ``{0, 1, 2}``.

@@ -19,6 +19,9 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
+
+# share_below is a formula, so it lives in metrics; report.share_below stays where it was.
+from superposition.metrics import share_below
 from superposition.report._common import _dpi, _r
 from superposition.report.html import Claim, Report, Section
 
@@ -127,28 +130,10 @@ def analyse(
     }
 
 
-def share_below(X: Tensor, *, center: bool, below: float = BELOW) -> float:
-    """Share of neuron pairs ``i < j`` whose cosine distance is below ``below``.
-
-    The statistic behind the paper's "most of the heatmap is blue", as ``analyse`` reports it
-    (``share_pairs_below_0.5``), for one ``[tokens, neurons]`` matrix.
-
-    Examples:
-        >>> import torch
-        >>> share_below(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), center=False)
-        0.3333333333333333
-    """
-    # distance < below  <=>  similarity > 1 - below, exactly in floating point (Sterbenz:
-    # 1 - s is exact for s >= 0.5, and rounding is monotone), and one [N, N] pass cheaper.
-    S = metrics.cosine_similarity(X, center=center)
-    n = S.shape[0]
-    return int(torch.count_nonzero((S > 1.0 - below).triu_(1))) / max(n * (n - 1) // 2, 1)
-
-
 def subsampled_share(
     X: Tensor, tokens: int, *, center: bool, draws: int, seed: int
 ) -> tuple[float, float]:
-    """:func:`share_below` of ``tokens`` rows of ``X`` drawn at random: mean and spread.
+    """:func:`~superposition.metrics.share_below` of ``tokens`` random rows of ``X``: mean, spread.
 
     Draw ``k`` (``k = 0 .. draws-1``) keeps the rows
     ``torch.randperm(len(X), generator=torch.Generator().manual_seed(seed + k))[:tokens]``;
@@ -165,11 +150,11 @@ def subsampled_share(
     """
     n = X.shape[0]
     if tokens >= n:
-        return share_below(X, center=center), 0.0
+        return share_below(X, center=center, below=BELOW), 0.0
     values = []
     for k in range(draws):
         rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed + k))[:tokens]
-        values.append(share_below(X[rows], center=center))
+        values.append(share_below(X[rows], center=center, below=BELOW))
     v = torch.tensor(values, dtype=torch.float64)
     return float(v.mean()), float(v.std()) if draws > 1 else 0.0
 
