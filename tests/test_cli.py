@@ -184,7 +184,7 @@ def test_toy_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_quick_help_gives_two_different_durations(capsys: pytest.CaptureFixture[str]) -> None:
-    from superposition import cli
+    from superposition.cli import _main as cli
 
     _, out, _ = run(["reproduce", "--help"], capsys)
     flat = " ".join(out.split())
