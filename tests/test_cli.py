@@ -184,12 +184,12 @@ def test_toy_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_quick_help_gives_two_different_durations(capsys: pytest.CaptureFixture[str]) -> None:
-    from superposition import cli
+    from superposition.cli import reproduce as cli
 
     _, out, _ = run(["reproduce", "--help"], capsys)
     flat = " ".join(out.split())
-    assert cli._QUICK_TIME != cli._FULL_TIME
-    assert f"{cli._QUICK_TIME} instead of {cli._FULL_TIME} for the full run" in flat
+    assert cli.QUICK_TIME != cli.FULL_TIME
+    assert f"{cli.QUICK_TIME} instead of {cli.FULL_TIME} for the full run" in flat
     assert "about a minute" not in flat
 
 

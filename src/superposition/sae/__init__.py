@@ -2,7 +2,15 @@
 interventions on the neurons they are trained on."""
 
 from superposition.sae.edit import edit_neurons
+from superposition.sae.evaluate import CorpusEvaluation, evaluate_on_corpus
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
+from superposition.sae.plan import (
+    CorpusSplit,
+    count_tokens,
+    split_corpus,
+    store_buffer_rows,
+    store_epochs,
+)
 from superposition.sae.store import ActivationStore
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import FitConfig, FitHistory
@@ -10,11 +18,18 @@ from superposition.sae.train import FitConfig, FitHistory
 __all__ = [
     "KINDS",
     "ActivationStore",
+    "CorpusEvaluation",
+    "CorpusSplit",
     "FitConfig",
     "FitHistory",
     "Kind",
     "SAEMetrics",
     "SparseAutoencoder",
     "SyntheticFeatures",
+    "count_tokens",
     "edit_neurons",
+    "evaluate_on_corpus",
+    "split_corpus",
+    "store_buffer_rows",
+    "store_epochs",
 ]

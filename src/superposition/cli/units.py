@@ -1,0 +1,133 @@
+"""``superposition units``: what makes each unit of a layer fire (neurons, SAE latents, a
+random rotation), scored and compared; also the reading that ``explore`` shares.
+
+Under torchrun each rank streams its share of the corpus, the records are reduced, and rank 0
+alone scores them and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from superposition._checks import positive_int
+from superposition._io import atomic_write
+from superposition.cli._args import FORMAT, unit_arguments
+from superposition.cli._common import check_out_once, load_sae_folder, make_out, rank
+
+__all__ = ["EXAMPLE", "add_parser", "run", "unit_records"]
+
+EXAMPLE = (
+    "example:\n  superposition units --layer 0 --out units-out\n"
+    "  superposition units --layer 0 --sae sae-out --rotation --out units-out"
+)
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``units`` to the subcommands ``sub``."""
+    un = sub.add_parser(
+        "units",
+        help="what makes each neuron (and SAE latent) fire: top contexts and scores",
+        description="Stream a corpus through one layer and score every unit: the neurons, the "
+        "latents of an SAE (--sae) and a random rotation of the neurons (--rotation, a null). "
+        "Writes per basis a table (CSV and JSON: max activation, density, kurtosis, token "
+        "diversity, context coherence, category spread), the records of its top contexts "
+        "(.units.safetensors and .units.json), a figure of the score distributions and, for "
+        "two or more bases, comparison.json (medians with 95%% bootstrap intervals).",
+        epilog=EXAMPLE,
+        formatter_class=FORMAT,
+    )
+    unit_arguments(un)
+    un.add_argument("--out", type=Path, default=Path("units-out"), help="output folder")
+
+
+def unit_records(
+    args: argparse.Namespace, out: Path
+) -> tuple[dict[str, Any], dict[str, Any], list[Any]] | None:
+    """What ``units`` and ``explore`` share: check the arguments, collect and score every basis.
+
+    Returns the records and tables by basis name, and the bases in the same order; ``None``
+    on a torchrun rank other than 0 (rank 0 writes the outputs).
+    """
+    from superposition.probe import ActivationProbe, load_model
+    from superposition.probe.corpus import load_corpus
+    from superposition.report.units import book_texts, score_bases
+    from superposition.units import UnitBasis, collect_units, context_embedder
+
+    positive_int(args.texts, "--texts")
+    positive_int(args.top_k, "--top-k")
+    if args.coherence_units < 0:
+        raise ValueError(f"--coherence-units must be 0 or more, got {args.coherence_units}")
+    sae = None if args.sae is None else load_sae_folder(args.sae)
+    labels: list[str] | None
+    if args.corpus is None:
+        texts, labels = book_texts(args.texts)
+    else:
+        texts = list(load_corpus(Path(args.corpus), text_column=args.text_column).head(args.texts))
+        labels = None
+        if not texts:
+            raise ValueError(f"--corpus {args.corpus!r} holds no text")
+    positive_int(args.batch_size, "--batch-size")
+    check_out_once(out)
+    progress = not args.no_progress
+    model, tokenizer = load_model(args.model)
+    probe = ActivationProbe(
+        model,
+        layer=args.layer,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        progress=progress or None,
+    )
+    width = probe.run(texts[:1]).n_neurons
+    if sae is not None and sae.d_in != width:
+        raise ValueError(
+            f"the SAE in {str(args.sae)!r} reads {sae.d_in} neurons but layer {args.layer} has "
+            f"{width}; pass an SAE trained on this model and layer"
+        )
+    bases: dict[str, Any] = {"neurons": None}
+    if sae is not None:
+        bases["SAE latents"] = sae
+    if args.rotation:
+        bases["rotated neurons"] = UnitBasis.rotation(width, seed=args.seed)
+    stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
+    if rank() != 0:  # every rank has the reduced records; rank 0 scores and writes them
+        return None
+    named = dict(zip(bases, stats, strict=True))
+    tables = score_bases(named, context_embedder(model, tokenizer), args.coherence_units, args.seed)
+    return named, tables, [UnitBasis.of(u, width) for u in bases.values()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``units``: per basis a table and records, scores.png, comparison.json and
+    explorer.html in ``--out``; prints the comparison's verdicts and each basis's median."""
+    from superposition.explorer import explore
+    from superposition.plot import save_figure, score_distributions
+    from superposition.units.compare import compare_units
+
+    records = unit_records(args, args.out)
+    if records is None:  # not rank 0 under torchrun: rank 0 writes
+        return 0
+    named, tables, bases = records
+    stats = list(named.values())
+    make_out(args.out)
+    explore(stats, args.out / "explorer.html", tables=list(tables.values()), bases=bases)
+    for name, table in tables.items():
+        stem = name.replace(" ", "_").replace("-", "_").lower()
+        table.save(args.out, stem)
+        named[name].save(args.out / f"{stem}.units")
+    save_figure(score_distributions(tables, seed=args.seed), args.out / "scores.png")
+    if len(tables) > 1:
+        cmp = compare_units(tables, seed=args.seed)
+        atomic_write(args.out / "comparison.json", json.dumps(cmp.to_dict(), indent=1))
+        for other in list(tables)[1:]:
+            print(cmp.verdict("neurons", other))
+    for name, table in tables.items():
+        td = table["token_diversity"]
+        print(
+            f"{name}: {len(table)} units, median token diversity "
+            f"{float(td[~td.isnan()].median()):.2f} over {stats[0].count:,} tokens"
+        )
+    print(f"saved to {args.out.resolve()} (open explorer.html to browse the units)")
+    return 0
