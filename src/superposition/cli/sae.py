@@ -212,12 +212,12 @@ def _train(args: argparse.Namespace) -> int:
     samples = args.samples or tokens
     store = ActivationStore(
         probe,
-        train_texts.shard(rank, ranks) if ranks > 1 else train_texts,
+        train_texts,  # under torchrun each rank's store reads (and caches) its share
         batch_size=args.batch_size,
         buffer_rows=store_buffer_rows(args.batch_size, width),
         epochs=store_epochs(samples, tokens),
         seed=args.seed,
-        cache_dir=args.cache / f"rank{rank}" if args.cache and ranks > 1 else args.cache,
+        cache_dir=args.cache,
         progress=progress,
     )
     made: OSError | None = None

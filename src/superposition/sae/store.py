@@ -13,6 +13,11 @@ and later runs with the same model, layer and corpus, read the shards (memory-ma
 of running the model; an interrupted first pass resumes after its last complete shard. The
 shards hold exactly what the probe returned, and the same seed shuffles them the same way, so
 training from the cache is bit-identical to training from the model.
+
+Under ``torch.distributed`` (``distributed=None`` with a process group of several ranks, or
+``True``) each rank's store reads its share of the corpus (text ``i`` on rank
+``i % world_size``), as :meth:`~superposition.ActivationProbe.capture` shares texts, and
+caches it in ``cache_dir/rank{rank}``: pass every rank the same whole corpus and folder.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from superposition import distributed as _distributed
 from superposition._checks import positive_int as _positive_int
 from superposition._io import atomic_path, atomic_write
 from superposition.probe.corpus import Corpus, load_corpus
@@ -70,6 +76,10 @@ class ActivationStore:
         cache_dir: a folder for the cached shards (created if needed); ``None`` keeps
             nothing on disk.
         progress: a tqdm bar over the texts the model runs on.
+        distributed: ``None``: under an initialised ``torch.distributed`` process group of
+            more than one rank, read this rank's share of ``texts`` (and cache it in
+            ``cache_dir/rank{rank}``); ``True``: require a process group; ``False``: read
+            all of ``texts``.
 
     Raises:
         ValueError: a probe of several layers or with padding, bad sizes, or a ``cache_dir``
@@ -97,13 +107,16 @@ class ActivationStore:
         seed: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = False,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(probe, ActivationProbe):
             raise TypeError(f"probe must be an ActivationProbe, got {type(probe).__name__}")
         if len(probe.sites) != 1:
+            sites = list(dict.fromkeys(p.site for p in probe.sites))
+            at = "" if len(sites) == 1 else f" at sites {sites}"
             raise ValueError(
-                f"the store reads one layer, but the probe reads layers {probe.layers}; "
-                "make one ActivationProbe per layer"
+                f"the store reads one layer and site, but the probe reads layers "
+                f"{probe.layers}{at}; make one ActivationProbe per layer and site"
             )
         if probe.keep_padding:
             raise ValueError(
@@ -122,9 +135,15 @@ class ActivationStore:
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.probe = probe
         self.corpus = load_corpus(texts)
+        self.share = _distributed.resolve(distributed)
         self.seed = seed
         self.progress = progress
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        if self.share is not None:
+            rank, size = self.share
+            self.corpus = self.corpus.shard(rank, size)
+            if self.cache_dir is not None:
+                self.cache_dir = self.cache_dir / f"rank{rank}"
         self._identity = {
             "format": _FORMAT,
             "model": getattr(getattr(probe.model, "config", None), "name_or_path", "")
