@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "TextBatching", "model_name"]
+__all__ = ["Batch", "TextBatching", "length_order", "model_name", "pad_rows"]
 
 
 @dataclass
@@ -347,22 +347,15 @@ class TextBatching:
         if self.keep_padding:
             side = str(getattr(self.tokenizer, "padding_side", "right") or "right")
         else:
-            order.sort(key=lambda i: len(seqs[i].ids))
+            order = length_order([len(s.ids) for s in seqs])
         pad_id = self._pad_id()
         with_types = any(s.type_ids is not None for s in seqs)
         batches = []
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             lengths = [len(seqs[i].ids) for i in rows]
-            S = max(lengths)
-            B = len(rows)
-            # One scatter per tensor instead of a tensor per row: the rows' tokens, flattened,
-            # go to the positions where ``placed`` is True.
-            n = torch.tensor(lengths)
-            cols = torch.arange(S).expand(B, S)
-            placed = cols >= (S - n)[:, None] if side == "left" else cols < n[:, None]
-            ids = torch.full((B, S), pad_id, dtype=torch.int64)
-            ids[placed] = torch.tensor([t for i in rows for t in seqs[i].ids], dtype=torch.int64)
+            ids, placed = pad_rows([seqs[i].ids for i in rows], pad_id, side=side)
+            B, S = ids.shape
             mask = torch.zeros(B, S, dtype=torch.int64)
             mask[placed] = torch.tensor([m for i in rows for m in seqs[i].mask], dtype=torch.int64)
             inputs = {"input_ids": ids, "attention_mask": mask}
@@ -386,6 +379,39 @@ class TextBatching:
                 )
             )
         return batches
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "right"
+) -> tuple[Tensor, Tensor]:
+    """Token id rows of different lengths as one ``[B, S]`` tensor padded with ``pad_id`` on
+    ``side``, and the ``[B, S]`` bool mask of where the real tokens are.
+
+    One scatter for the whole batch instead of a tensor per row: the rows' tokens, flattened,
+    go to the positions where the mask is True.
+
+    Examples:
+        >>> ids, placed = pad_rows([[5, 6, 7], [8]], 0)
+        >>> ids.tolist(), placed.tolist()
+        ([[5, 6, 7], [8, 0, 0]], [[True, True, True], [True, False, False]])
+    """
+    n = torch.tensor([len(r) for r in rows])
+    B, S = len(rows), int(n.max())
+    cols = torch.arange(S).expand(B, S)
+    placed = cols >= (S - n)[:, None] if side == "left" else cols < n[:, None]
+    ids = torch.full((B, S), pad_id, dtype=torch.int64)
+    ids[placed] = torch.tensor([t for r in rows for t in r], dtype=torch.int64)
+    return ids, placed
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices sorted by length (stable), so batches of neighbours pay for little padding.
+
+    Examples:
+        >>> length_order([3, 1, 2, 1])
+        [1, 3, 2, 0]
+    """
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
 def _caller_level() -> int:

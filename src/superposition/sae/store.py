@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from superposition import distributed as _distributed
+from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 from superposition._io import atomic_path, atomic_write
 from superposition.probe.corpus import Corpus, load_corpus
@@ -281,10 +282,6 @@ class ActivationStore:
                 yield buffer[start : start + B]
 
     def __iter__(self) -> Iterator[Tensor]:
-        generator = torch.Generator()
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(self.seed)
+        g = generator(self.seed)
         for _ in range(self.epochs):
-            yield from self._epoch(generator)
+            yield from self._epoch(g)

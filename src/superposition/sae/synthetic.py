@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 
 __all__ = ["SyntheticFeatures"]
@@ -121,11 +122,7 @@ class SyntheticFeatures:
                 )
         self.correlation = correlation
         self.seed = seed
-        g = torch.Generator()
-        if seed is None:
-            g.seed()
-        else:
-            g.manual_seed(seed)
+        g = generator(seed)
         self._stream_seed = int(torch.randint(2**62, (), generator=g))
         dirs = torch.randn(n_features, d, generator=g, dtype=torch.float64)
         self.directions: Tensor = (dirs / dirs.norm(dim=1, keepdim=True)).float()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import metrics
+from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 from superposition._io import load_saved, save_with_config
 from superposition.toy.data import FiniteFeatureDataset, SparseFeatureDataset
@@ -117,11 +118,7 @@ class ToyModel(nn.Module):
         self.history = None
 
         rows = (2 if activation == "abs" else 1) * n_hidden + 1
-        g = torch.Generator()
-        if seed is None:
-            g.seed()
-        else:
-            g.manual_seed(seed)
+        g = generator(seed)
         params = torch.zeros(n_instances, rows, n_features)
         std = math.sqrt(2.0 / (n_hidden + n_features))  # xavier_normal_ of one [m, n] matrix
         params[:, : rows - 1] = std * _instance_major_normal((n_instances, rows - 1, n_features), g)

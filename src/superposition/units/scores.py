@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from superposition import metrics
+from superposition.probe.batching import length_order, pad_rows
+from superposition.probe.capture import model_device
 from superposition.units.records import UnitStatistics
 
 __all__ = ["SCORE_DOCS", "UnitTable", "context_embedder", "score_units"]
@@ -267,22 +269,15 @@ def context_embedder(
     build = getattr(tokenizer, "build_inputs_with_special_tokens", None)
 
     def embed(windows: list[list[int]]) -> Tensor:
-        try:
-            device = next(model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
+        device = model_device(model)
         seqs = [list(build(w)) if build is not None else list(w) for w in windows]
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        order = length_order([len(s) for s in seqs])
         out: Tensor | None = None
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                S = max(len(seqs[i]) for i in rows)
-                ids = torch.full((len(rows), S), pad, dtype=torch.int64)
-                mask = torch.zeros(len(rows), S, dtype=torch.int64)
-                for b, i in enumerate(rows):
-                    ids[b, : len(seqs[i])] = torch.tensor(seqs[i])
-                    mask[b, : len(seqs[i])] = 1
+                ids, placed = pad_rows([seqs[i] for i in rows], pad)
+                mask = placed.long()
                 hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device))
                 h = hidden[0] if isinstance(hidden, tuple) else hidden.last_hidden_state
                 m = mask.to(h.device, h.dtype)[:, :, None]
