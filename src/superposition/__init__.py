@@ -17,6 +17,7 @@ from superposition.sae import (
     SAEMetrics,
     SparseAutoencoder,
     SyntheticFeatures,
+    edit,
     edit_neurons,
 )
 from superposition.toy import FiniteFeatureDataset, SparseFeatureDataset, ToyModel
@@ -52,6 +53,7 @@ __all__ = [
     "context_embedder",
     "default_corpus",
     "distributed",
+    "edit",
     "edit_neurons",
     "explore",
     "load_corpus",

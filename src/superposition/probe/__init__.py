@@ -13,13 +13,21 @@ from superposition.probe.corpus import DEFAULT_CORPUS, Corpus, default_corpus, l
 from superposition.probe.locate import ARCHITECTURES, MLPSite, locate_mlp, n_layers
 from superposition.probe.models import DEFAULT_MODEL, load_model
 from superposition.probe.probe import ActivationProbe
-from superposition.probe.sites import SITES, Site, SitePoint, locate_sites, parse_hook_name
+from superposition.probe.sites import (
+    MLP_PATHS,
+    SITES,
+    Site,
+    SitePoint,
+    locate_sites,
+    parse_hook_name,
+)
 from superposition.probe.texts import PAPER_TEXTS
 
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_CORPUS",
     "DEFAULT_MODEL",
+    "MLP_PATHS",
     "PAPER_TEXTS",
     "SITES",
     "ActivationProbe",

@@ -1,7 +1,7 @@
 """Dictionary learning: sparse autoencoders, the ground truth to check them against, and
-interventions on the neurons they are trained on."""
+interventions at the sites they are trained on."""
 
-from superposition.sae.edit import edit_neurons
+from superposition.sae.edit import edit, edit_neurons
 from superposition.sae.evaluate import CorpusEvaluation, evaluate_on_corpus
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
 from superposition.sae.plan import (
@@ -27,6 +27,7 @@ __all__ = [
     "SparseAutoencoder",
     "SyntheticFeatures",
     "count_tokens",
+    "edit",
     "edit_neurons",
     "evaluate_on_corpus",
     "split_corpus",
