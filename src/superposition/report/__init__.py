@@ -2,13 +2,9 @@
 them, :mod:`~superposition.report.real` holds section 5's analyses and verdicts) and the report
 page they write (:mod:`~superposition.report.html`)."""
 
+from superposition.report.config import ReproduceConfig
 from superposition.report.real import VERDICTS, analyse, share_below, subsampled_share
-from superposition.report.reproduce import (
-    ReproduceConfig,
-    phase_losses,
-    reproduce,
-    summary,
-)
+from superposition.report.reproduce import phase_losses, reproduce, summary
 
 __all__ = [
     "VERDICTS",

@@ -19,14 +19,14 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
-from superposition.report._common import _dpi, _r
+from superposition.report.config import percent, rounded
 from superposition.report.html import Claim, Report, Section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from superposition.probe import Activations
-    from superposition.report.reproduce import ReproduceConfig
+    from superposition.report.config import ReproduceConfig
 
 __all__ = ["ANALYSES", "BELOW", "VERDICTS", "analyse", "share_below", "subsampled_share"]
 
@@ -113,17 +113,19 @@ def analyse(
         "n_pad_tokens": n_pad,
         "n_neurons": X.shape[1],
         "centered": center,
-        "distance_mean": _r(ds.mean),
-        "distance_median": _r(d.median()),
-        "distance_skewness": _r(ds.skewness),
-        _SHARE: _r((d < BELOW).double().mean()),
-        "share_pairs_above_1.5": _r((d > 1.5).double().mean()),
-        "share_neurons_mean_distance_near_1": _r(((per_neuron - 1).abs() < 0.1).double().mean()),
-        "share_neurons_mean_distance_above_1.5": _r((per_neuron > 1.5).double().mean()),
-        "mean_share_active_per_token": _r(active.mean()),
-        "sum_mean": _r(ss.mean),
-        "sum_skewness": _r(ss.skewness),
-        "sum_excess_kurtosis": _r(ss.kurtosis),
+        "distance_mean": rounded(ds.mean),
+        "distance_median": rounded(d.median()),
+        "distance_skewness": rounded(ds.skewness),
+        _SHARE: rounded((d < BELOW).double().mean()),
+        "share_pairs_above_1.5": rounded((d > 1.5).double().mean()),
+        "share_neurons_mean_distance_near_1": rounded(
+            ((per_neuron - 1).abs() < 0.1).double().mean()
+        ),
+        "share_neurons_mean_distance_above_1.5": rounded((per_neuron > 1.5).double().mean()),
+        "mean_share_active_per_token": rounded(active.mean()),
+        "sum_mean": rounded(ss.mean),
+        "sum_skewness": rounded(ss.skewness),
+        "sum_excess_kurtosis": rounded(ss.kurtosis),
     }
 
 
@@ -250,10 +252,6 @@ class _Check:
     cosine: bool  # centring the cosine can change the statistic
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f} %"
-
-
 _CHECKS = (
     _Check(
         "fig4_mostly_blue",
@@ -262,7 +260,7 @@ _CHECKS = (
         f"share of neuron pairs with cosine distance < {BELOW}",
         "more than half of the pairs",
         lambda r: r[_SHARE] > 0.5,
-        lambda r: _pct(r[_SHARE]),
+        lambda r: percent(r[_SHARE]),
         ("fig4",),
         True,
     ),
@@ -273,7 +271,7 @@ _CHECKS = (
         "share of neurons whose mean distance to the others is within 0.1 of 1",
         "at least 1 % of the neurons",
         lambda r: r["share_neurons_mean_distance_near_1"] >= 0.01,
-        lambda r: _pct(r["share_neurons_mean_distance_near_1"]),
+        lambda r: percent(r["share_neurons_mean_distance_near_1"]),
         (),
         True,
     ),
@@ -284,7 +282,7 @@ _CHECKS = (
         "share of neurons whose mean distance to the others is above 1.5",
         "at least one neuron",
         lambda r: r["share_neurons_mean_distance_above_1.5"] > 0,
-        lambda r: _pct(r["share_neurons_mean_distance_above_1.5"]),
+        lambda r: percent(r["share_neurons_mean_distance_above_1.5"]),
         (),
         True,
     ),
@@ -306,7 +304,7 @@ _CHECKS = (
         "mean share of neurons with a positive activation per token",
         "more than 5 % of the neurons",
         lambda r: r["mean_share_active_per_token"] > 0.05,
-        lambda r: _pct(r["mean_share_active_per_token"]),
+        lambda r: percent(r["mean_share_active_per_token"]),
         ("fig6",),
         False,
     ),
@@ -393,7 +391,7 @@ def _category_average(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for analysis in ANALYSES:
         rows = [c[analysis] for c in cats]
         avg[analysis] = {
-            k: _r(sum(r[k] for r in rows) / len(rows))
+            k: rounded(sum(r[k] for r in rows) / len(rows))
             for k, x in rows[0].items()
             if isinstance(x, (int, float)) and not isinstance(x, bool)
         }
@@ -429,7 +427,7 @@ def _token_control(
         for analysis in _CONTROLLED:
             M, center = X[g][analysis]
             mean, sd = subsampled_share(M, tokens, center=center, draws=draws, seed=cfg.seed)
-            target[analysis] = {"mean": _r(mean), "sd": _r(sd)}
+            target[analysis] = {"mean": rounded(mean), "sd": rounded(sd)}
     for analysis in _CONTROLLED:
         M, center = X["pooled"][analysis]
         n = M.shape[0]
@@ -442,8 +440,8 @@ def _token_control(
                 mean, sd = m["mean"], m["sd"]
             else:
                 mean, sd = subsampled_share(M, t, center=center, draws=draws, seed=cfg.seed)
-            curve["mean"].append(_r(mean))
-            curve["sd"].append(_r(sd))
+            curve["mean"].append(rounded(mean))
+            curve["sd"].append(rounded(sd))
         out["curve"][analysis] = curve
     return out
 
@@ -531,7 +529,7 @@ def _section5(cfg: ReproduceConfig, rep: Report, loaded: tuple[Any, Any, str]) -
             run: Activations.concat([runs[c][run] for c in PAPER_TEXTS]) for run in _RUNS
         }
 
-    dpi = _dpi(cfg.quick)
+    dpi = cfg.dpi
     matrices: dict[str, dict[str, tuple[Tensor, bool]]] = {}
     pooled: dict[str, Any] = {}
     with rep.timed("real.analyse"):
@@ -611,7 +609,7 @@ def _figures(
         f"{stem}_fig5",
         fig,
         f"Figure 5, {head}: histogram of the {label} of all {n * (n - 1) // 2:,} neuron pairs; "
-        f"dotted line at 1 (orthogonal). Share below {BELOW}: {_pct(res[_SHARE])}; median "
+        f"dotted line at 1 (orthogonal). Share below {BELOW}: {percent(res[_SHARE])}; median "
         f"{res['distance_median']:.2f}; skewness {res['distance_skewness']:+.2f}.",
     )
     fig = plot.neuron_traces(
@@ -624,7 +622,7 @@ def _figures(
         fig,
         f"Figure 6, {head}: activations of 50 neurons drawn at random (seed {cfg.seed}) at each "
         f"of the {tokens} tokens{pads}; dotted lines separate the texts. On average "
-        f"{_pct(res['mean_share_active_per_token'])} of the neurons are positive on a token.",
+        f"{percent(res['mean_share_active_per_token'])} of the neurons are positive on a token.",
         "wide",
     )
     fig = plot.activation_sums(acts.values)
@@ -652,18 +650,18 @@ def _share_table(out: dict[str, Any]) -> str:
     for analysis, (_run, _c, what) in ANALYSES.items():
         cells = [html.escape(what)]
         cells += [
-            f"{_pct(c[analysis][_SHARE])} <small>({c[analysis]['n_tokens']})</small>"
+            f"{percent(c[analysis][_SHARE])} <small>({c[analysis]['n_tokens']})</small>"
             for c in cats.values()
         ]
-        cells.append(_pct(out["category_average"][analysis][_SHARE]))
+        cells.append(percent(out["category_average"][analysis][_SHARE]))
         p = out["pooled"][analysis]
-        cells.append(f"{_pct(p[_SHARE])} <small>({p['n_tokens']})</small>")
+        cells.append(f"{percent(p[_SHARE])} <small>({p['n_tokens']})</small>")
         if analysis in _CONTROLLED:
             for c in cats:
                 m = control["categories"][c][analysis]
-                cells.append(f"{_pct(m['mean'])} <small>± {100 * m['sd']:.1f}</small>")
+                cells.append(f"{percent(m['mean'])} <small>± {100 * m['sd']:.1f}</small>")
             m = control["pooled"][analysis]
-            cells.append(f"{_pct(m['mean'])} <small>± {100 * m['sd']:.1f}</small>")
+            cells.append(f"{percent(m['mean'])} <small>± {100 * m['sd']:.1f}</small>")
         else:
             cells += ["—"] * (len(cats) + 1)
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -729,10 +727,10 @@ def _section5_claims(
                 f"The share depends on the number of tokens: the categories have "
                 f"{min(rows)}–{max(rows)} rows under the paper's analysis and the pooled texts "
                 f"{pooled['paper']['n_tokens']}. Subsampled to the same {t} tokens, the paper's "
-                f"analysis gives {_pct(sum(c_at) / len(c_at))} (category average) and "
-                f"{_pct(control['pooled']['paper']['mean'])} (pooled), the corrected analysis "
-                f"{_pct(control['pooled']['corrected']['mean'])} and random weights "
-                f"{_pct(control['pooled']['baseline']['mean'])} (pooled, corrected analysis). "
+                f"analysis gives {percent(sum(c_at) / len(c_at))} (category average) and "
+                f"{percent(control['pooled']['paper']['mean'])} (pooled), the corrected analysis "
+                f"{percent(control['pooled']['corrected']['mean'])} and random weights "
+                f"{percent(control['pooled']['baseline']['mean'])} (pooled, corrected analysis). "
                 "The table gives every group at the same token count; the curve shows the "
                 "share against the token count."
             )
@@ -756,7 +754,7 @@ def _section5_claims(
     # The paper: "These trends are consistent across all 3 text inputs."
     differing = [k for k, v in verdicts.items() if len(set(v["per_category_verdict"].values())) > 1]
     shares = ", ".join(
-        f"{CATEGORY_NAMES.get(c, c)} {_pct(r['paper'][_SHARE])}" for c, r in cats.items()
+        f"{CATEGORY_NAMES.get(c, c)} {percent(r['paper'][_SHARE])}" for c, r in cats.items()
     )
     if differing:
         consistent_because = "verdicts differ between categories for " + "; ".join(

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from superposition.report._common import _r
+from superposition.report.config import rounded
 from superposition.report.html import Claim, Report, Section
 
 __all__ = [
@@ -237,7 +237,11 @@ def _add(
         "layer": layer,
         "texts": n_texts,
         "tokens": stats[0].count,
-        "sae": {"fvu": _r(fit.fvu), "l0": _r(fit.l0), "dead_fraction": _r(fit.dead_fraction)},
+        "sae": {
+            "fvu": rounded(fit.fvu),
+            "l0": rounded(fit.l0),
+            "dead_fraction": rounded(fit.dead_fraction),
+        },
         "comparison": cmp.to_dict(),
     }
     rep.add_figure(
