@@ -29,7 +29,8 @@ from superposition._io import atomic_write
 from superposition.report.config import ReproduceConfig, rounded
 from superposition.report.double_descent import double_descent
 from superposition.report.html import Claim, Report, Section, png, render
-from superposition.report.real import _SHARE, BELOW, _load, _section5
+from superposition.report.real import BELOW, SHARE
+from superposition.report.section5 import section5
 from superposition.report.units import FULL, units_section
 from superposition.toy import SparseFeatureDataset, ToyModel
 
@@ -356,7 +357,7 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
     with rep.timed("section3"):
         _section3(cfg, rep)
     with rep.timed("section5"):
-        _section5(cfg, rep, loaded)
+        section5(cfg, rep, loaded)
     with rep.timed("double_descent"):
         double_descent(rep, quick=not cfg.full_double_descent, seed=cfg.seed, progress=cfg.progress)
     if cfg.units:
@@ -388,6 +389,16 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
     atomic_write(cfg.out / "report.html", render(rep, images, cfg))
     atomic_write(cfg.out / "metrics.json", json.dumps(rep.metrics, indent=2))
     return rep.metrics
+
+
+def _load(cfg: ReproduceConfig) -> tuple[Any, Any, str]:
+    """The model, its tokenizer and a display name; the layer is checked here, before any work."""
+    from superposition.probe import load_model, locate_mlp
+
+    model, tokenizer = load_model(cfg.model)
+    locate_mlp(model, cfg.layer)  # IndexError naming the valid range, before minutes of training
+    name = cfg.model or "all-MiniLM-L6-v2 (shipped)"
+    return model, tokenizer, name
 
 
 def _load_sae(cfg: ReproduceConfig, loaded: tuple[Any, Any, str]) -> Any:
@@ -465,8 +476,8 @@ def summary(result: dict[str, Any]) -> str:
             continue
         at_t = control["pooled"].get(analysis, {}).get("mean")
         values = (
-            s5["category_average"][analysis][_SHARE],
-            s5["pooled"][analysis][_SHARE],
+            s5["category_average"][analysis][SHARE],
+            s5["pooled"][analysis][SHARE],
             at_t,
         )
         label = {
@@ -504,8 +515,8 @@ def _example_result() -> dict[str, Any]:
         "section3": {"results": {"1_linear_top_m_orthogonal": True}},
         "section5": {
             "categories": {"a": {}, "b": {}, "c": {}},
-            "category_average": {"paper": {_SHARE: 0.083}},
-            "pooled": {"paper": {_SHARE: 0.029}},
+            "category_average": {"paper": {SHARE: 0.083}},
+            "pooled": {"paper": {SHARE: 0.029}},
             "token_count_control": {"tokens": 44, "pooled": {"paper": {"mean": 0.061}}},
             "verdicts": {"fig4_mostly_blue": {"verdict": "not reproduced"}},
         },
