@@ -429,21 +429,24 @@ def reduce(obj: _M | None, *, all_ranks: bool = False) -> _M | None:
                 continue
             kind, their_meta, spec = infos[r]
             try:
-                # Received even after a failed fold, so that no rank is left sending.
                 received = _recv_tensors(spec, src=r)
-                if error is None:
-                    other = kind.from_state(received, their_meta, f"rank {r}")
-                    merged = other if merged is None else merged.merge(other)
-            except (ValueError, TypeError) as err:  # told to the other ranks below
-                if error is None:
-                    text = (
-                        f"rank {r}'s {kind.__name__} cannot be merged into those of the ranks "
-                        f"before it: {err}"
-                    )
-                    error = ValueError(text) if isinstance(err, ValueError) else TypeError(text)
-                    error.__cause__ = err
-            except Exception as err:  # told to the other ranks below, then raised
+            except Exception as err:  # the link failed: stop folding, tell the other ranks
                 error = error or err
+                break
+            if error is not None:
+                continue  # received all the same, so that no rank is left sending
+            try:
+                other = kind.from_state(received, their_meta, f"rank {r}")
+                merged = other if merged is None else merged.merge(other)
+            except (ValueError, TypeError) as err:  # told to the other ranks below
+                text = (
+                    f"rank {r}'s {kind.__name__} cannot be merged into those of the ranks "
+                    f"before it: {err}"
+                )
+                error = ValueError(text) if isinstance(err, ValueError) else TypeError(text)
+                error.__cause__ = err
+            except Exception as err:  # told to the other ranks below, then raised
+                error = err
     elif obj is not None:
         _send_tensors(tensors, dst=0)
     out_tensors: dict[str, Tensor] = {}
