@@ -171,7 +171,7 @@ def _write_explorer_example(folder: Path) -> None:
     import shutil
     import subprocess
 
-    from superposition.report.units import QUICK, _train_sae, book_texts, score_bases
+    from superposition.report.units import QUICK, book_texts, score_bases, train_sae
 
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = superposition.load_model()
@@ -180,7 +180,7 @@ def _write_explorer_example(folder: Path) -> None:
     with warnings.catch_warnings():
         # a few paragraphs are longer than the model's 512 tokens; their ends are cut
         warnings.filterwarnings("ignore", message=r".* were truncated", category=UserWarning)
-        sae = _train_sae(model, tokenizer, 0, QUICK, seed=0, progress=False)
+        sae = train_sae(model, tokenizer, 0, QUICK, seed=0, progress=False)
         records = superposition.collect_units(probe, texts, [None, sae], categories=books)
     named = dict(zip(["neurons", "SAE latents"], records, strict=True))
     tables = score_bases(named, superposition.context_embedder(model, tokenizer), 48, 0)

@@ -91,6 +91,26 @@ def _fit_saes(rank: int, size: int) -> dict[str, Any]:
     return out
 
 
+class _Tally:
+    """An accumulator of one's own (a sum and a count) that follows the Mergeable protocol:
+    ``distributed.reduce`` must merge it without knowing its class."""
+
+    def __init__(self, total: torch.Tensor, n: int) -> None:
+        self.total, self.n = total, n
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {"total": self.total}, {"n": self.n}
+
+    @classmethod
+    def from_state(
+        cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str
+    ) -> _Tally:
+        return cls(tensors["total"], meta["n"])
+
+    def merge(self, other: _Tally) -> _Tally:
+        return _Tally(self.total + other.total, self.n + other.n)
+
+
 def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: str) -> None:
     """One rank: stream the corpus every way the library allows and save what comes back."""
     import torch.distributed as dist
@@ -142,10 +162,21 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
         local = sp.StreamingStatistics().update(torch.full((2, 3), float(rank + 1)))
         only0 = reduce_statistics(local)
         units0 = reduce_units(UnitStatistics(3) if rank == 0 else None)
+        tally = sp.distributed.reduce(
+            _Tally(torch.full((2,), rank + 1.0), rank + 1), all_ranks=True
+        )
+        assert tally is not None
+        try:  # rank 1 streamed with another threshold: no rank may wait for the other
+            reduce_statistics(sp.StreamingStatistics(threshold=rank).update(torch.ones(2, 3)))
+            mismatch = ""
+        except ValueError as err:
+            mismatch = str(err)
         flags = {
             "world": list(sp.distributed.world()),
             "reduced_count": None if only0 is None else only0.count,
             "units_none": units0 is None,
+            "tally": [tally.total.tolist(), tally.n],
+            "mismatch": mismatch,
         }
         (folder / f"flags{rank}.json").write_text(json.dumps(flags))
     finally:
@@ -293,6 +324,34 @@ def test_results_reach_rank_zero_only_unless_asked(main_run: Path) -> None:
     assert [f["world"] for f in flags] == [[0, 2], [1, 2]]
     assert [f["reduced_count"] for f in flags] == [4, None]
     assert [f["units_none"] for f in flags] == [False, True]
+
+
+def test_any_mergeable_accumulator_reduces_and_a_misfit_stops_every_rank(main_run: Path) -> None:
+    flags = [json.loads((main_run / f"flags{r}.json").read_text()) for r in range(2)]
+    assert [f["tally"] for f in flags] == [[[3.0, 3.0], 3]] * 2
+    want = "rank 1's StreamingStatistics cannot be merged into those of the ranks before it: "
+    assert want in flags[0]["mismatch"]
+    assert flags[1]["mismatch"].startswith("rank 0 failed while merging the ranks' results: ")
+    assert want in flags[1]["mismatch"]
+    assert "threshold=1.0" in flags[1]["mismatch"]
+
+
+def test_the_accumulators_follow_the_state_protocol() -> None:
+    from superposition.distributed import Mergeable
+
+    s = sp.StreamingStatistics().update(torch.randn(5, 3))
+    u = UnitStatistics(3)
+    assert isinstance(s, Mergeable)
+    assert isinstance(u, Mergeable)
+    back = sp.StreamingStatistics.from_state(*s.state_dict(), "s")
+    _same_statistics(back, s)
+    empty = sp.StreamingStatistics(gram=False, threshold=0.5)
+    again = sp.StreamingStatistics.from_state(*empty.state_dict(), "empty")
+    assert (again.count, again.keep_gram, again.threshold) == (0, False, 0.5)
+    assert UnitStatistics.from_state(*u.state_dict(), "u").n_units == 3
+    tensors, meta = s.state_dict()
+    with pytest.raises(ValueError, match=r"expected the tensors \['active', 'comoment', 'mom"):
+        sp.StreamingStatistics.from_state({"moments": tensors["moments"]}, meta, "rank 1")
 
 
 def test_only_rank_zero_shows_a_progress_bar(runs: dict[str, Any], main_run: Path) -> None:

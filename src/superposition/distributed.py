@@ -9,13 +9,16 @@ these functions by themselves once a process group is initialised.
   text exactly once, deterministic by position, and a text's index in the whole corpus is
   ``local_index * world_size + rank``, which is what the unit records keep (so top contexts
   name the same texts as a single process would).
-* **Reductions are merges.** Rank 0 receives every other rank's accumulator, in rank order, and
-  folds it in with the accumulator's own exact ``merge``; with ``all_ranks=True`` the result is
-  then broadcast. Counts, activity counts and top contexts come out exactly as in one process;
-  moments and the co-moment matrix up to floating-point round-off (the same merge formulas,
-  summed in another order). :class:`~superposition.StreamingStatistics` travels as tensors
-  (its ``[neurons, neurons]`` matrix is never pickled), a
-  :class:`~superposition.UnitStatistics` as one pickled object per rank.
+* **Reductions are merges.** :func:`reduce` takes any accumulator that follows the small
+  :class:`Mergeable` protocol (``state_dict`` / ``from_state`` / ``merge``), so this module
+  knows no accumulator class. Rank 0 receives every other rank's state, in rank order, rebuilds
+  it with ``from_state`` and folds it in with the accumulator's own exact ``merge``; with
+  ``all_ranks=True`` the result is then broadcast. States travel as tensors (a
+  ``[neurons, neurons]`` matrix is never pickled), their small metadata as objects. Counts,
+  activity counts and top contexts come out exactly as in one process; moments and the
+  co-moment matrix up to floating-point round-off (the same merge formulas, summed in another
+  order). :func:`reduce_statistics` and :func:`reduce_units` are :func:`reduce` for
+  :class:`~superposition.StreamingStatistics` and :class:`~superposition.UnitStatistics`.
 * **One failure stops every rank.** :func:`check_all_ranks` lets every rank say whether its
   share failed before any reduction starts, so a bad text on one rank ends all of them with
   its message instead of leaving the others waiting in a collective.
@@ -28,7 +31,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -39,8 +42,10 @@ if TYPE_CHECKING:
     from superposition.units.records import UnitStatistics
 
 __all__ = [
+    "Mergeable",
     "check_all_ranks",
     "init_from_env",
+    "reduce",
     "reduce_statistics",
     "reduce_units",
     "resolve",
@@ -49,6 +54,40 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound="Mergeable")
+
+
+@runtime_checkable
+class Mergeable(Protocol):
+    """An accumulator :func:`reduce` can merge across ranks: its state as tensors and
+    metadata, the way back from that state, and an exact merge.
+
+    :class:`~superposition.StreamingStatistics` and :class:`~superposition.UnitStatistics`
+    follow it; so can any accumulator of yours.
+
+    Examples:
+        >>> import torch
+        >>> from superposition import StreamingStatistics, UnitStatistics
+        >>> isinstance(StreamingStatistics(), Mergeable), isinstance(UnitStatistics(2), Mergeable)
+        (True, True)
+    """
+
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``(tensors, meta)``: everything :meth:`from_state` needs. The tensors travel
+        between ranks as tensors; ``meta`` must be small and picklable."""
+        ...
+
+    @classmethod
+    def from_state(
+        cls: type[_M], tensors: dict[str, Tensor], meta: dict[str, Any], source: str
+    ) -> _M:
+        """The accumulator that :meth:`state_dict` described; ``source`` (``"rank 1"``, a
+        path) names where the state came from, for the messages."""
+        ...
+
+    def merge(self: _M, other: _M) -> _M:
+        """A new accumulator equal to one pass over both inputs' shards."""
+        ...
 
 
 def world() -> tuple[int, int]:
@@ -258,13 +297,7 @@ def check_all_ranks(error: BaseException | None) -> None:
         f"rank {r} of {size} failed{others}, so every rank stops: {name}: {message}; fix the "
         f"error on rank {r} (its own traceback is in its output)"
     )
-    kind = getattr(builtins, name, None)
-    same: Exception = RuntimeError(text)
-    if isinstance(kind, type) and issubclass(kind, Exception):
-        # A built-in that needs other arguments (UnicodeDecodeError) stays a RuntimeError.
-        with contextlib.suppress(TypeError):
-            same = kind(text)
-    raise same
+    raise _same_type(name, text)
 
 
 # --------------------------------------------------------------------------- reductions
@@ -318,29 +351,135 @@ def _broadcast_tensors(tensors: dict[str, Tensor], spec: dict[str, Any]) -> dict
 
 def _broadcast_outcome(result: Any, error: BaseException | None) -> Any:
     """Rank 0's ``result`` (or its ``error``) to every rank, so a fold that failed on rank 0
-    does not leave the others waiting for a broadcast that never comes."""
+    stops the others too (with the same built-in type) instead of leaving them waiting."""
     import torch.distributed as dist
 
-    box = [None if error is None else f"{type(error).__name__}: {error}", result]
+    failure = None if error is None else (type(error).__name__, str(error).strip())
+    box = [failure, result]
     dist.broadcast_object_list(box, src=0)  # on rank 0, box is left as it is
     if error is not None:
         raise error
     if box[0] is not None:
-        raise RuntimeError(f"rank 0 failed while merging the ranks' results: {box[0]}")
+        name, message = box[0]
+        raise _same_type(name, f"rank 0 failed while merging the ranks' results: {message}")
     return box[1]
+
+
+def _same_type(name: str, text: str) -> Exception:
+    """An exception of the built-in type called ``name`` (else ``RuntimeError``) saying ``text``."""
+    kind = getattr(builtins, name, None)
+    same: Exception = RuntimeError(text)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        # A built-in that needs other arguments (UnicodeDecodeError) stays a RuntimeError.
+        with contextlib.suppress(TypeError):
+            same = kind(text)
+    return same
+
+
+def _spec(tensors: dict[str, Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype name of each tensor: what the receiving rank allocates."""
+    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()}
+
+
+def reduce(obj: _M | None, *, all_ranks: bool = False) -> _M | None:
+    """The accumulators of every rank merged into one, as if one process had streamed all
+    their shares.
+
+    Every rank must call it (it is a collective). Each rank's state
+    (:meth:`Mergeable.state_dict`) goes to rank 0 as tensors, in rank order; rank 0 rebuilds
+    each with :meth:`Mergeable.from_state` and folds it into its own with
+    :meth:`Mergeable.merge`, so the result is as exact as the accumulator's merge. A rank that
+    has no accumulator passes ``None`` and takes part all the same.
+
+    Args:
+        obj: this rank's accumulator, or ``None``.
+        all_ranks: broadcast the result, so every rank returns it (rebuilt from rank 0's
+            state on the others).
+
+    Returns:
+        The merged accumulator on rank 0 (on every rank with ``all_ranks``), ``None`` on the
+        others, and ``None`` everywhere when every rank passed ``None``. Without a process
+        group (or with one rank), ``obj`` itself.
+
+    Raises:
+        ValueError, TypeError: the ranks' accumulators cannot be merged (their own ``merge``
+            refused, e.g. different settings); raised on every rank, with the same type.
+
+    Examples:
+        >>> import torch
+        >>> from superposition import StreamingStatistics
+        >>> s = StreamingStatistics().update(torch.ones(3, 2))
+        >>> reduce(s) is s  # one process: nothing to reduce
+        True
+    """
+    rank, size = world()
+    if size == 1:
+        return obj
+    import torch.distributed as dist
+
+    tensors, meta = ({}, {}) if obj is None else obj.state_dict()
+    mine = None if obj is None else (type(obj), meta, _spec(tensors))
+    infos: list[Any] = [None] * size
+    dist.all_gather_object(infos, mine)
+    merged = obj
+    error: BaseException | None = None
+    if rank == 0:
+        for r in range(1, size):
+            if infos[r] is None:
+                continue
+            kind, their_meta, spec = infos[r]
+            try:
+                received = _recv_tensors(spec, src=r)
+            except Exception as err:  # the link failed: stop folding, tell the other ranks
+                error = error or err
+                break
+            if error is not None:
+                continue  # received all the same, so that no rank is left sending
+            try:
+                other = kind.from_state(received, their_meta, f"rank {r}")
+                merged = other if merged is None else merged.merge(other)
+            except (ValueError, TypeError) as err:  # told to the other ranks below
+                text = (
+                    f"rank {r}'s {kind.__name__} cannot be merged into those of the ranks "
+                    f"before it: {err}"
+                )
+                error = ValueError(text) if isinstance(err, ValueError) else TypeError(text)
+                error.__cause__ = err
+            except Exception as err:  # told to the other ranks below, then raised
+                error = err
+    elif obj is not None:
+        _send_tensors(tensors, dst=0)
+    out_tensors: dict[str, Tensor] = {}
+    out: tuple[Any, dict[str, Any], dict[str, Any]] | None = None
+    if rank == 0 and all_ranks and error is None and merged is not None:
+        try:
+            out_tensors, out_meta = merged.state_dict()
+            out = (type(merged), out_meta, _spec(out_tensors))
+        except Exception as err:  # told to the other ranks below, then raised
+            error = err
+    # Every rank learns whether the fold failed (and, with all_ranks, what to rebuild).
+    out = _broadcast_outcome(out, error)
+    if not all_ranks:
+        return merged if rank == 0 else None
+    if out is None:  # no rank had an accumulator
+        return None
+    received = _broadcast_tensors(out_tensors, out[2])
+    if rank == 0:
+        return merged
+    rebuilt: _M = out[0].from_state(received, out[1], "rank 0")
+    return rebuilt
 
 
 def reduce_statistics(
     stats: StreamingStatistics, *, all_ranks: bool = False
 ) -> StreamingStatistics | None:
     """The :class:`~superposition.StreamingStatistics` of every rank merged into one, as if
-    one process had streamed all their shares.
+    one process had streamed all their shares: :func:`reduce` of ``stats``.
 
-    Every rank must call it (it is a collective). Rank 0 receives the other ranks'
-    accumulators as tensors, in rank order, and folds them in with
-    :meth:`~superposition.StreamingStatistics.merge`: ``count`` and activity counts are exact,
-    moments and the co-moment matrix equal one pass up to round-off. A rank that saw no token
-    takes part all the same.
+    Every rank must call it (it is a collective). Rank 0 folds the other ranks' accumulators
+    in with :meth:`~superposition.StreamingStatistics.merge`, in rank order: ``count`` and
+    activity counts are exact, moments and the co-moment matrix equal one pass up to
+    round-off. A rank that saw no token takes part all the same.
 
     Args:
         stats: this rank's accumulator (possibly empty).
@@ -361,67 +500,18 @@ def reduce_statistics(
         >>> reduce_statistics(s) is s  # one process: nothing to reduce
         True
     """
-    rank, size = world()
-    if size == 1:
-        return stats
-    import torch.distributed as dist
-
-    has = stats.count > 0 and stats.n_neurons is not None
-    tensors, meta = stats._state() if has else ({}, {})
-    info = ((stats.threshold, stats.keep_gram), stats.n_neurons if has else None, meta)
-    infos: list[Any] = [None] * size
-    dist.all_gather_object(infos, (*info, _spec(tensors)))
-    settings = {i[0] for i in infos}
-    widths = {i[1] for i in infos if i[1] is not None}
-    if len(settings) > 1 or len(widths) > 1:
-        per_rank = [(r, i[0], i[1]) for r, i in enumerate(infos)]
-        raise ValueError(
-            "the ranks' StreamingStatistics cannot be merged: expected the same threshold, gram "
-            f"and number of neurons on every rank, got (rank, (threshold, gram), neurons) "
-            f"{per_rank}; stream the same layer with the same settings on every rank"
-        )
-    merged = stats
-    error: BaseException | None = None
-    if rank == 0:
-        try:
-            for r in range(1, size):
-                if infos[r][1] is not None:
-                    received = _recv_tensors(infos[r][3], src=r)
-                    merged = merged.merge(
-                        type(stats)._from_state(received, infos[r][2], f"rank {r}")
-                    )
-        except Exception as err:  # told to the other ranks below, then raised
-            error = err
-    elif has:
-        _send_tensors(tensors, dst=0)
-    if not all_ranks:
-        if error is not None:
-            raise error
-        return merged if rank == 0 else None
-    out_tensors: dict[str, Tensor] = {}
-    out_meta: dict[str, str] | None = None
-    if rank == 0 and error is None and merged.count > 0:
-        out_tensors, out_meta = merged._state()
-    out_meta, out_spec = _broadcast_outcome((out_meta, _spec(out_tensors)), error)
-    if out_meta is None:  # no rank saw a token: each keeps its own empty accumulator
-        return stats
-    received = _broadcast_tensors(out_tensors, out_spec)
-    return merged if rank == 0 else type(stats)._from_state(received, out_meta, "rank 0")
-
-
-def _spec(tensors: dict[str, Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Shape and dtype name of each tensor: what the receiving rank allocates."""
-    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()}
+    return reduce(stats, all_ranks=all_ranks)
 
 
 def reduce_units(stats: UnitStatistics | None, *, all_ranks: bool = False) -> UnitStatistics | None:
     """The :class:`~superposition.UnitStatistics` of every rank merged into one, as if one
-    process had streamed all their shares (exactly, in the kept contexts and samples).
+    process had streamed all their shares (exactly, in the kept contexts and samples):
+    :func:`reduce` of ``stats``, keeping this rank's tokenizer.
 
-    Every rank must call it. Rank 0 receives the others' records (one pickled object each,
-    without the tokenizer), in rank order, and folds them in with
-    :meth:`~superposition.UnitStatistics.merge`. The records' text indices must already be
-    indices into the whole corpus (as :func:`~superposition.units.collect_units` writes them).
+    Every rank must call it. Rank 0 folds the others' records in with
+    :meth:`~superposition.UnitStatistics.merge`, in rank order (their states travel as
+    tensors, without the tokenizer). The records' text indices must already be indices into
+    the whole corpus (as :func:`~superposition.units.collect_units` writes them).
 
     Args:
         stats: this rank's records, or ``None`` for a rank that saw no text (its unit count
@@ -442,57 +532,11 @@ def reduce_units(stats: UnitStatistics | None, *, all_ranks: bool = False) -> Un
         >>> reduce_units(s) is s  # one process: nothing to reduce
         True
     """
-    rank, size = world()
-    if size == 1:
+    if world()[1] == 1:
         return stats
-    import torch.distributed as dist
-
-    setting = None
-    if stats is not None:
-        setting = (
-            stats.n_units,
-            stats.top_k,
-            stats.n_samples,
-            stats.window,
-            stats.threshold,
-            stats.categories,
-        )
-    settings: list[Any] = [None] * size
-    dist.all_gather_object(settings, setting)
-    if len({repr(s) for s in settings if s is not None}) > 1:
-        raise ValueError(
-            "the ranks' UnitStatistics cannot be merged: expected the same (n_units, top_k, "
-            f"samples, window, threshold, categories) on every rank, got {settings}; collect "
-            "the same units with the same settings on every rank"
-        )
-    tokenizer = None if stats is None else stats.tokenizer
-    if stats is not None:
-        stats.tokenizer = None  # not pickled: every rank has its own
-    try:
-        merged = stats
-        error: BaseException | None = None
-        if rank == 0:
-            try:
-                for r in range(1, size):
-                    if settings[r] is not None:
-                        box: list[Any] = [None]
-                        dist.recv_object_list(box, src=r)
-                        merged = box[0] if merged is None else merged.merge(box[0])
-            except Exception as err:  # told to the other ranks below, then raised
-                error = err
-        elif stats is not None:
-            dist.send_object_list([stats], dst=0)
-        if all_ranks:
-            result: UnitStatistics | None = _broadcast_outcome(merged, error)
-        elif error is not None:
-            raise error
-        else:
-            result = merged if rank == 0 else None
-    finally:
-        if stats is not None:
-            stats.tokenizer = tokenizer
+    result = reduce(stats, all_ranks=all_ranks)
     if result is not None:
-        result.tokenizer = tokenizer
+        result.tokenizer = None if stats is None else stats.tokenizer
     return result
 
 

@@ -629,7 +629,8 @@ class StreamingStatistics:
         """
         from safetensors.torch import save_file
 
-        tensors, meta = self._state()
+        self._require()  # an empty accumulator is not worth a file
+        tensors, meta = self.state_dict()
         tensors = {k: v.cpu() for k, v in tensors.items()}
         meta["format"] = _STATS_FORMAT
         target = saved_paths(path)[0]
@@ -675,19 +676,36 @@ class StreamingStatistics:
                     f"{_STATS_FORMAT!r}, got {fmt!r})"
                 )
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
-        return cls._from_state(t, meta, str(path))
+        return cls.from_state(t, meta, str(path))
 
-    def _state(self) -> tuple[dict[str, Tensor], dict[str, str]]:
-        """The tensors and (string) metadata that :meth:`_from_state` rebuilds this from: what
-        :meth:`save` writes, and what an accumulator that holds one saves of it."""
-        moments, active = self._require()
-        tensors = {"moments": moments, "active": active}
-        if self._comoment is not None:
-            tensors["comoment"] = self._comoment
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """``(tensors, meta)``: everything :meth:`from_state` rebuilds this accumulator from.
+
+        What :meth:`save` writes and what :func:`superposition.distributed.reduce` sends
+        between ranks (the :class:`~superposition.distributed.Mergeable` protocol). The tensors
+        are the accumulator's own (not copies): ``moments`` ``[4, neurons]``, ``active``
+        ``[neurons]`` and, with ``gram=True``, ``comoment`` ``[neurons, neurons]``; none before
+        the first token. ``meta`` holds strings only (safetensors metadata).
+
+        Examples:
+            >>> import torch
+            >>> s = StreamingStatistics().update(torch.ones(3, 2))
+            >>> tensors, meta = s.state_dict()
+            >>> sorted(tensors), meta["count"]
+            (['active', 'comoment', 'moments'], '3')
+            >>> StreamingStatistics.from_state(tensors, meta, "s").count
+            3
+        """
+        tensors: dict[str, Tensor] = {}
+        if self._moments is not None and self._active is not None and self.count > 0:
+            tensors = {"moments": self._moments, "active": self._active}
+            if self._comoment is not None:
+                tensors["comoment"] = self._comoment
         meta = {
             "count": str(self.count),
             "dtype": str(self.dtype).removeprefix("torch."),
             "threshold": repr(self.threshold),
+            "gram": str(self.keep_gram),
             "layer": str(self.layer),
             "module_name": self.module_name,
             "model_name": self.model_name,
@@ -695,20 +713,41 @@ class StreamingStatistics:
         return tensors, meta
 
     @classmethod
-    def _from_state(
-        cls, t: dict[str, Tensor], meta: dict[str, str], where: str
+    def from_state(
+        cls, tensors: dict[str, Tensor], meta: dict[str, Any], source: str
     ) -> StreamingStatistics:
+        """The accumulator that :meth:`state_dict` described (it keeps ``tensors`` as they are).
+
+        Args:
+            tensors, meta: what :meth:`state_dict` returned (or :meth:`save` wrote).
+            source: where the state came from (a file, a rank), for the messages.
+
+        Raises:
+            ValueError: ``meta`` names no floating-point dtype, or the tensors do not match its
+                count.
+        """
         dtype = getattr(torch, meta.get("dtype", ""), None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"{where} names no floating-point dtype, got {meta.get('dtype')!r}")
+            raise ValueError(f"{source} names no floating-point dtype, got {meta.get('dtype')!r}")
+        count = int(meta["count"])
+        # Files written before "gram" was in the metadata always hold their tensors.
+        gram = meta["gram"] == "True" if "gram" in meta else "comoment" in tensors
+        want = ({"moments", "active"} | ({"comoment"} if gram else set())) if count else set()
+        if set(tensors) != want:
+            raise ValueError(
+                f"{source} has count {count} and gram={gram}, so expected the tensors "
+                f"{sorted(want)}, got {sorted(tensors)}"
+            )
         out = cls(
             threshold=float(meta["threshold"]),
-            gram="comoment" in t,
+            gram=gram,
             layer=int(meta["layer"]),
             module_name=meta["module_name"],
             model_name=meta["model_name"],
         )
-        out._moments, out._active, out._comoment = t["moments"], t["active"], t.get("comoment")
-        out.count = int(meta["count"])
+        if count > 0:
+            out._moments, out._active = tensors["moments"], tensors["active"]
+            out._comoment = tensors.get("comoment")
+        out.count = count
         out.dtype = dtype
         return out

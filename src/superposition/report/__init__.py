@@ -1,14 +1,13 @@
 """Reproducing the seed paper: the experiments (:mod:`~superposition.report.reproduce` runs
-them, :mod:`~superposition.report.real` holds section 5's analyses and verdicts) and the report
-page they write (:mod:`~superposition.report.html`)."""
+them with a :class:`~superposition.report.config.ReproduceConfig`; one module per section:
+:mod:`~superposition.report.section5` with its analyses and verdicts in
+:mod:`~superposition.report.real`, :mod:`~superposition.report.double_descent`,
+:mod:`~superposition.report.units`) and the report page they write
+(:mod:`~superposition.report.html`)."""
 
+from superposition.report.config import ReproduceConfig
 from superposition.report.real import VERDICTS, analyse, share_below, subsampled_share
-from superposition.report.reproduce import (
-    ReproduceConfig,
-    phase_losses,
-    reproduce,
-    summary,
-)
+from superposition.report.reproduce import phase_losses, reproduce, summary
 
 __all__ = [
     "VERDICTS",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from superposition.report.reproduce import ReproduceConfig
+    from superposition.report.config import ReproduceConfig
 
 __all__ = ["Claim", "Report", "Section", "png", "render"]
 

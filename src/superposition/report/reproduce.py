@@ -17,7 +17,7 @@ import json
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,15 @@ from torch import Tensor
 
 from superposition import metrics
 from superposition._io import atomic_write
-from superposition.report._common import _dpi, _r
+from superposition.report.config import ReproduceConfig, rounded
 from superposition.report.double_descent import double_descent
 from superposition.report.html import Claim, Report, Section, png, render
-from superposition.report.real import _SHARE, BELOW, _load, _section5
+from superposition.report.real import BELOW, SHARE
+from superposition.report.section5 import section5
 from superposition.report.units import FULL, units_section
 from superposition.toy import SparseFeatureDataset, ToyModel
 
-__all__ = ["ReproduceConfig", "phase_losses", "reproduce", "summary"]
+__all__ = ["phase_losses", "reproduce", "summary"]
 
 SWEEP_PROBABILITY = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 """Feature probabilities 1 - S of the section-3 sweep, S in {0, .7, .9, .97, .99, .997, .999}."""
@@ -41,55 +42,6 @@ PHASE_IMPORTANCE = (0.1, 0.3, 1.0, 3.0, 10.0)
 PHASE_PROBABILITY = (1.0, 0.3, 0.1, 0.03, 0.01)
 # A feature counts as represented when its embedding has this norm (TMS: ||W_i|| ≈ 1 or ≈ 0).
 REPRESENTED = 0.5
-
-
-@dataclass(frozen=True)
-class ReproduceConfig:
-    """What ``superposition reproduce`` runs.
-
-    Args:
-        out: folder for ``report.html``, ``metrics.json`` and the figures (created).
-        model: a Hugging Face model name or local path; ``None`` is the shipped MiniLM.
-        layer: the MLP layer to probe (the paper: 0, the first).
-        quick: shorter training and smaller figures (about a minute on 2 CPU cores).
-        seed: seed of every random draw (training, neuron sampling, the random baseline).
-        progress: show progress bars.
-        full_double_descent: the memorization section at the ARENA replication's scale
-            (n = 1,000 features, T up to 2,000; about 10 minutes of CPU on 2 cores) instead of
-            the small sweep (n = 200, T up to 1,000; about 15 s) that the tests check.
-        units: run the section "what makes a neuron fire, and does an SAE separate it?"
-            (neurons vs SAE latents vs two nulls, on the default corpus).
-        full_units: that section at full scale (:data:`superposition.report.units.FULL`:
-            a 4x SAE trained on one pass over the train split, units read on 1,200
-            paragraphs) instead of :data:`~superposition.report.units.STANDARD`.
-        sae: a folder written by ``superposition sae train`` (or ``SparseAutoencoder.save``)
-            for this model and layer: the units section uses it instead of training one.
-    """
-
-    out: Path = Path("superposition-out")
-    model: str | None = None
-    layer: int = 0
-    quick: bool = False
-    seed: int = 0
-    progress: bool = True
-    full_double_descent: bool = False
-    units: bool = True
-    full_units: bool = False
-    sae: Path | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
-            raise ValueError(f"layer must be an int, got {self.layer!r}")
-        if self.sae is not None:
-            object.__setattr__(self, "sae", Path(self.sae))
-
-    @property
-    def steps(self) -> int:
-        """Training steps per toy model, 10,000 as in the TMS recipe (5,000 with ``quick``)."""
-        return 5_000 if self.quick else 10_000
 
 
 # ============================================================================ section 3
@@ -127,14 +79,14 @@ def _sweep_checks(model: ToyModel, m: int) -> dict[str, Any]:
     return {
         "n_represented": represented.sum(-1).tolist(),
         "top_m_only": [bool(r[:m].all() and not r[m:].any()) for r in represented],
-        "frobenius_sq": [_r(x) for x in W.square().sum((-2, -1))],
-        "max_interference_top_m": [_r(x) for x in metrics.interference(top).amax(-1)],
-        "max_interference": [_r(x) for x in metrics.interference(W).amax(-1)],
+        "frobenius_sq": [rounded(x) for x in W.square().sum((-2, -1))],
+        "max_interference_top_m": [rounded(x) for x in metrics.interference(top).amax(-1)],
+        "max_interference": [rounded(x) for x in metrics.interference(W).amax(-1)],
         "features_in_superposition": [
             int(((metrics.interference(W) > 0.05) & represented)[i].sum())
             for i in range(W.shape[0])
         ],
-        "min_bias": [_r(x) for x in model.b.detach().amin(-1)],
+        "min_bias": [rounded(x) for x in model.b.detach().amin(-1)],
     }
 
 
@@ -172,7 +124,7 @@ def _section3(cfg: ReproduceConfig, rep: Report) -> None:
     from superposition import plot
 
     n, m = 20, 5
-    sparsity = [_r(1 - p, 4) for p in SWEEP_PROBABILITY]
+    sparsity = [rounded(1 - p, 4) for p in SWEEP_PROBABILITY]
     titles = [f"S={s:g}" for s in sparsity]
     out: dict[str, Any] = {
         "n_features": n,
@@ -229,7 +181,7 @@ def _section3(cfg: ReproduceConfig, rep: Report) -> None:
     out["pentagon"] = {
         "instances": k,
         "regular_pentagons": sum(is_pentagon),
-        "mean_dimensionality_of_pentagons": _r(dims[torch.tensor(is_pentagon)].mean())
+        "mean_dimensionality_of_pentagons": rounded(dims[torch.tensor(is_pentagon)].mean())
         if any(is_pentagon)
         else None,
     }
@@ -280,7 +232,7 @@ def _section3(cfg: ReproduceConfig, rep: Report) -> None:
             phase_losses(p, r)[int(c)] <= 1.1 * min(phase_losses(p, r))
             for (r, p), c in zip(grid, labels.tolist(), strict=True)
         ),
-        "max_excess_loss": _r(
+        "max_excess_loss": rounded(
             max(
                 phase_losses(p, r)[int(c)] / min(phase_losses(p, r)) - 1
                 for (r, p), c in zip(grid, labels.tolist(), strict=True)
@@ -405,7 +357,7 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
     with rep.timed("section3"):
         _section3(cfg, rep)
     with rep.timed("section5"):
-        _section5(cfg, rep, loaded)
+        section5(cfg, rep, loaded)
     with rep.timed("double_descent"):
         double_descent(rep, quick=not cfg.full_double_descent, seed=cfg.seed, progress=cfg.progress)
     if cfg.units:
@@ -426,7 +378,7 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     with rep.timed("figures"):
-        dpi = _dpi(cfg.quick)
+        dpi = cfg.dpi
         images = {name: png(fig, dpi) for name, fig in rep.figures.items()}
         _note_resolution(rep, dpi)
         for name, data in images.items():
@@ -437,6 +389,16 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
     atomic_write(cfg.out / "report.html", render(rep, images, cfg))
     atomic_write(cfg.out / "metrics.json", json.dumps(rep.metrics, indent=2))
     return rep.metrics
+
+
+def _load(cfg: ReproduceConfig) -> tuple[Any, Any, str]:
+    """The model, its tokenizer and a display name; the layer is checked here, before any work."""
+    from superposition.probe import load_model, locate_mlp
+
+    model, tokenizer = load_model(cfg.model)
+    locate_mlp(model, cfg.layer)  # IndexError naming the valid range, before minutes of training
+    name = cfg.model or "all-MiniLM-L6-v2 (shipped)"
+    return model, tokenizer, name
 
 
 def _load_sae(cfg: ReproduceConfig, loaded: tuple[Any, Any, str]) -> Any:
@@ -514,8 +476,8 @@ def summary(result: dict[str, Any]) -> str:
             continue
         at_t = control["pooled"].get(analysis, {}).get("mean")
         values = (
-            s5["category_average"][analysis][_SHARE],
-            s5["pooled"][analysis][_SHARE],
+            s5["category_average"][analysis][SHARE],
+            s5["pooled"][analysis][SHARE],
             at_t,
         )
         label = {
@@ -553,8 +515,8 @@ def _example_result() -> dict[str, Any]:
         "section3": {"results": {"1_linear_top_m_orthogonal": True}},
         "section5": {
             "categories": {"a": {}, "b": {}, "c": {}},
-            "category_average": {"paper": {_SHARE: 0.083}},
-            "pooled": {"paper": {_SHARE: 0.029}},
+            "category_average": {"paper": {SHARE: 0.083}},
+            "pooled": {"paper": {SHARE: 0.029}},
             "token_count_control": {"tokens": 44, "pooled": {"paper": {"mean": 0.061}}},
             "verdicts": {"fig4_mostly_blue": {"verdict": "not reproduced"}},
         },

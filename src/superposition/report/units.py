@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from superposition.report._common import _r
+from superposition.report.config import rounded
 from superposition.report.html import Claim, Report, Section
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "UnitsSetting",
     "book_texts",
     "score_bases",
+    "train_sae",
     "units_section",
 ]
 
@@ -88,9 +89,12 @@ def book_texts(n: int) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def _train_sae(
+def train_sae(
     model: Any, tokenizer: Any, layer: int, s: UnitsSetting, seed: int, progress: bool
 ) -> Any:
+    """The section's TopK SAE of ``layer``: ``s.expansion`` latents per neuron, ``s.k`` active,
+    trained on ``s.samples`` tokens of the default corpus's train split (its first
+    ``s.sae_texts`` paragraphs), read through an :class:`~superposition.ActivationStore`."""
     from superposition.probe.corpus import default_corpus
     from superposition.probe.probe import ActivationProbe
     from superposition.sae.model import SparseAutoencoder
@@ -177,14 +181,14 @@ def _run(
 ) -> None:
     from superposition.explorer import explorer_html
     from superposition.probe.probe import ActivationProbe
-    from superposition.report.real import _random_like
+    from superposition.report.real import random_like
     from superposition.units import UnitBasis, collect_units, context_embedder
     from superposition.units.compare import compare_units
 
     with rep.timed("units.sae"):
         trained_here = sae is None
         if sae is None:
-            sae = _train_sae(model, tokenizer, layer, s, seed, progress)
+            sae = train_sae(model, tokenizer, layer, s, seed, progress)
     texts, labels = book_texts(s.texts)
     probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False)
     with rep.timed("units.collect"):
@@ -193,7 +197,7 @@ def _run(
         stats = collect_units(probe, texts, [None, sae, rotation], top_k=s.top_k, categories=labels)
         fork = torch.random.fork_rng()
         with fork:
-            baseline = _random_like(model, seed)
+            baseline = random_like(model, seed)
         base_probe = ActivationProbe(
             baseline, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False
         )
@@ -237,7 +241,11 @@ def _add(
         "layer": layer,
         "texts": n_texts,
         "tokens": stats[0].count,
-        "sae": {"fvu": _r(fit.fvu), "l0": _r(fit.l0), "dead_fraction": _r(fit.dead_fraction)},
+        "sae": {
+            "fvu": rounded(fit.fvu),
+            "l0": rounded(fit.l0),
+            "dead_fraction": rounded(fit.dead_fraction),
+        },
         "comparison": cmp.to_dict(),
     }
     rep.add_figure(

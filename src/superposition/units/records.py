@@ -458,13 +458,23 @@ class UnitStatistics:
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write everything to ``path.safetensors`` and its settings to ``path.json``
-        (atomically, as every model's ``save``); returns the tensor file's path."""
-        from superposition._io import save_with_config
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``(tensors, meta)``: everything :meth:`from_state` rebuilds these records from.
 
-        stats, stats_meta = self.stats._state()
-        stats = {k: v.cpu() for k, v in stats.items()}
+        What :meth:`save` writes (the tensors to ``.safetensors``, ``meta`` to ``.json``) and
+        what :func:`superposition.distributed.reduce` sends between ranks (the
+        :class:`~superposition.distributed.Mergeable` protocol). The tokenizer is not part of
+        the state. The tensors are the records' own (not copies); ``meta`` is JSON-friendly.
+
+        Examples:
+            >>> s = UnitStatistics(3, top_k=2, samples=1)
+            >>> tensors, meta = s.state_dict()
+            >>> meta["n_units"], tensors["top.value"].shape
+            (3, torch.Size([2, 3]))
+            >>> UnitStatistics.from_state(tensors, meta, "s")
+            UnitStatistics(n_units=3, count=0, top_k=2, samples=1, window=(10, 5), basis='units')
+        """
+        stats, stats_meta = self.stats.state_dict()
         tensors = {f"top.{k}": v for k, v in self._top.state().items()}
         tensors |= {f"smp.{k}": v for k, v in self._smp.state().items()}
         tensors |= {f"stats.{k}": v for k, v in stats.items()}
@@ -486,19 +496,22 @@ class UnitStatistics:
             "model_name": self.model_name,
             "stats": stats_meta,
         }
-        return save_with_config(path, tensors, meta)
+        return tensors, meta
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> UnitStatistics:
-        """Read what :meth:`save` wrote.
+    def from_state(
+        cls, tensors: dict[str, Tensor], meta: dict[str, Any], source: str
+    ) -> UnitStatistics:
+        """The records that :meth:`state_dict` described (it keeps ``tensors`` as they are;
+        no tokenizer).
+
+        Args:
+            tensors, meta: what :meth:`state_dict` returned (or :meth:`save` wrote).
+            source: where the state came from (a file, a rank), for the messages.
 
         Raises:
-            FileNotFoundError: a file is missing.
-            ValueError: the files were not written by this version's :meth:`save`.
+            ValueError: the moments' part of the state is inconsistent.
         """
-        from superposition._io import load_saved
-
-        t, meta = load_saved(path, "UnitStatistics", _FORMAT_VERSION)
         before, after = meta["window"]
         out = cls(
             meta["n_units"],
@@ -514,16 +527,38 @@ class UnitStatistics:
             model_name=meta["model_name"],
         )
         part = {
-            name: {k[len(name) + 1 :]: v for k, v in t.items() if k.startswith(f"{name}.")}
+            name: {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
             for name in ("top", "smp", "stats")
         }
         out._top.load_state(part["top"])
         out._smp.load_state(part["smp"])
-        out.stats = StreamingStatistics._from_state(part["stats"], meta["stats"], str(path))
-        out.category_mass = t["category_mass"]
-        out.category_tokens = t["category_tokens"]
-        out.histogram = t["histogram"]
+        stats = StreamingStatistics.from_state(part["stats"], meta["stats"], source)
+        if stats.count > 0:  # else keep the empty one of the constructor, sized for the units
+            out.stats = stats
+        out.category_mass = tensors["category_mass"]
+        out.category_tokens = tensors["category_tokens"]
+        out.histogram = tensors["histogram"]
         return out
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write everything to ``path.safetensors`` and its settings to ``path.json``
+        (atomically, as every model's ``save``); returns the tensor file's path."""
+        from superposition._io import save_with_config
+
+        return save_with_config(path, *self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> UnitStatistics:
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            ValueError: the files were not written by this version's :meth:`save`.
+        """
+        from superposition._io import load_saved
+
+        tensors, meta = load_saved(path, "UnitStatistics", _FORMAT_VERSION)
+        return cls.from_state(tensors, meta, str(path))
 
 
 class _Slots:
