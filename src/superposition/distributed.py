@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from superposition.units.records import UnitStatistics
 
 __all__ = [
+    "Interleaved",
     "Mergeable",
+    "Shardable",
     "check_all_ranks",
     "init_from_env",
     "reduce",
@@ -214,17 +216,8 @@ def shard(texts: Any, rank: int | None = None, world_size: int | None = None) ->
             f"texts must be a collection of texts, got a single str {texts[:40]!r}; "
             "wrap it in a list: [text]"
         )
-    from superposition.probe.corpus import Corpus
-
-    if isinstance(texts, Corpus):
-        if texts.world > 1:
-            raise ValueError(
-                f"texts is already share {texts.rank} of {texts.world} of a corpus; pass the "
-                "whole corpus: every rank takes its own share of it"
-            )
-        if texts.limit is None:
-            return texts.shard(rank, world_size)
-        return _Interleaved(texts, rank, world_size)
+    if isinstance(texts, Shardable):  # a Corpus knows how to share itself
+        return texts.shard_for(rank, world_size)
     if isinstance(texts, Mapping):
         return {k: v[rank::world_size] if _has_rows(v) else v for k, v in texts.items()}
     if isinstance(texts, Sequence):
@@ -237,7 +230,7 @@ def shard(texts: Any, rank: int | None = None, world_size: int | None = None) ->
 
         return split_dataset_by_node(texts, rank=rank, world_size=world_size)
     if isinstance(texts, Iterable):
-        return _Interleaved(texts, rank, world_size)
+        return Interleaved(texts, rank, world_size)
     raise TypeError(
         f"texts must be a Corpus, a list of strings, pre-tokenized input or an iterable, got "
         f"{type(texts).__name__}"
@@ -248,9 +241,24 @@ def _has_rows(value: Any) -> bool:
     return isinstance(value, (Tensor, list, tuple)) or hasattr(value, "shape")
 
 
-class _Interleaved(Iterable[_T]):
+@runtime_checkable
+class Shardable(Protocol):
+    """A collection of texts that knows its share for a rank (``Corpus`` is one):
+    :func:`shard` hands it ``(rank, world_size)`` instead of slicing it."""
+
+    def shard_for(self, rank: int, world_size: int) -> Iterable[Any]:
+        """Items ``rank, rank + world_size, ...``: this rank's share."""
+        ...
+
+
+class Interleaved(Iterable[_T]):
     """Every ``world_size``-th item of a re-iterable source, from ``rank`` (re-iterable if the
-    source is)."""
+    source is).
+
+    Examples:
+        >>> list(Interleaved(["a", "b", "c", "d", "e"], 1, 2))
+        ['b', 'd']
+    """
 
     def __init__(self, source: Iterable[_T], rank: int, world_size: int) -> None:
         self.source, self.rank, self.world_size = source, rank, world_size

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from superposition.distributed import Interleaved
+
 __all__ = ["DEFAULT_CORPUS", "FILE_SUFFIXES", "Corpus", "default_corpus", "load_corpus"]
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -303,6 +305,23 @@ class Corpus:
         return Corpus(
             self.name, self._open, self._length, rank, world, None, self._source_id, self._once
         )
+
+    def shard_for(self, rank: int, world_size: int) -> Iterable[str]:
+        """This corpus's share for ``rank`` of ``world_size``, as
+        :func:`superposition.distributed.shard` asks for it: a :meth:`shard` of a whole
+        corpus, every ``world_size``-th text of a :meth:`head`.
+
+        Raises:
+            ValueError: this corpus is already a share.
+        """
+        if self.world > 1:
+            raise ValueError(
+                f"texts is already share {self.rank} of {self.world} of a corpus; pass the "
+                "whole corpus: every rank takes its own share of it"
+            )
+        if self.limit is None:
+            return self.shard(rank, world_size)
+        return Interleaved(self, rank, world_size)
 
     def head(self, n: int) -> Corpus:
         """The first ``n`` texts."""
