@@ -5,7 +5,7 @@ from superposition.sae.edit import edit_neurons
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
 from superposition.sae.store import ActivationStore
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import FitConfig, FitHistory
+from superposition.sae.config import FitConfig, FitHistory
 
 __all__ = [
     "KINDS",

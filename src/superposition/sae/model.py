@@ -34,18 +34,10 @@ from superposition import distributed as _distributed
 from superposition import metrics
 from superposition._checks import positive_int as _positive_int
 from superposition._io import load_saved, save_with_config, saved_paths
+from superposition.sae.checkpoint import CheckpointPlan, Resume, read_checkpoint, run_identity
+from superposition.sae.config import FitConfig, FitHistory, Schedule, default_lr
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import (
-    FitConfig,
-    FitHistory,
-    Schedule,
-    _CheckpointPlan,
-    _read_checkpoint,
-    _Resume,
-    _run_identity,
-    default_lr,
-    train,
-)
+from superposition.sae.train import train
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
@@ -595,18 +587,16 @@ class SparseAutoencoder(nn.Module):
         share = _distributed.resolve(distributed)
         size = 1 if share is None else share[1]
         same_source = isinstance(source, (Tensor, SyntheticFeatures))
-        state: _Resume | None = None
-        plan: _CheckpointPlan | None = None
+        state: Resume | None = None
+        plan: CheckpointPlan | None = None
         if checkpoint is not None or resume is not None:
-            identity = _run_identity(self, config, size, source, autocast)
+            identity = run_identity(self, config, size, source, autocast)
             if resume is not None:
-                state = _read_checkpoint(resume, identity)  # checked before any work
+                state = read_checkpoint(resume, identity)  # checked before any work
                 # Replay the stream from the start of the checkpointed run.
                 generator.set_state(state.generator_state)
             if checkpoint is not None:
-                plan = _CheckpointPlan(
-                    checkpoint, checkpoint_every, identity, generator.get_state()
-                )
+                plan = CheckpointPlan(checkpoint, checkpoint_every, identity, generator.get_state())
         if isinstance(source, SyntheticFeatures):
             if source.d != self.d_in:
                 raise ValueError(
