@@ -1,11 +1,11 @@
 """Dictionary learning: sparse autoencoders, the ground truth to check them against, and
 interventions on the neurons they are trained on."""
 
+from superposition.sae.config import FitConfig, FitHistory
 from superposition.sae.edit import edit_neurons
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
 from superposition.sae.store import ActivationStore
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.config import FitConfig, FitHistory
 
 __all__ = [
     "KINDS",

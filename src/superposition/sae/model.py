@@ -1,6 +1,7 @@
 """SparseAutoencoder: dictionary learning with four kinds of sparsity.
 
-With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are:
+With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are (each kind is
+one file of :mod:`superposition.sae.kinds`, which holds its rules):
 
 * ``"topk"``: the ``k`` largest of each row, through ReLU; the rest 0 (Gao et al. 2024).
 * ``"batchtopk"``: while training, the ``k·batch`` largest of the whole batch; at inference,
@@ -25,7 +26,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,9 @@ from superposition._checks import positive_int as _positive_int
 from superposition._io import load_saved, save_with_config, saved_paths
 from superposition.sae.checkpoint import CheckpointPlan, Resume, read_checkpoint, run_identity
 from superposition.sae.config import FitConfig, FitHistory, Schedule, default_lr
+from superposition.sae.kinds import KINDS, Kind, SAEKind, build
+from superposition.sae.kinds.jumprelu import DEFAULT_L0
+from superposition.sae.kinds.relu import DEFAULT_L1
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import train
 
@@ -43,15 +47,9 @@ if TYPE_CHECKING:
     from superposition.plot import SAEPlots
     from superposition.sae.fidelity import Fidelity
 
-__all__ = ["KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
+__all__ = ["DEFAULT_L0", "DEFAULT_L1", "KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
 
-Kind = Literal["topk", "batchtopk", "jumprelu", "relu"]
-KINDS: tuple[Kind, ...] = ("topk", "batchtopk", "jumprelu", "relu")
 _FORMAT_VERSION = 1
-DEFAULT_L1 = 1.0
-DEFAULT_L0 = 1.0
-# JumpReLU thresholds start here (in the normalised space, where ‖x‖² averages d_in).
-_INIT_THRESHOLD = 0.5
 
 
 _PARAM_DTYPES = (torch.float32, torch.float64)
@@ -112,6 +110,8 @@ class SparseAutoencoder(nn.Module):
             point on every device. ``.to(device)`` moves an SAE later.
         dtype: the parameters' dtype, ``torch.float32`` (default) or ``torch.float64``. For
             training in low precision see ``fit(autocast=torch.bfloat16)``.
+        **options: further hyperparameters of kinds that take them (each kind's file in
+            :mod:`superposition.sae.kinds` says which); refused by the others.
 
     Examples:
         >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
@@ -140,6 +140,7 @@ class SparseAutoencoder(nn.Module):
         seed: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         if dtype is not None and dtype not in _PARAM_DTYPES:
@@ -150,33 +151,15 @@ class SparseAutoencoder(nn.Module):
         where = None if device is None else _device(device)
         self.d_in = _positive_int(d_in, "d_in")
         self.d_sae = _positive_int(d_sae, "d_sae")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if kind in ("topk", "batchtopk"):
-            if k is None:
-                raise ValueError(f"kind={kind!r} needs k, the number of active latents, e.g. k=32")
-            _positive_int(k, "k")
-            if k > d_sae:
-                raise ValueError(
-                    f"k must be at most d_sae={d_sae} (the number of latents), got k={k}"
-                )
-        elif k is not None:
-            raise ValueError(f"k only applies to kind='topk' or 'batchtopk', not {kind!r}")
-        if l1 is not None and kind != "relu":
-            raise ValueError(f"l1 only applies to kind='relu', not {kind!r}")
-        if l0 is not None and kind != "jumprelu":
-            raise ValueError(f"l0 only applies to kind='jumprelu', not {kind!r}")
-        for name, value in (("l1", l1), ("l0", l0)):
-            if value is not None and not (
-                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
+        rule = build(kind, self.d_in, self.d_sae, {"k": k, "l1": l1, "l0": l0, **options})
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.kind: Kind = kind
-        self.k = k
-        self.l1 = (DEFAULT_L1 if l1 is None else float(l1)) if kind == "relu" else None
-        self.l0 = (DEFAULT_L0 if l0 is None else float(l0)) if kind == "jumprelu" else None
+        self.rule: SAEKind = rule
+        settings = rule.settings()
+        self.k: int | None = settings.get("k")
+        self.l1: float | None = settings.get("l1")
+        self.l0: float | None = settings.get("l0")
         self.seed = seed
         self.history = None
         self.fitted = False
@@ -186,7 +169,7 @@ class SparseAutoencoder(nn.Module):
             g.seed()
         else:
             g.manual_seed(seed)
-        size = 2 * d_sae * d_in + d_in + d_sae + (d_sae if kind == "jumprelu" else 0)
+        size = 2 * d_sae * d_in + d_in + d_sae + sum(rule.extra_parameters(d_in, d_sae).values())
         dtype = dtype or torch.get_default_dtype()
         self.params = nn.Parameter(torch.zeros(size, dtype=dtype))
         with torch.no_grad():
@@ -195,8 +178,7 @@ class SparseAutoencoder(nn.Module):
             W /= W.norm(dim=1, keepdim=True)
             views["W_dec"].copy_(W)
             views["encT"].copy_(W)  # tied: W_enc = W_decᵀ
-            if kind == "jumprelu":
-                views["log_threshold"].fill_(math.log(_INIT_THRESHOLD))
+            rule.init_parameters(views)
         self.register_buffer("scale", torch.tensor(1.0, dtype=dtype))
         self.register_buffer("threshold", torch.tensor(0.0, dtype=dtype))
         if where is not None:
@@ -211,8 +193,10 @@ class SparseAutoencoder(nn.Module):
             "b_dec": P[2 * n * d : 2 * n * d + d],
             "b_enc": P[2 * n * d + d : 2 * n * d + d + n],
         }
-        if self.kind == "jumprelu":
-            out["log_threshold"] = P[2 * n * d + d + n :]
+        at = 2 * n * d + d + n
+        for name, size in self.rule.extra_parameters(d, n).items():
+            out[name] = P[at : at + size]
+            at += size
         return out
 
     # ------------------------------------------------------------------ parameters
@@ -240,11 +224,12 @@ class SparseAutoencoder(nn.Module):
     @property
     def log_threshold(self) -> Tensor:
         """``[d_sae]`` log of JumpReLU's per-latent thresholds (``"jumprelu"`` only)."""
-        if self.kind != "jumprelu":
+        views = self._views(self.params)
+        if "log_threshold" not in views:
             raise AttributeError(
                 f"log_threshold only exists for kind='jumprelu', not {self.kind!r}"
             )
-        return self._views(self.params)["log_threshold"]
+        return views["log_threshold"]
 
     @property
     def input_scale(self) -> float:
@@ -253,12 +238,8 @@ class SparseAutoencoder(nn.Module):
 
     def __repr__(self) -> str:
         args = f"d_in={self.d_in}, d_sae={self.d_sae}, kind={self.kind!r}"
-        if self.k is not None:
-            args += f", k={self.k}"
-        if self.kind == "relu":
-            args += f", l1={self.l1}"
-        if self.kind == "jumprelu":
-            args += f", l0={self.l0}"
+        for name, value in self.rule.settings().items():
+            args += f", {name}={value}"
         if self.seed is not None:
             args += f", seed={self.seed}"
         if self.params.device.type != "cpu":
@@ -313,16 +294,7 @@ class SparseAutoencoder(nn.Module):
             >>> bool((sae.encode(torch.randn(5, 4)) >= 0).all())
             True
         """
-        pre = self.pre_activations(x)
-        if self.kind == "topk":
-            assert self.k is not None
-            vals, idx = pre.topk(self.k, dim=1)
-            return torch.zeros_like(pre).scatter(1, idx, vals.relu())
-        if self.kind == "batchtopk":
-            return pre * (pre > self.threshold.clamp_min(0.0))
-        if self.kind == "jumprelu":
-            return pre * (pre > self.log_threshold.exp())
-        return pre.relu()
+        return self.rule.encode(self, self.pre_activations(x))
 
     def decode(self, z: Tensor) -> Tensor:
         """Reconstructions ``[batch, d_in]`` (user units) of latents ``z: [batch, d_sae]``,
@@ -685,6 +657,7 @@ class SparseAutoencoder(nn.Module):
             >>> SparseAutoencoder(4, 8, k=2).config()["kind"]
             'topk'
         """
+        # k, l1 and l0 are saved for every kind (None where it takes none), as they always were.
         return {
             "d_in": self.d_in,
             "d_sae": self.d_sae,
@@ -692,6 +665,7 @@ class SparseAutoencoder(nn.Module):
             "k": self.k,
             "l1": self.l1,
             "l0": self.l0,
+            **self.rule.settings(),
             "seed": self.seed,
         }
 
@@ -718,8 +692,9 @@ class SparseAutoencoder(nn.Module):
             "input_scale": self.scale,
             "threshold": self.threshold,
         }
-        if self.kind == "jumprelu":
-            tensors["log_threshold"] = self.log_threshold
+        views = self._views(self.params)
+        for name in self.rule.extra_parameters(self.d_in, self.d_sae):
+            tensors[name] = views[name]
         meta = {"format_version": _FORMAT_VERSION, "config": self.config(), "fitted": self.fitted}
         return save_with_config(path, tensors, meta)
 
@@ -746,7 +721,8 @@ class SparseAutoencoder(nn.Module):
             model.b_dec.copy_(tensors["b_dec"])
             model.scale.copy_(tensors["input_scale"])
             model.threshold.copy_(tensors["threshold"])
-            if model.kind == "jumprelu":
-                model.log_threshold.copy_(tensors["log_threshold"])
+            views = model._views(model.params)
+            for name in model.rule.extra_parameters(model.d_in, model.d_sae):
+                views[name].copy_(tensors[name])
         model.fitted = bool(meta.get("fitted", False))
         return model

@@ -176,7 +176,7 @@ def train(
         seen = resume.seen
         pending = resume.pending
     scale = float(scale_t)
-    aux_kind = model.kind in ("topk", "batchtopk", "jumprelu")
+    aux_kind = model.rule.uses_dead_latents
     writes = checkpoint is not None and (ranks is None or ranks.rank == 0)
     # The last step's (step, seen, batch, error, l0, dead): its numbers are computed only on
     # the steps that record them. L0 and the dead count stay tensors until then, so that a
