@@ -20,28 +20,23 @@ the normalised space.
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from superposition import distributed as _distributed
-from superposition import metrics
 from superposition._checks import positive_int as _positive_int
-from superposition._io import load_saved, save_with_config, saved_paths
-from superposition.sae.checkpoint import CheckpointPlan, Resume, read_checkpoint, run_identity
-from superposition.sae.config import FitConfig, FitHistory, Schedule, default_lr
+from superposition._io import load_saved, save_with_config
+from superposition.sae.config import FitHistory, Schedule
+from superposition.sae.evaluate import SAEMetrics, evaluate
 from superposition.sae.kinds import KINDS, Kind, SAEKind, build
 from superposition.sae.kinds.jumprelu import DEFAULT_L0
 from superposition.sae.kinds.relu import DEFAULT_L1
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import train
+from superposition.sae.train import fit
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
@@ -53,7 +48,6 @@ _FORMAT_VERSION = 1
 
 
 _PARAM_DTYPES = (torch.float32, torch.float64)
-_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def _device(value: object) -> torch.device:
@@ -64,27 +58,6 @@ def _device(value: object) -> torch.device:
         raise ValueError(
             f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {value!r}"
         ) from err
-
-
-@dataclass(frozen=True)
-class SAEMetrics:
-    """How well an SAE reconstructs some data (:meth:`SparseAutoencoder.evaluate`).
-
-    Attributes:
-        l0: mean number of active (non-zero) latents per sample.
-        fvu: fraction of variance unexplained, ``Σ‖x - x̂‖² / Σ‖x - mean(x)‖²`` (centred).
-        mse: mean squared error per element, ``Σ‖x - x̂‖² / (samples · d_in)``, user units.
-        dead_fraction: fraction of latents that fire on no sample.
-        shrinkage: mean ``‖x̂‖ / ‖x‖`` over samples with ``x ≠ 0`` (1: no shrinkage).
-        samples: number of samples evaluated.
-    """
-
-    l0: float
-    fvu: float
-    mse: float
-    dead_fraction: float
-    shrinkage: float
-    samples: int
 
 
 class SparseAutoencoder(nn.Module):
@@ -338,38 +311,7 @@ class SparseAutoencoder(nn.Module):
             >>> m.samples, 0 < m.l0 <= 2, 0 <= m.dead_fraction <= 1
             (100, True, True)
         """
-        x = self._check_input(x, move=False)
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
-        _positive_int(batch_size, "batch_size")
-        err_sq = 0.0
-        active = 0
-        shrink = 0.0
-        nonzero = 0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=self.params.device)
-        xhats = []
-        for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size].to(self.params.device, non_blocking=True)
-            z = self.encode(xb)
-            xhat = self.decode(z)
-            xhats.append(xhat.to(x.device))
-            active += int((z != 0).sum())
-            fired |= (z != 0).any(0)
-            err_sq += float((xb - xhat).double().square().sum())
-            norm = xb.double().norm(dim=1)
-            keep = norm > 0
-            shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
-            nonzero += int(keep.sum())
-        fvu = metrics.fraction_of_variance_unexplained(x, torch.cat(xhats))
-        return SAEMetrics(
-            l0=active / n,
-            fvu=fvu,
-            mse=err_sq / (n * self.d_in),
-            dead_fraction=float((~fired).sum()) / self.d_sae,
-            shrinkage=shrink / nonzero if nonzero else math.nan,
-            samples=n,
-        )
+        return evaluate(self, x, batch_size)
 
     # ------------------------------------------------------------------ training
 
@@ -505,138 +447,30 @@ class SparseAutoencoder(nn.Module):
             >>> torch.equal(whole.params, again.params), again.history.fvu == whole.history.fvu
             (True, True)
         """
-        config = FitConfig(
+        fit(
+            self,
+            source,
             samples=samples,
             batch_size=batch_size,
-            lr=default_lr(self.d_sae) if lr is None else lr,
-            betas=betas,
+            lr=lr,
             schedule=schedule,
             warmup=warmup,
             decay=decay,
+            betas=betas,
             aux_k=aux_k,
             aux_coef=aux_coef,
             dead_after=dead_after,
             bandwidth=bandwidth,
             penalty_warmup=penalty_warmup,
             log_every=log_every,
-        )
-        if autocast is not None and autocast not in _AUTOCAST_DTYPES:
-            raise ValueError(
-                f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
-            )
-        if checkpoint_every is not None:
-            _positive_int(checkpoint_every, "checkpoint_every")
-            if checkpoint is None:
-                raise ValueError(
-                    f"checkpoint_every={checkpoint_every} needs checkpoint=, the path to write "
-                    "the checkpoints to (e.g. checkpoint='run/ckpt')"
-                )
-        if checkpoint is not None:
-            folder = saved_paths(checkpoint)[0].parent
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"cannot write checkpoints to {str(checkpoint)!r}: its folder "
-                    f"{str(folder)!r} does not exist; create it first"
-                )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator is None:
-            if isinstance(source, SyntheticFeatures) and source.seed is not None:
-                generator = source.generator()
-            elif self.seed is not None:
-                generator = torch.Generator().manual_seed(self.seed + 1)
-            else:
-                generator = torch.Generator()
-                generator.seed()
-        stream: Tensor | Iterable[Tensor]
-        if isinstance(cast(object, source), (str, bytes)) or not isinstance(
-            source, (Tensor, SyntheticFeatures, Iterable)
-        ):
-            raise TypeError(
-                f"source must be a tensor [n, {self.d_in}], an iterable of [batch, {self.d_in}] "
-                f"tensors or a SyntheticFeatures, got {type(source).__name__}"
-            )
-        share = _distributed.resolve(distributed)
-        size = 1 if share is None else share[1]
-        same_source = isinstance(source, (Tensor, SyntheticFeatures))
-        state: Resume | None = None
-        plan: CheckpointPlan | None = None
-        if checkpoint is not None or resume is not None:
-            identity = run_identity(self, config, size, source, autocast)
-            if resume is not None:
-                state = read_checkpoint(resume, identity)  # checked before any work
-                # Replay the stream from the start of the checkpointed run.
-                generator.set_state(state.generator_state)
-            if checkpoint is not None:
-                plan = CheckpointPlan(checkpoint, checkpoint_every, identity, generator.get_state())
-        if isinstance(source, SyntheticFeatures):
-            if source.d != self.d_in:
-                raise ValueError(
-                    f"source has d={source.d} but the SAE has d_in={self.d_in}; build the SAE "
-                    f"with d_in={source.d}"
-                )
-            stream = source.batches(batch_size * size, generator)
-            first = next(iter(stream))
-            stream = itertools.chain([first], stream)
-        elif isinstance(source, Tensor):
-            # Left where it is: each batch is moved to the SAE's device as it is drawn.
-            source = self._check_input(source, "source", move=False)
-            if source.shape[0] == 0:
-                raise ValueError("source must hold at least one sample, got shape (0, d_in)")
-            stream = source
-            perm = torch.randperm(source.shape[0], generator=generator)
-            first = source[perm[: batch_size * size]]
-        else:
-            it = iter(source)
-            try:
-                first = self._check_input(next(it), "source batch", move=False)
-            except StopIteration:
-                raise ValueError("source is an empty iterable: it yielded no batch") from None
-            stream = itertools.chain([first], it)
-        with torch.no_grad():
-            # A resumed run takes its input scale and b_dec from the checkpoint.
-            if not self.fitted and state is None:
-                first = first.to(self.params.device, self.params.dtype)
-                if share is not None and not same_source:
-                    # Each rank read its own first batch: the statistics of all of them.
-                    import torch.distributed as dist
-
-                    sums = torch.cat(
-                        [
-                            torch.tensor(
-                                [first.shape[0]], dtype=torch.float64, device=first.device
-                            ),
-                            first.double().square().sum().view(1),
-                            first.double().sum(0),
-                        ]
-                    )
-                    dist.all_reduce(sums)
-                    sq = float(sums[1] / sums[0])
-                    mean = (sums[2:] / sums[0]).to(self.params.dtype)
-                else:
-                    sq = float(first.double().square().sum(1).mean())
-                    mean = first.mean(0)
-                self.scale.fill_(math.sqrt(self.d_in / sq) if sq > 0 else 1.0)
-                self.b_dec.copy_(mean * self.scale)
-        check = (
-            (lambda b: b)
-            if isinstance(source, (Tensor, SyntheticFeatures))
-            else (lambda b: self._check_input(b, "source batch", move=False))
-        )
-        self.history = train(
-            self,
-            stream,
-            config,
-            generator=generator,
-            check=check,
             progress=progress,
-            share=share,
-            same_source=same_source,
+            generator=generator,
+            distributed=distributed,
             autocast=autocast,
-            checkpoint=plan,
-            resume=state,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
-        self.fitted = True
         return self
 
     # ------------------------------------------------------------------ views

@@ -15,21 +15,28 @@ module's ``__all__`` are importable from here as they always were.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
 
+from superposition import distributed as _distributed
+from superposition._checks import positive_int as _positive_int
+from superposition._io import saved_paths
 from superposition.sae.checkpoint import (
     CHECKPOINT_FORMAT,
     HISTORY_FIELDS,
     CheckpointPlan,
     Pending,
     Resume,
+    read_checkpoint,
+    run_identity,
 )
 from superposition.sae.checkpoint import (
     write_checkpoint as _write_checkpoint,  # looked up here at each write: tests stand in for it
@@ -44,6 +51,7 @@ from superposition.sae.config import (
 )
 from superposition.sae.gradients import Step, batch_stats, gradients
 from superposition.sae.parallel import Ranks
+from superposition.sae.synthetic import SyntheticFeatures
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -60,6 +68,7 @@ __all__ = [
 ]
 
 _SINGLE_THREAD_BELOW = 1 << 16  # pre-activations per batch (batch x d_sae)
+_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def _batches(
@@ -360,3 +369,164 @@ def train(
         torch.set_num_threads(threads)
     bar.close()
     return history
+
+
+def fit(
+    model: SparseAutoencoder,
+    source: Tensor | Iterable[Tensor] | SyntheticFeatures,
+    *,
+    samples: int,
+    batch_size: int,
+    lr: float | None,
+    schedule: Schedule,
+    warmup: float,
+    decay: float,
+    betas: tuple[float, float],
+    aux_k: int | None,
+    aux_coef: float,
+    dead_after: int | None,
+    bandwidth: float,
+    penalty_warmup: float,
+    log_every: int,
+    progress: bool,
+    generator: torch.Generator | None,
+    distributed: bool | None,
+    autocast: torch.dtype | None,
+    checkpoint: str | os.PathLike[str] | None,
+    checkpoint_every: int | None,
+    resume: str | os.PathLike[str] | None,
+) -> None:
+    """The body of :meth:`~superposition.SparseAutoencoder.fit` (whose docstring says what
+    each argument does): check the arguments and the source before any work, read a
+    checkpoint to resume from, set the input scale and ``b_dec`` from the first batch on a
+    first fit, then :func:`train` and record the history on ``model``."""
+    config = FitConfig(
+        samples=samples,
+        batch_size=batch_size,
+        lr=default_lr(model.d_sae) if lr is None else lr,
+        betas=betas,
+        schedule=schedule,
+        warmup=warmup,
+        decay=decay,
+        aux_k=aux_k,
+        aux_coef=aux_coef,
+        dead_after=dead_after,
+        bandwidth=bandwidth,
+        penalty_warmup=penalty_warmup,
+        log_every=log_every,
+    )
+    if autocast is not None and autocast not in _AUTOCAST_DTYPES:
+        raise ValueError(
+            f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
+        )
+    if checkpoint_every is not None:
+        _positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint is None:
+            raise ValueError(
+                f"checkpoint_every={checkpoint_every} needs checkpoint=, the path to write "
+                "the checkpoints to (e.g. checkpoint='run/ckpt')"
+            )
+    if checkpoint is not None:
+        folder = saved_paths(checkpoint)[0].parent
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"cannot write checkpoints to {str(checkpoint)!r}: its folder "
+                f"{str(folder)!r} does not exist; create it first"
+            )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator is None:
+        if isinstance(source, SyntheticFeatures) and source.seed is not None:
+            generator = source.generator()
+        elif model.seed is not None:
+            generator = torch.Generator().manual_seed(model.seed + 1)
+        else:
+            generator = torch.Generator()
+            generator.seed()
+    stream: Tensor | Iterable[Tensor]
+    if isinstance(cast(object, source), (str, bytes)) or not isinstance(
+        source, (Tensor, SyntheticFeatures, Iterable)
+    ):
+        raise TypeError(
+            f"source must be a tensor [n, {model.d_in}], an iterable of [batch, {model.d_in}] "
+            f"tensors or a SyntheticFeatures, got {type(source).__name__}"
+        )
+    share = _distributed.resolve(distributed)
+    size = 1 if share is None else share[1]
+    same_source = isinstance(source, (Tensor, SyntheticFeatures))
+    state: Resume | None = None
+    plan: CheckpointPlan | None = None
+    if checkpoint is not None or resume is not None:
+        identity = run_identity(model, config, size, source, autocast)
+        if resume is not None:
+            state = read_checkpoint(resume, identity)  # checked before any work
+            # Replay the stream from the start of the checkpointed run.
+            generator.set_state(state.generator_state)
+        if checkpoint is not None:
+            plan = CheckpointPlan(checkpoint, checkpoint_every, identity, generator.get_state())
+    if isinstance(source, SyntheticFeatures):
+        if source.d != model.d_in:
+            raise ValueError(
+                f"source has d={source.d} but the SAE has d_in={model.d_in}; build the SAE "
+                f"with d_in={source.d}"
+            )
+        stream = source.batches(batch_size * size, generator)
+        first = next(iter(stream))
+        stream = itertools.chain([first], stream)
+    elif isinstance(source, Tensor):
+        # Left where it is: each batch is moved to the SAE's device as it is drawn.
+        source = model._check_input(source, "source", move=False)
+        if source.shape[0] == 0:
+            raise ValueError("source must hold at least one sample, got shape (0, d_in)")
+        stream = source
+        perm = torch.randperm(source.shape[0], generator=generator)
+        first = source[perm[: batch_size * size]]
+    else:
+        it = iter(source)
+        try:
+            first = model._check_input(next(it), "source batch", move=False)
+        except StopIteration:
+            raise ValueError("source is an empty iterable: it yielded no batch") from None
+        stream = itertools.chain([first], it)
+    with torch.no_grad():
+        # A resumed run takes its input scale and b_dec from the checkpoint.
+        if not model.fitted and state is None:
+            first = first.to(model.params.device, model.params.dtype)
+            if share is not None and not same_source:
+                # Each rank read its own first batch: the statistics of all of them.
+                import torch.distributed as dist
+
+                sums = torch.cat(
+                    [
+                        torch.tensor([first.shape[0]], dtype=torch.float64, device=first.device),
+                        first.double().square().sum().view(1),
+                        first.double().sum(0),
+                    ]
+                )
+                dist.all_reduce(sums)
+                sq = float(sums[1] / sums[0])
+                mean = (sums[2:] / sums[0]).to(model.params.dtype)
+            else:
+                sq = float(first.double().square().sum(1).mean())
+                mean = first.mean(0)
+            model.scale.fill_(math.sqrt(model.d_in / sq) if sq > 0 else 1.0)
+            model.b_dec.copy_(mean * model.scale)
+    check = (
+        (lambda b: b)
+        if isinstance(source, (Tensor, SyntheticFeatures))
+        else (lambda b: model._check_input(b, "source batch", move=False))
+    )
+    model.history = train(
+        model,
+        stream,
+        config,
+        generator=generator,
+        check=check,
+        progress=progress,
+        share=share,
+        same_source=same_source,
+        autocast=autocast,
+        checkpoint=plan,
+        resume=state,
+    )
+    model.fitted = True
