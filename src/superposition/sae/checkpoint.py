@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from superposition.sae.config import FitConfig, FitHistory
+from superposition.sae.config import FitConfig, FitHistory, StepNumbers
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -20,7 +20,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "HISTORY_FIELDS",
     "CheckpointPlan",
-    "Pending",
     "Resume",
     "read_checkpoint",
     "run_identity",
@@ -28,8 +27,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-
-Pending = tuple[int, int, float, float, float, int]  # (step, seen, mse, fvu, l0, dead)
 
 
 # What a checkpoint keeps of the FitHistory (all but its config, which the run passes again).
@@ -57,7 +54,7 @@ class Resume:
     scale: Tensor
     generator_state: Tensor
     history: FitHistory
-    pending: Pending | None
+    pending: StepNumbers | None
 
 
 @dataclass(frozen=True)
@@ -188,5 +185,5 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
         scale=t["input_scale"],
         generator_state=t["generator_state"],
         history=history,
-        pending=None if pending is None else tuple(pending),
+        pending=None if pending is None else StepNumbers(*pending),
     )

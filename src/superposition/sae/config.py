@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -15,6 +15,7 @@ __all__ = [
     "FitConfig",
     "FitHistory",
     "Schedule",
+    "StepNumbers",
     "default_dead_after",
     "default_lr",
     "lr_multiplier",
@@ -159,3 +160,23 @@ class FitHistory:
     l0: list[float] = field(default_factory=list)
     dead: list[int] = field(default_factory=list)
     config: FitConfig | None = field(default=None, repr=False)
+
+
+class StepNumbers(NamedTuple):
+    """What :class:`FitHistory` records of one step (a row of it)."""
+
+    step: int
+    seen: int
+    mse: float
+    fvu: float
+    l0: float
+    dead: int
+
+    def append_to(self, history: FitHistory) -> None:
+        """Add this row to ``history``'s lists."""
+        history.steps.append(self.step)
+        history.samples.append(self.seen)
+        history.mse.append(self.mse)
+        history.fvu.append(self.fvu)
+        history.l0.append(self.l0)
+        history.dead.append(self.dead)

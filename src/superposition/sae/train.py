@@ -21,7 +21,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -33,7 +33,6 @@ from superposition.sae.checkpoint import (
     CHECKPOINT_FORMAT,
     HISTORY_FIELDS,
     CheckpointPlan,
-    Pending,
     Resume,
     read_checkpoint,
     run_identity,
@@ -45,6 +44,7 @@ from superposition.sae.config import (
     FitConfig,
     FitHistory,
     Schedule,
+    StepNumbers,
     default_dead_after,
     default_lr,
     lr_multiplier,
@@ -69,6 +69,18 @@ __all__ = [
 
 _SINGLE_THREAD_BELOW = 1 << 16  # pre-activations per batch (batch x d_sae)
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+
+
+class LastStep(NamedTuple):
+    """The last step done, kept until its numbers are needed: L0 and the dead count stay
+    tensors until then, so that a step on a GPU does not wait for them."""
+
+    step: int
+    seen: int  # samples seen after it
+    xn: Tensor  # its batch, normalised (this rank's rows)
+    err: Tensor  # its reconstruction error x̂ - xn
+    active: Tensor | float  # active latents (a tensor), or under ranks the L0 of all of them
+    n_dead: Tensor  # latents dead after it (a 0-d tensor)
 
 
 def _batches(
@@ -177,7 +189,7 @@ def train(
     history = FitHistory(config=config)
     scale_t = model.scale.clone()
     seen = 0
-    pending: Pending | None = None
+    pending: StepNumbers | None = None
     if resume is not None:
         since_fired.copy_(resume.since_fired)
         history = replace(resume.history, config=config)
@@ -187,44 +199,32 @@ def train(
     scale = float(scale_t)
     aux_kind = model.rule.uses_dead_latents
     writes = checkpoint is not None and (ranks is None or ranks.rank == 0)
-    # The last step's (step, seen, batch, error, l0, dead): its numbers are computed only on
-    # the steps that record them. L0 and the dead count stay tensors until then, so that a
-    # step on a GPU does not wait for them.
-    last: tuple[int, int, Tensor, Tensor, Tensor | float, Tensor] | None = None
+    # The last step done: its numbers are computed only on the steps that record them.
+    last: LastStep | None = None
 
-    def numbers(
-        step: int, seen: int, xn: Tensor, err: Tensor, active: Tensor | float, n_dead: Tensor
-    ) -> Pending:
-        dead = int(n_dead)
+    def numbers(last: LastStep) -> StepNumbers:
+        dead = int(last.n_dead)
         if ranks is None:
-            mse, fvu, l0 = batch_stats(xn, err, float(active) / xn.shape[0])
+            mse, fvu, l0 = batch_stats(last.xn, last.err, float(last.active) / last.xn.shape[0])
         else:
-            assert isinstance(active, float)  # Ranks.gradients gives the L0 itself
-            mse, fvu, l0 = ranks.stats(xn, err, active)
-        return step, seen, mse, fvu, l0, dead
+            assert isinstance(last.active, float)  # Ranks.gradients gives the L0 itself
+            mse, fvu, l0 = ranks.stats(last.xn, last.err, last.active)
+        return StepNumbers(last.step, last.seen, mse, fvu, l0, dead)
 
-    def record(
-        step: int, seen: int, xn: Tensor, err: Tensor, active: Tensor | float, n_dead: Tensor
-    ) -> None:
-        append(numbers(step, seen, xn, err, active, n_dead))
+    def record(last: LastStep) -> None:
+        append(numbers(last))
 
-    def append(row: Pending) -> None:
-        step, seen, mse, fvu, l0, dead = row
-        history.steps.append(step)
-        history.samples.append(seen)
-        history.mse.append(mse)
-        history.fvu.append(fvu)
-        history.l0.append(l0)
-        history.dead.append(dead)
-        bar.set_postfix(fvu=f"{fvu:.3g}", l0=f"{l0:.3g}", refresh=False)
+    def append(row: StepNumbers) -> None:
+        row.append_to(history)
+        bar.set_postfix(fvu=f"{row.fvu:.3g}", l0=f"{row.l0:.3g}", refresh=False)
 
     def save(done: int) -> None:
         """Write the state after ``done`` steps (every rank computes the pending numbers,
         a collective under ``share``; rank 0 alone writes)."""
         assert checkpoint is not None
         late = pending
-        if last is not None and history.steps[-1:] != [last[0]]:
-            late = numbers(*last)
+        if last is not None and history.steps[-1:] != [last.step]:
+            late = numbers(last)
         elif last is not None:
             late = None
         error: Exception | None = None
@@ -241,7 +241,7 @@ def train(
         elif error is not None:
             raise error
 
-    def write(done: int, late: Pending | None) -> None:
+    def write(done: int, late: StepNumbers | None) -> None:
         assert checkpoint is not None
         tensors = {
             "params": P,
@@ -328,9 +328,9 @@ def train(
                 seen += rows
                 since_fired += rows
                 since_fired.masked_fill_(step_.fired_any, 0)
-                last = (step, seen, xn, err, l0, (since_fired >= dead_after).sum())
+                last = LastStep(step, seen, xn, err, l0, (since_fired >= dead_after).sum())
                 if step == steps - 1 or step % config.log_every == 0:
-                    record(*last)
+                    record(last)
                 # Keep decoder rows unit-norm: drop each row's gradient along the row.
                 W, Gd = step_.W_dec, step_.G_dec
                 Gd.sub_(W * (Gd * W).sum(1, keepdim=True))
@@ -356,9 +356,9 @@ def train(
                     RuntimeWarning,
                     stacklevel=3,
                 )
-            if last is not None and history.steps[-1:] != [last[0]]:
-                record(*last)
-            elif last is None and pending is not None and history.steps[-1:] != [pending[0]]:
+            if last is not None and history.steps[-1:] != [last.step]:
+                record(last)
+            elif last is None and pending is not None and history.steps[-1:] != [pending.step]:
                 append(pending)  # resumed at the very end of a run whose last step went unrecorded
             if checkpoint is not None:
                 save(done)
