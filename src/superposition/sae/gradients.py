@@ -2,7 +2,8 @@
 
 Everything happens in the model's normalised space (inputs times ``input_scale``). With
 ``x_c = x - b_dec``, ``pre = x_c W_enc + b_enc``, latents ``z = σ(pre)`` and
-``x̂ = z W_dec + b_dec``, the loss is ``(1/B) Σ_b ‖x̂_b - x_b‖²`` plus the kind's penalty:
+``x̂ = z W_dec + b_dec``, the loss is ``(1/B) Σ_b ‖x̂_b - x_b‖²`` plus the kind's penalty (each
+kind's rule is written in its file of :mod:`superposition.sae.kinds`; :class:`Step` runs it):
 
 * ``"topk"`` / ``"batchtopk"``: no penalty; the AuxK loss of Gao et al. (2024) on dead latents
   (also applied to ``"jumprelu"``, whose thresholds otherwise strand latents for good):
