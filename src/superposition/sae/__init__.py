@@ -1,8 +1,9 @@
 """Dictionary learning: sparse autoencoders, the ground truth to check them against, and
 interventions at the sites they are trained on."""
 
+from superposition.sae.config import FitConfig, FitHistory
+from superposition.sae.corpus_evaluation import CorpusEvaluation, evaluate_on_corpus
 from superposition.sae.edit import edit, edit_neurons
-from superposition.sae.evaluate import CorpusEvaluation, evaluate_on_corpus
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
 from superposition.sae.plan import (
     CorpusSplit,
@@ -13,7 +14,6 @@ from superposition.sae.plan import (
 )
 from superposition.sae.store import ActivationStore
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import FitConfig, FitHistory
 
 __all__ = [
     "KINDS",

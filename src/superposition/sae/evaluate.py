@@ -1,109 +1,77 @@
-"""An SAE measured on a corpus: how well it reconstructs the layer, and how much of the model's
-behaviour survives it spliced in.
-
-:func:`evaluate_on_corpus` reads the layer's neurons over the texts once (padding dropped),
-scores the reconstruction (:meth:`SparseAutoencoder.evaluate`: L0, FVU, MSE, dead latents,
-shrinkage), then runs the model again with the SAE in place of the neurons
-(:meth:`SparseAutoencoder.fidelity`: loss recovered against zero- and mean-ablation). This is
-what ``superposition sae train`` and ``sae eval`` report.
-"""
+"""How well an SAE reconstructs some data: :class:`SAEMetrics`, what
+:meth:`~superposition.SparseAutoencoder.evaluate` returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from torch import nn
+import torch
+from torch import Tensor
 
-from superposition.probe.corpus import Corpus, load_corpus
-from superposition.probe.probe import ActivationProbe
-from superposition.sae.fidelity import Fidelity
-from superposition.sae.model import SAEMetrics, SparseAutoencoder
+from superposition import metrics
+from superposition._checks import positive_int as _positive_int
 
-__all__ = ["CorpusEvaluation", "evaluate_on_corpus"]
+if TYPE_CHECKING:
+    from superposition.sae.model import SparseAutoencoder
+
+__all__ = ["SAEMetrics", "evaluate"]
 
 
 @dataclass(frozen=True)
-class CorpusEvaluation:
-    """An SAE's quality and fidelity on some texts (:func:`evaluate_on_corpus`).
+class SAEMetrics:
+    """How well an SAE reconstructs some data (:meth:`~superposition.SparseAutoencoder.evaluate`).
 
     Attributes:
-        n_texts: texts measured on.
-        n_tokens: tokens whose neurons were reconstructed (padding dropped).
-        quality: reconstruction of those tokens' neurons (L0, FVU, MSE, dead latents, ...).
-        fidelity: the model's loss with the SAE spliced in, against zero- and mean-ablation.
+        l0: mean number of active (non-zero) latents per sample.
+        fvu: fraction of variance unexplained, ``Σ‖x - x̂‖² / Σ‖x - mean(x)‖²`` (centred).
+        mse: mean squared error per element, ``Σ‖x - x̂‖² / (samples · d_in)``, user units.
+        dead_fraction: fraction of latents that fire on no sample.
+        shrinkage: mean ``‖x̂‖ / ‖x‖`` over samples with ``x ≠ 0`` (1: no shrinkage).
+        samples: number of samples evaluated.
     """
 
-    n_texts: int
-    n_tokens: int
-    quality: SAEMetrics
-    fidelity: Fidelity
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain numbers, for JSON (the ``eval`` of ``sae train``'s metrics.json)."""
-        q = self.quality
-        return {
-            "n_texts": self.n_texts,
-            "n_tokens": self.n_tokens,
-            "l0": q.l0,
-            "fvu": q.fvu,
-            "mse": q.mse,
-            "dead_fraction": q.dead_fraction,
-            "shrinkage": q.shrinkage,
-            "fidelity": self.fidelity.to_dict(),
-        }
-
-    def summary(self, *, held_out: bool = True) -> str:
-        """One line: L0, FVU, dead latents and loss recovered, saying whether the texts were
-        held out from training (``held_out=False``: the training texts themselves)."""
-        q, f = self.quality, self.fidelity
-        where = "held-out" if held_out else "training (not held-out)"
-        return (
-            f"on {self.n_tokens:,} {where} tokens: L0 {q.l0:.1f}, FVU {q.fvu:.3f}, dead "
-            f"{100 * q.dead_fraction:.1f}%, loss recovered {f.loss_recovered:.3f} vs "
-            f"zero-ablation ({f.loss_recovered_mean:.3f} vs mean-ablation; {f.metric})"
-        )
+    l0: float
+    fvu: float
+    mse: float
+    dead_fraction: float
+    shrinkage: float
+    samples: int
 
 
-def evaluate_on_corpus(
-    sae: SparseAutoencoder,
-    model: nn.Module,
-    texts: Corpus | Iterable[str] | Any,
-    layer: int,
-    *,
-    tokenizer: Any = None,
-    progress: bool = False,
-) -> CorpusEvaluation:
-    """Measure ``sae``, trained on the MLP neurons of ``layer`` of ``model``, on ``texts``.
-
-    Args:
-        sae: an SAE whose ``d_in`` is the layer's number of neurons.
-        model: the Hugging Face model (as from :func:`~superposition.load_model`).
-        texts: the texts (held-out ones, to judge an SAE), in any form
-            :func:`~superposition.load_corpus` reads; read once into memory.
-        layer: the layer the SAE was trained on.
-        tokenizer: the model's tokenizer (default: found from the model).
-        progress: show a progress bar while the neurons are read.
-
-    Returns:
-        A :class:`CorpusEvaluation`; ``.to_dict()`` for JSON, ``.summary()`` for one line.
-
-    Examples:
-        >>> from superposition import SparseAutoencoder, load_model
-        >>> model, tok = load_model()
-        >>> sae = SparseAutoencoder(1536, 64, k=8, seed=0)  # untrained: a random dictionary
-        >>> ev = evaluate_on_corpus(sae, model, ["The cat sat on the mat."], 0, tokenizer=tok)
-        >>> ev.n_texts, ev.n_tokens, ev.quality.l0 <= 8
-        (1, 9, True)
-        >>> sorted(ev.to_dict()["fidelity"]["effects"])
-        ['mean', 'sae', 'zero']
-    """
-    texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
-    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=progress or None)
-    acts = probe.run(texts)
-    quality = sae.evaluate(acts.values)
-    fidelity = sae.fidelity(model, texts, layer, tokenizer=tokenizer)
-    return CorpusEvaluation(
-        n_texts=fidelity.n_texts, n_tokens=acts.n_tokens, quality=quality, fidelity=fidelity
+@torch.no_grad()
+def evaluate(sae: SparseAutoencoder, x: Tensor, batch_size: int) -> SAEMetrics:
+    """The body of :meth:`~superposition.SparseAutoencoder.evaluate`."""
+    x = sae._check_input(x, move=False)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
+    _positive_int(batch_size, "batch_size")
+    err_sq = 0.0
+    active = 0
+    shrink = 0.0
+    nonzero = 0
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.params.device)
+    xhats = []
+    for start in range(0, n, batch_size):
+        xb = x[start : start + batch_size].to(sae.params.device, non_blocking=True)
+        z = sae.encode(xb)
+        xhat = sae.decode(z)
+        xhats.append(xhat.to(x.device))
+        active += int((z != 0).sum())
+        fired |= (z != 0).any(0)
+        err_sq += float((xb - xhat).double().square().sum())
+        norm = xb.double().norm(dim=1)
+        keep = norm > 0
+        shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
+        nonzero += int(keep.sum())
+    fvu = metrics.fraction_of_variance_unexplained(x, torch.cat(xhats))
+    return SAEMetrics(
+        l0=active / n,
+        fvu=fvu,
+        mse=err_sq / (n * sae.d_in),
+        dead_fraction=float((~fired).sum()) / sae.d_sae,
+        shrinkage=shrink / nonzero if nonzero else math.nan,
+        samples=n,
     )

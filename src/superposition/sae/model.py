@@ -1,6 +1,7 @@
 """SparseAutoencoder: dictionary learning with four kinds of sparsity.
 
-With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are:
+With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are (each kind is
+one file of :mod:`superposition.sae.kinds`, which holds its rules):
 
 * ``"topk"``: the ``k`` largest of each row, through ReLU; the rest 0 (Gao et al. 2024).
 * ``"batchtopk"``: while training, the ``k·batch`` largest of the whole batch; at inference,
@@ -19,51 +20,34 @@ the normalised space.
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from superposition import distributed as _distributed
-from superposition import metrics
 from superposition._checks import positive_int as _positive_int
-from superposition._io import load_saved, save_with_config, saved_paths
+from superposition._io import load_saved, save_with_config
+from superposition.sae.config import FitHistory, Schedule
+from superposition.sae.evaluate import SAEMetrics, evaluate
+from superposition.sae.kinds import KINDS, Kind, SAEKind, build
+from superposition.sae.kinds.jumprelu import DEFAULT_L0
+from superposition.sae.kinds.relu import DEFAULT_L1
 from superposition.sae.synthetic import SyntheticFeatures
-from superposition.sae.train import (
-    FitConfig,
-    FitHistory,
-    Schedule,
-    _CheckpointPlan,
-    _read_checkpoint,
-    _Resume,
-    _run_identity,
-    default_lr,
-    train,
-)
+from superposition.sae.train import fit
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
     from superposition.sae.fidelity import Fidelity
 
-__all__ = ["KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
+__all__ = ["DEFAULT_L0", "DEFAULT_L1", "KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
 
-Kind = Literal["topk", "batchtopk", "jumprelu", "relu"]
-KINDS: tuple[Kind, ...] = ("topk", "batchtopk", "jumprelu", "relu")
 _FORMAT_VERSION = 1
-DEFAULT_L1 = 1.0
-DEFAULT_L0 = 1.0
-# JumpReLU thresholds start here (in the normalised space, where ‖x‖² averages d_in).
-_INIT_THRESHOLD = 0.5
 
 
 _PARAM_DTYPES = (torch.float32, torch.float64)
-_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def _device(value: object) -> torch.device:
@@ -74,27 +58,6 @@ def _device(value: object) -> torch.device:
         raise ValueError(
             f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {value!r}"
         ) from err
-
-
-@dataclass(frozen=True)
-class SAEMetrics:
-    """How well an SAE reconstructs some data (:meth:`SparseAutoencoder.evaluate`).
-
-    Attributes:
-        l0: mean number of active (non-zero) latents per sample.
-        fvu: fraction of variance unexplained, ``Σ‖x - x̂‖² / Σ‖x - mean(x)‖²`` (centred).
-        mse: mean squared error per element, ``Σ‖x - x̂‖² / (samples · d_in)``, user units.
-        dead_fraction: fraction of latents that fire on no sample.
-        shrinkage: mean ``‖x̂‖ / ‖x‖`` over samples with ``x ≠ 0`` (1: no shrinkage).
-        samples: number of samples evaluated.
-    """
-
-    l0: float
-    fvu: float
-    mse: float
-    dead_fraction: float
-    shrinkage: float
-    samples: int
 
 
 class SparseAutoencoder(nn.Module):
@@ -120,6 +83,8 @@ class SparseAutoencoder(nn.Module):
             point on every device. ``.to(device)`` moves an SAE later.
         dtype: the parameters' dtype, ``torch.float32`` (default) or ``torch.float64``. For
             training in low precision see ``fit(autocast=torch.bfloat16)``.
+        **options: further hyperparameters of kinds that take them (each kind's file in
+            :mod:`superposition.sae.kinds` says which); refused by the others.
 
     Examples:
         >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
@@ -148,6 +113,7 @@ class SparseAutoencoder(nn.Module):
         seed: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         if dtype is not None and dtype not in _PARAM_DTYPES:
@@ -158,33 +124,15 @@ class SparseAutoencoder(nn.Module):
         where = None if device is None else _device(device)
         self.d_in = _positive_int(d_in, "d_in")
         self.d_sae = _positive_int(d_sae, "d_sae")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if kind in ("topk", "batchtopk"):
-            if k is None:
-                raise ValueError(f"kind={kind!r} needs k, the number of active latents, e.g. k=32")
-            _positive_int(k, "k")
-            if k > d_sae:
-                raise ValueError(
-                    f"k must be at most d_sae={d_sae} (the number of latents), got k={k}"
-                )
-        elif k is not None:
-            raise ValueError(f"k only applies to kind='topk' or 'batchtopk', not {kind!r}")
-        if l1 is not None and kind != "relu":
-            raise ValueError(f"l1 only applies to kind='relu', not {kind!r}")
-        if l0 is not None and kind != "jumprelu":
-            raise ValueError(f"l0 only applies to kind='jumprelu', not {kind!r}")
-        for name, value in (("l1", l1), ("l0", l0)):
-            if value is not None and not (
-                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
+        rule = build(kind, self.d_in, self.d_sae, {"k": k, "l1": l1, "l0": l0, **options})
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.kind: Kind = kind
-        self.k = k
-        self.l1 = (DEFAULT_L1 if l1 is None else float(l1)) if kind == "relu" else None
-        self.l0 = (DEFAULT_L0 if l0 is None else float(l0)) if kind == "jumprelu" else None
+        self.rule: SAEKind = rule
+        settings = rule.settings()
+        self.k: int | None = settings.get("k")
+        self.l1: float | None = settings.get("l1")
+        self.l0: float | None = settings.get("l0")
         self.seed = seed
         self.history = None
         self.fitted = False
@@ -194,7 +142,7 @@ class SparseAutoencoder(nn.Module):
             g.seed()
         else:
             g.manual_seed(seed)
-        size = 2 * d_sae * d_in + d_in + d_sae + (d_sae if kind == "jumprelu" else 0)
+        size = 2 * d_sae * d_in + d_in + d_sae + sum(rule.extra_parameters(d_in, d_sae).values())
         dtype = dtype or torch.get_default_dtype()
         self.params = nn.Parameter(torch.zeros(size, dtype=dtype))
         with torch.no_grad():
@@ -203,8 +151,7 @@ class SparseAutoencoder(nn.Module):
             W /= W.norm(dim=1, keepdim=True)
             views["W_dec"].copy_(W)
             views["encT"].copy_(W)  # tied: W_enc = W_decᵀ
-            if kind == "jumprelu":
-                views["log_threshold"].fill_(math.log(_INIT_THRESHOLD))
+            rule.init_parameters(views)
         self.register_buffer("scale", torch.tensor(1.0, dtype=dtype))
         self.register_buffer("threshold", torch.tensor(0.0, dtype=dtype))
         if where is not None:
@@ -219,8 +166,10 @@ class SparseAutoencoder(nn.Module):
             "b_dec": P[2 * n * d : 2 * n * d + d],
             "b_enc": P[2 * n * d + d : 2 * n * d + d + n],
         }
-        if self.kind == "jumprelu":
-            out["log_threshold"] = P[2 * n * d + d + n :]
+        at = 2 * n * d + d + n
+        for name, size in self.rule.extra_parameters(d, n).items():
+            out[name] = P[at : at + size]
+            at += size
         return out
 
     # ------------------------------------------------------------------ parameters
@@ -248,11 +197,12 @@ class SparseAutoencoder(nn.Module):
     @property
     def log_threshold(self) -> Tensor:
         """``[d_sae]`` log of JumpReLU's per-latent thresholds (``"jumprelu"`` only)."""
-        if self.kind != "jumprelu":
+        views = self._views(self.params)
+        if "log_threshold" not in views:
             raise AttributeError(
                 f"log_threshold only exists for kind='jumprelu', not {self.kind!r}"
             )
-        return self._views(self.params)["log_threshold"]
+        return views["log_threshold"]
 
     @property
     def input_scale(self) -> float:
@@ -261,12 +211,8 @@ class SparseAutoencoder(nn.Module):
 
     def __repr__(self) -> str:
         args = f"d_in={self.d_in}, d_sae={self.d_sae}, kind={self.kind!r}"
-        if self.k is not None:
-            args += f", k={self.k}"
-        if self.kind == "relu":
-            args += f", l1={self.l1}"
-        if self.kind == "jumprelu":
-            args += f", l0={self.l0}"
+        for name, value in self.rule.settings().items():
+            args += f", {name}={value}"
         if self.seed is not None:
             args += f", seed={self.seed}"
         if self.params.device.type != "cpu":
@@ -321,16 +267,7 @@ class SparseAutoencoder(nn.Module):
             >>> bool((sae.encode(torch.randn(5, 4)) >= 0).all())
             True
         """
-        pre = self.pre_activations(x)
-        if self.kind == "topk":
-            assert self.k is not None
-            vals, idx = pre.topk(self.k, dim=1)
-            return torch.zeros_like(pre).scatter(1, idx, vals.relu())
-        if self.kind == "batchtopk":
-            return pre * (pre > self.threshold.clamp_min(0.0))
-        if self.kind == "jumprelu":
-            return pre * (pre > self.log_threshold.exp())
-        return pre.relu()
+        return self.rule.encode(self, self.pre_activations(x))
 
     def decode(self, z: Tensor) -> Tensor:
         """Reconstructions ``[batch, d_in]`` (user units) of latents ``z: [batch, d_sae]``,
@@ -374,38 +311,7 @@ class SparseAutoencoder(nn.Module):
             >>> m.samples, 0 < m.l0 <= 2, 0 <= m.dead_fraction <= 1
             (100, True, True)
         """
-        x = self._check_input(x, move=False)
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
-        _positive_int(batch_size, "batch_size")
-        err_sq = 0.0
-        active = 0
-        shrink = 0.0
-        nonzero = 0
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=self.params.device)
-        xhats = []
-        for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size].to(self.params.device, non_blocking=True)
-            z = self.encode(xb)
-            xhat = self.decode(z)
-            xhats.append(xhat.to(x.device))
-            active += int((z != 0).sum())
-            fired |= (z != 0).any(0)
-            err_sq += float((xb - xhat).double().square().sum())
-            norm = xb.double().norm(dim=1)
-            keep = norm > 0
-            shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
-            nonzero += int(keep.sum())
-        fvu = metrics.fraction_of_variance_unexplained(x, torch.cat(xhats))
-        return SAEMetrics(
-            l0=active / n,
-            fvu=fvu,
-            mse=err_sq / (n * self.d_in),
-            dead_fraction=float((~fired).sum()) / self.d_sae,
-            shrinkage=shrink / nonzero if nonzero else math.nan,
-            samples=n,
-        )
+        return evaluate(self, x, batch_size)
 
     # ------------------------------------------------------------------ training
 
@@ -541,140 +447,30 @@ class SparseAutoencoder(nn.Module):
             >>> torch.equal(whole.params, again.params), again.history.fvu == whole.history.fvu
             (True, True)
         """
-        config = FitConfig(
+        fit(
+            self,
+            source,
             samples=samples,
             batch_size=batch_size,
-            lr=default_lr(self.d_sae) if lr is None else lr,
-            betas=betas,
+            lr=lr,
             schedule=schedule,
             warmup=warmup,
             decay=decay,
+            betas=betas,
             aux_k=aux_k,
             aux_coef=aux_coef,
             dead_after=dead_after,
             bandwidth=bandwidth,
             penalty_warmup=penalty_warmup,
             log_every=log_every,
-        )
-        if autocast is not None and autocast not in _AUTOCAST_DTYPES:
-            raise ValueError(
-                f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
-            )
-        if checkpoint_every is not None:
-            _positive_int(checkpoint_every, "checkpoint_every")
-            if checkpoint is None:
-                raise ValueError(
-                    f"checkpoint_every={checkpoint_every} needs checkpoint=, the path to write "
-                    "the checkpoints to (e.g. checkpoint='run/ckpt')"
-                )
-        if checkpoint is not None:
-            folder = saved_paths(checkpoint)[0].parent
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"cannot write checkpoints to {str(checkpoint)!r}: its folder "
-                    f"{str(folder)!r} does not exist; create it first"
-                )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator is None:
-            if isinstance(source, SyntheticFeatures) and source.seed is not None:
-                generator = source.generator()
-            elif self.seed is not None:
-                generator = torch.Generator().manual_seed(self.seed + 1)
-            else:
-                generator = torch.Generator()
-                generator.seed()
-        stream: Tensor | Iterable[Tensor]
-        if isinstance(cast(object, source), (str, bytes)) or not isinstance(
-            source, (Tensor, SyntheticFeatures, Iterable)
-        ):
-            raise TypeError(
-                f"source must be a tensor [n, {self.d_in}], an iterable of [batch, {self.d_in}] "
-                f"tensors or a SyntheticFeatures, got {type(source).__name__}"
-            )
-        share = _distributed.resolve(distributed)
-        size = 1 if share is None else share[1]
-        same_source = isinstance(source, (Tensor, SyntheticFeatures))
-        state: _Resume | None = None
-        plan: _CheckpointPlan | None = None
-        if checkpoint is not None or resume is not None:
-            identity = _run_identity(self, config, size, source, autocast)
-            if resume is not None:
-                state = _read_checkpoint(resume, identity)  # checked before any work
-                # Replay the stream from the start of the checkpointed run.
-                generator.set_state(state.generator_state)
-            if checkpoint is not None:
-                plan = _CheckpointPlan(
-                    checkpoint, checkpoint_every, identity, generator.get_state()
-                )
-        if isinstance(source, SyntheticFeatures):
-            if source.d != self.d_in:
-                raise ValueError(
-                    f"source has d={source.d} but the SAE has d_in={self.d_in}; build the SAE "
-                    f"with d_in={source.d}"
-                )
-            stream = source.batches(batch_size * size, generator)
-            first = next(iter(stream))
-            stream = itertools.chain([first], stream)
-        elif isinstance(source, Tensor):
-            # Left where it is: each batch is moved to the SAE's device as it is drawn.
-            source = self._check_input(source, "source", move=False)
-            if source.shape[0] == 0:
-                raise ValueError("source must hold at least one sample, got shape (0, d_in)")
-            stream = source
-            perm = torch.randperm(source.shape[0], generator=generator)
-            first = source[perm[: batch_size * size]]
-        else:
-            it = iter(source)
-            try:
-                first = self._check_input(next(it), "source batch", move=False)
-            except StopIteration:
-                raise ValueError("source is an empty iterable: it yielded no batch") from None
-            stream = itertools.chain([first], it)
-        with torch.no_grad():
-            # A resumed run takes its input scale and b_dec from the checkpoint.
-            if not self.fitted and state is None:
-                first = first.to(self.params.device, self.params.dtype)
-                if share is not None and not same_source:
-                    # Each rank read its own first batch: the statistics of all of them.
-                    import torch.distributed as dist
-
-                    sums = torch.cat(
-                        [
-                            torch.tensor(
-                                [first.shape[0]], dtype=torch.float64, device=first.device
-                            ),
-                            first.double().square().sum().view(1),
-                            first.double().sum(0),
-                        ]
-                    )
-                    dist.all_reduce(sums)
-                    sq = float(sums[1] / sums[0])
-                    mean = (sums[2:] / sums[0]).to(self.params.dtype)
-                else:
-                    sq = float(first.double().square().sum(1).mean())
-                    mean = first.mean(0)
-                self.scale.fill_(math.sqrt(self.d_in / sq) if sq > 0 else 1.0)
-                self.b_dec.copy_(mean * self.scale)
-        check = (
-            (lambda b: b)
-            if isinstance(source, (Tensor, SyntheticFeatures))
-            else (lambda b: self._check_input(b, "source batch", move=False))
-        )
-        self.history = train(
-            self,
-            stream,
-            config,
-            generator=generator,
-            check=check,
             progress=progress,
-            share=share,
-            same_source=same_source,
+            generator=generator,
+            distributed=distributed,
             autocast=autocast,
-            checkpoint=plan,
-            resume=state,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
-        self.fitted = True
         return self
 
     # ------------------------------------------------------------------ views
@@ -695,6 +491,7 @@ class SparseAutoencoder(nn.Module):
             >>> SparseAutoencoder(4, 8, k=2).config()["kind"]
             'topk'
         """
+        # k, l1 and l0 are saved for every kind (None where it takes none), as they always were.
         return {
             "d_in": self.d_in,
             "d_sae": self.d_sae,
@@ -702,6 +499,7 @@ class SparseAutoencoder(nn.Module):
             "k": self.k,
             "l1": self.l1,
             "l0": self.l0,
+            **self.rule.settings(),
             "seed": self.seed,
         }
 
@@ -728,8 +526,9 @@ class SparseAutoencoder(nn.Module):
             "input_scale": self.scale,
             "threshold": self.threshold,
         }
-        if self.kind == "jumprelu":
-            tensors["log_threshold"] = self.log_threshold
+        views = self._views(self.params)
+        for name in self.rule.extra_parameters(self.d_in, self.d_sae):
+            tensors[name] = views[name]
         meta = {"format_version": _FORMAT_VERSION, "config": self.config(), "fitted": self.fitted}
         return save_with_config(path, tensors, meta)
 
@@ -756,7 +555,8 @@ class SparseAutoencoder(nn.Module):
             model.b_dec.copy_(tensors["b_dec"])
             model.scale.copy_(tensors["input_scale"])
             model.threshold.copy_(tensors["threshold"])
-            if model.kind == "jumprelu":
-                model.log_threshold.copy_(tensors["log_threshold"])
+            views = model._views(model.params)
+            for name in model.rule.extra_parameters(model.d_in, model.d_sae):
+                views[name].copy_(tensors[name])
         model.fitted = bool(meta.get("fitted", False))
         return model
