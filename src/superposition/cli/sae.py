@@ -172,6 +172,7 @@ def _train(args: argparse.Namespace) -> int:
         store_buffer_rows,
         store_epochs,
     )
+    from superposition.sae.kinds import kind_class
 
     positive_int(args.batch_size, "--batch-size")
     positive_int(args.k, "--k")
@@ -204,9 +205,13 @@ def _train(args: argparse.Namespace) -> int:
     if first is None:
         raise ValueError(f"--corpus {args.corpus!r} holds no text")
     width = probe.run([first]).n_neurons
-    topk = args.kind in ("topk", "batchtopk")
+    takes_k = "k" in kind_class(args.kind).hyperparameters()
     sae = SparseAutoencoder(
-        width, args.d_sae or 4 * width, kind=args.kind, k=args.k if topk else None, seed=args.seed
+        width,
+        args.d_sae or 4 * width,
+        kind=args.kind,
+        k=args.k if takes_k else None,
+        seed=args.seed,
     )  # checks d_sae and k before any work
     tokens = count_tokens(train_texts, tokenizer, max_length=probe.token_limit(tokenizer))
     samples = args.samples or tokens
