@@ -309,7 +309,8 @@ def _gradient_step_time(
     each thread also draws its instances' batch every step, as ``fit`` does at this size (with
     ``fit``'s sampler, a chunk of one batch): what a step would cost if AdamW and everything
     around the two were free."""
-    from superposition.toy.train import _Buffers, _group_bounds, _one_op_thread
+    from superposition.toy.gradients import _Buffers
+    from superposition.toy.train import _group_bounds, _one_op_thread
 
     inst = init.n_instances
     x = data.sample(BATCH, generator=torch.Generator().manual_seed(3))  # [batch, inst, n]
