@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from superposition.probe.activations import StreamingStatistics
     from superposition.probe.corpus import Corpus
+    from superposition.probe.streaming import StreamingStatistics
     from superposition.units.records import UnitStatistics
 
 __all__ = [

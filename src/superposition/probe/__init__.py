@@ -6,7 +6,7 @@
 every consumer reads.
 """
 
-from superposition.probe.activations import Activations, StreamingStatistics
+from superposition.probe.activations import Activations
 from superposition.probe.batching import Batch
 from superposition.probe.capture import Capture, Captured
 from superposition.probe.corpus import DEFAULT_CORPUS, Corpus, default_corpus, load_corpus
@@ -21,6 +21,7 @@ from superposition.probe.sites import (
     locate_sites,
     parse_hook_name,
 )
+from superposition.probe.streaming import StreamingStatistics
 from superposition.probe.texts import PAPER_TEXTS
 
 __all__ = [

@@ -27,11 +27,12 @@ from torch import Tensor, nn
 
 from superposition import distributed as _distributed
 from superposition._checks import optional_positive_int, positive_int
-from superposition.probe.activations import Activations, StreamingStatistics
+from superposition.probe.activations import Activations
 from superposition.probe.batching import TextBatching, model_name
 from superposition.probe.capture import Capture
 from superposition.probe.locate import LayerSpec
 from superposition.probe.sites import SitePoint, locate_sites
+from superposition.probe.streaming import StreamingStatistics
 
 __all__ = ["ActivationProbe", "Texts"]
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from superposition.probe.activations import StreamingStatistics
+from superposition.probe.streaming import StreamingStatistics
 from superposition.units.slots import Context, _lexsort, _Slots
 
 __all__ = ["HIST_EDGES", "Context", "UnitStatistics", "context_rows"]
