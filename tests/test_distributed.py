@@ -57,10 +57,12 @@ WAIT_S = 240
 # --------------------------------------------------------------------------- the ranks
 
 
-def _probe(model_dir: str, progress: bool | None = None, layer: Any = 0) -> Any:
+def _probe(
+    model_dir: str, progress: bool | None = None, layer: Any = 0, site: Any = "neurons"
+) -> Any:
     model, tokenizer = sp.load_model(model_dir)
     return sp.ActivationProbe(
-        model, layer=layer, tokenizer=tokenizer, batch_size=1, progress=progress
+        model, layer=layer, site=site, tokenizer=tokenizer, batch_size=1, progress=progress
     )
 
 
@@ -155,6 +157,14 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
         for i, u in enumerate(units):
             u.save(folder / f"units{i}_{rank}")
         collect_units(probe, TEXTS[:1], **SETTINGS).save(folder / f"units_one{rank}")
+        with _probe(model_dir, site=["neurons", "resid_post"]).capture(TEXTS) as batches:
+            captured = [(c.text_index, c.position, c["resid_post"]) for c in batches]
+        torch.save(captured, folder / f"capture{rank}.pt")
+        try:  # a capture shared between ranks is read inside its with block
+            next(iter(probe.capture(TEXTS)))
+            outside = ""
+        except RuntimeError as err:
+            outside = str(err)
         for name, sae in _fit_saes(rank, size).items():
             sae.save(folder / f"sae_{name}{rank}")
             (folder / f"sae_{name}{rank}.fvu").write_text(json.dumps(sae.history.fvu))
@@ -177,6 +187,7 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
             "units_none": units0 is None,
             "tally": [tally.total.tolist(), tally.n],
             "mismatch": mismatch,
+            "outside": outside,
         }
         (folder / f"flags{rank}.json").write_text(json.dumps(flags))
     finally:
@@ -317,6 +328,29 @@ def test_unit_records_and_scores_equal_one_process(
     texts = UnitStatistics.load(main_run / f"units0_{rank}").top_arrays()["text_index"]
     assert {t % 2 for t in texts[texts >= 0].tolist()} == {0, 1}
     _same_units(UnitStatistics.load(main_run / f"units_one{rank}"), want_one)
+
+
+def test_capture_gives_each_rank_its_share_with_corpus_indices(
+    main_run: Path, model_dir: str
+) -> None:
+    """Each rank captures texts ``rank, rank + 2, ...``, indexed in the whole corpus, and its
+    rows equal one process's capture of those texts."""
+    shares = [torch.load(main_run / f"capture{r}.pt") for r in range(2)]
+    seen: list[int] = []
+    for rank, batches in enumerate(shares):
+        texts = sorted({int(t) for text_index, _, _ in batches for t in text_index})
+        assert texts == list(range(rank, len(TEXTS), 2))
+        seen += texts
+    assert sorted(seen) == list(range(len(TEXTS)))
+    one = _probe(model_dir, site="resid_post").run(TEXTS)
+    for batches in shares:
+        for text_index, position, rows in batches:
+            for t in text_index.unique().tolist():
+                mine = rows[text_index == t]
+                torch.testing.assert_close(mine, one.for_text(t).values, rtol=1e-4, atol=1e-5)
+                assert position[text_index == t].tolist() == list(range(mine.shape[0]))
+    flags = [json.loads((main_run / f"flags{r}.json").read_text()) for r in range(2)]
+    assert all("iterate a capture inside its with block" in f["outside"] for f in flags)
 
 
 def test_results_reach_rank_zero_only_unless_asked(main_run: Path) -> None:

@@ -250,7 +250,7 @@ class TextBatching:
                 f"{self._corpus_index(first + truncated[0])}); pass a larger "
                 "max_length= if the model allows it, or split the texts",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=_caller_level(),
             )
         seqs = []
         for i, ids in enumerate(ids_list):
