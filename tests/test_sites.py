@@ -4,15 +4,15 @@ MLP modules called by hand, and modules replaced by hand-written wrappers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from conftest import ARCHS, tiny_model
+from conftest import ARCHS, replaced_module, tiny_model
 from superposition import ActivationProbe
 from superposition.probe import SITES, locate_sites, parse_hook_name
 from superposition.probe.capture import forward_function
@@ -56,15 +56,16 @@ _MLP_BY_HAND: dict[str, Callable[[nn.Module, Tensor], Tensor]] = {
 
 
 def _hooks(model: nn.Module) -> int:
-    """Hooks on the model's modules (transformers installs its own, once, for
-    ``output_hidden_states``: compare counts before and after)."""
+    """Hooks on the model's modules (0 unless a test leaked one: ``_reference`` asks a copy)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def _reference(model: nn.Module) -> tuple[Any, ...]:
-    """The model's own hidden states on INPUTS (the encoder's, for T5)."""
+    """The model's own hidden states on INPUTS (the encoder's, for T5). Asked of a copy:
+    transformers installs hooks of its own for ``output_hidden_states``, for good, and the
+    tiny models are shared between tests."""
     with torch.no_grad():
-        out = forward_function(model)(**INPUTS, output_hidden_states=True)
+        out = forward_function(copy.deepcopy(model))(**INPUTS, output_hidden_states=True)
     return tuple(out.hidden_states)
 
 
@@ -178,18 +179,6 @@ class _Wrapped(nn.Module):
         return type(out)((self.fn(out[0]), *out[1:]))
 
 
-@contextmanager
-def _replaced(model: nn.Module, name: str, wrapper: nn.Module) -> Iterator[None]:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    original = getattr(parent, child)
-    setattr(parent, child, wrapper)
-    try:
-        yield
-    finally:
-        setattr(parent, child, original)
-
-
 def _last_hidden(model: nn.Module) -> Tensor:
     with torch.no_grad():
         out: Tensor = forward_function(model)(**INPUTS).last_hidden_state
@@ -214,7 +203,7 @@ def test_an_edit_at_a_site_equals_replacing_the_module_by_hand(name: str, site: 
     if root is not model:  # T5: sites are named from the full model, the encoder runs
         name_in_root = name_in_root.removeprefix("encoder.")
     inner = root.get_submodule(name_in_root)
-    with _replaced(root, name_in_root, _Wrapped(inner, fn, point.direction)):
+    with replaced_module(root, name_in_root, _Wrapped(inner, fn, point.direction)):
         by_hand = _last_hidden(model)
     torch.testing.assert_close(edited, by_hand)
     assert not torch.allclose(edited, clean)

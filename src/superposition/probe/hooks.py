@@ -83,6 +83,19 @@ class _Counter:
         return k
 
 
+def _apply(group: list[Hook], call: int | None, x: Tensor) -> tuple[Tensor, bool]:
+    """Each hook of ``group`` whose point is this ``call`` (every hook when calls are not
+    counted) applied in order; whether any replaced the tensor."""
+    replaced = False
+    for h in group:
+        if call is not None and h.point.call_index != call:
+            continue
+        out = _checked(h.point, x, h.fn(x))
+        if out is not None:
+            x, replaced = out, True
+    return x, replaced
+
+
 def _group(hooks: Sequence[Hook]) -> dict[tuple[int, str], list[Hook]]:
     groups: dict[tuple[int, str], list[Hook]] = {}
     for h in hooks:
@@ -98,15 +111,9 @@ def _make_pre_hook(
     def pre_hook(
         mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        call = counter.next(key) if counted else 0
+        call = counter.next(key) if counted else None
         x, where = _input_tensor(args, kwargs)
-        replaced = False
-        for h in group:
-            if counted and h.point.call_index != call:
-                continue
-            out = _checked(h.point, x, h.fn(x))
-            if out is not None:
-                x, replaced = out, True
+        x, replaced = _apply(group, call, x)
         if not replaced:
             return None
         if isinstance(where, int):
@@ -120,7 +127,7 @@ def _make_hook(group: list[Hook], counter: _Counter, counted: bool) -> Callable[
     key = (id(group[0].point.module), "output")
 
     def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        call = counter.next(key) if counted else 0
+        call = counter.next(key) if counted else None
         if isinstance(output, Tensor):
             x = output
         elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
@@ -130,13 +137,7 @@ def _make_hook(group: list[Hook], counter: _Counter, counted: bool) -> Callable[
                 f"{group[0].point.module_name} returned {type(output).__name__}, not a tensor "
                 "or a tuple starting with one; name another module for this site"
             )
-        replaced = False
-        for h in group:
-            if counted and h.point.call_index != call:
-                continue
-            out = _checked(h.point, x, h.fn(x))
-            if out is not None:
-                x, replaced = out, True
+        x, replaced = _apply(group, call, x)
         if not replaced:
             return None
         if isinstance(output, Tensor):
