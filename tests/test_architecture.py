@@ -12,7 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "superposition"
 MODULES = sorted(SRC.rglob("*.py"))
 # A module of ~600 lines is about what a newcomer reads in one sitting.
-MAX_LINES = 650
+MAX_LINES = 600
 
 
 def _room(path: Path) -> str:

@@ -13,13 +13,15 @@ import torch
 __all__ = ["generator", "optional_positive_int", "positive_int"]
 
 
-def positive_int(value: object, name: str, *, none_ok: bool = False) -> int:
-    """``value`` as an int if it is a positive integer (``bool`` is not), else a ValueError.
+def positive_int(value: object, name: str, *, none_ok: bool = False, numpy_ok: bool = False) -> int:
+    """``value`` if it is a positive ``int`` (``bool`` is not), else a ValueError.
 
     Args:
-        value: what the user passed (numpy integers are accepted).
+        value: what the user passed.
         name: the argument's name, for the message.
         none_ok: only changes the message ("or None"); :func:`optional_positive_int` accepts it.
+        numpy_ok: accept numpy integers too (returned as ``int``); off where the value is kept
+            as given (configs must stay JSON-serialisable).
 
     Examples:
         >>> positive_int(3, "k")
@@ -29,7 +31,8 @@ def positive_int(value: object, name: str, *, none_ok: bool = False) -> int:
         ...
         ValueError: k must be a positive int, got 0
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+    kinds = (numbers.Integral if numpy_ok else int,)
+    if isinstance(value, bool) or not isinstance(value, kinds) or int(value) < 1:
         suffix = " or None" if none_ok else ""
         raise ValueError(f"{name} must be a positive int{suffix}, got {value!r}")
     return int(value)

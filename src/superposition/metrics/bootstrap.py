@@ -10,6 +10,8 @@ import math
 import torch
 from torch import Tensor
 
+from superposition._checks import positive_int
+
 __all__ = ["bootstrap_median", "resampled_medians"]
 
 
@@ -26,8 +28,7 @@ def _finite_values(x: object) -> Tensor:
 
 
 def _check_boot(n_boot: object) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    positive_int(n_boot, "n_boot")
 
 
 def bootstrap_median(

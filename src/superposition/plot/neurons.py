@@ -235,7 +235,7 @@ def cosine_histogram(
         20
     """
     X = _activations(X)
-    bins = _positive_int(bins, "bins")
+    bins = _positive_int(bins, "bins", numpy_ok=True)
     n = X.shape[1]
     if n < 2:
         raise ValueError(f"X must have at least 2 neurons to form a pair, got shape {(*X.shape,)}")
@@ -273,7 +273,7 @@ def distance_histogram(
     D = _square(D, "D")
     if D.shape[0] < 2:
         raise ValueError(f"D must have at least 2 neurons to form a pair, got shape {(*D.shape,)}")
-    return _histogram(D, _positive_int(bins, "bins"), label, ax)
+    return _histogram(D, _positive_int(bins, "bins", numpy_ok=True), label, ax)
 
 
 def _histogram(distance: Tensor, bins: int, label: str, ax: Axes | None) -> Figure:
@@ -327,7 +327,7 @@ def neuron_traces(
         5
     """
     X = _activations(X)
-    n = _positive_int(n, "n")
+    n = _positive_int(n, "n", numpy_ok=True)
     if isinstance(tokens, str) or len(tokens) != X.shape[0]:
         got = f"a string {tokens!r}" if isinstance(tokens, str) else f"{len(tokens)} tokens"
         raise ValueError(
@@ -386,7 +386,7 @@ def activation_sums(
         10
     """
     X = _activations(X)
-    bins = _positive_int(bins, "bins")
+    bins = _positive_int(bins, "bins", numpy_ok=True)
     sums = X.double().sum(0).numpy()  # float64: a 3072-neuron layer over many tokens
     fig, ax = _panel(ax)
     ax.hist(sums, bins=bins, color="tab:blue")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from superposition._checks import positive_int
 from superposition.distributed import Interleaved
 
 __all__ = ["DEFAULT_CORPUS", "FILE_SUFFIXES", "Corpus", "default_corpus", "load_corpus"]
@@ -296,8 +297,7 @@ class Corpus:
     def shard(self, rank: int, world: int) -> Corpus:
         """Texts ``rank, rank + world, rank + 2·world, ...`` of this corpus: ``world`` shares
         that together hold every text exactly once (deterministic by position)."""
-        if isinstance(world, bool) or not isinstance(world, int) or world < 1:
-            raise ValueError(f"world must be a positive int, got {world!r}")
+        positive_int(world, "world")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
             raise ValueError(f"rank must be an int in [0, {world}), got {rank!r}")
         if self.world > 1 or self.limit is not None:

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from superposition._checks import positive_int
+
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
@@ -55,8 +57,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         for name in ("samples", "batch_size", "log_every"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(v, name)
         if self.dead_after is not None and (
             isinstance(self.dead_after, bool)
             or not isinstance(self.dead_after, int)

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from superposition._checks import positive_int
+
 __all__ = ["Distribution", "FiniteFeatureDataset", "SparseFeatureDataset"]
 
 Distribution = Literal["uniform", "signed"]
@@ -117,8 +119,7 @@ class SparseFeatureDataset:
             if val is not default:
                 self._args[key] = val
 
-        if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-            raise ValueError(f"n_features must be a positive int, got {n_features!r}")
+        positive_int(n_features, "n_features")
         if n_instances is not None and (
             isinstance(n_instances, bool) or not isinstance(n_instances, int) or n_instances < 1
         ):
@@ -249,8 +250,7 @@ class SparseFeatureDataset:
             >>> bool((x >= 0).all() and (x < 1).all())
             True
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         g = self.generator() if generator is None else generator
         out = torch.empty(self.n_instances, batch_size, self.n_features, device=g.device)
         self.fill_(out, g)
@@ -412,8 +412,7 @@ class SparseFeatureDataset:
             >>> train.x.shape
             torch.Size([8, 2, 5])
         """
-        if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-            raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+        positive_int(n_points, "n_points")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         g = self.generator() if seed is None else torch.Generator().manual_seed(seed)

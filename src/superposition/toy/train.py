@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from superposition._checks import positive_int
 from superposition.toy.gradients import _Buffers, gradients
 
 if TYPE_CHECKING:
@@ -91,8 +92,7 @@ eps=1e-08, schedule='constant', warmup_steps=0, log_every=None)
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(v, name)
         if (
             isinstance(self.warmup_steps, bool)
             or not isinstance(self.warmup_steps, int)

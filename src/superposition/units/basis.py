@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from superposition._checks import positive_int
+
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
@@ -181,6 +183,4 @@ class UnitBasis:
 
 
 def _width(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_neurons must be a positive int, got {n!r}")
-    return n
+    return positive_int(n, "n_neurons")
