@@ -274,10 +274,13 @@ def test_edits_and_captures_nest() -> None:
 
 def test_transformer_lens_names_are_aliases() -> None:
     model, _ = tiny_model("gpt2")
-    a = locate_sites(model, 0, ["hook_mlp_in", "mlp.hook_post", "hook_resid_post"])
+    a = locate_sites(model, 0, ["ln2.hook_normalized", "mlp.hook_post", "hook_resid_post"])
     assert [p.site for p in a] == ["mlp_in", "neurons", "resid_post"]
-    (b,) = locate_sites(model, 0, "ln2.hook_normalized")
+    (b,) = locate_sites(model, 0, "mlp_in")
     assert b == a[0]
+    # TransformerLens's hook_mlp_in reads before the norm: not what the MLP reads.
+    with pytest.raises(ValueError, match="before the MLP's norm"):
+        locate_sites(model, 0, "hook_mlp_in")
     assert parse_hook_name("blocks.1.hook_mlp_out") == (1, "mlp_out")
     with pytest.raises(ValueError, match=r"hook name must look like 'blocks.<layer>.<hook>'"):
         parse_hook_name("blocks.1.attn.hook_z")
@@ -285,8 +288,8 @@ def test_transformer_lens_names_are_aliases() -> None:
 
 def test_a_site_asked_twice_is_refused_even_under_an_alias() -> None:
     model, _ = tiny_model("gpt2")
-    with pytest.raises(ValueError, match="site 'hook_mlp_in' is requested twice"):
-        ActivationProbe(model, site=["mlp_in", "hook_mlp_in"])
+    with pytest.raises(ValueError, match=r"site 'ln2\.hook_normalized' is requested twice"):
+        ActivationProbe(model, site=["mlp_in", "ln2.hook_normalized"])
 
 
 def test_an_unknown_site_lists_the_valid_ones() -> None:

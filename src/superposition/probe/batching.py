@@ -76,8 +76,10 @@ def _pad_label(tokenizer: Any) -> str:
 
 def model_name(model: nn.Module) -> str:
     """The model's ``name_or_path`` (or its config's), else its class name."""
-    name = getattr(model, "name_or_path", None) or getattr(
-        getattr(model, "config", None), "_name_or_path", None
+    name = (
+        getattr(model, "name_or_path", None)
+        or getattr(getattr(model, "config", None), "_name_or_path", None)
+        or getattr(getattr(model, "cfg", None), "model_name", None)  # TransformerLens
     )
     return str(name) if name else type(model).__name__
 
@@ -205,6 +207,9 @@ class TextBatching:
             if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
                 pos -= int(getattr(config, "pad_token_id", 1) or 0) + 1
             limits.append(pos)
+        n_ctx = getattr(getattr(self.model, "cfg", None), "n_ctx", None)  # TransformerLens
+        if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0:
+            limits.append(n_ctx)
         return min(limits) if limits else None
 
     def _encode(self, texts: Any, *, first: int = 0) -> list[Encoded]:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import distributed as _distributed
+from superposition.probe.adapters import HookedTransformerCall, is_hooked_transformer
 from superposition.probe.batching import Batch, Encoded, _chunks, _is_empty
 from superposition.probe.hooks import Hook, hooked
 from superposition.probe.sites import Site, SitePoint
@@ -155,8 +156,12 @@ def _progress(show: bool | None, total: int | None, batch_size: int) -> Iterator
         yield _Bar(bar)
 
 
-def forward_function(model: nn.Module) -> nn.Module:
-    """What runs the probed layers: the model, or the encoder of an encoder-decoder model."""
+def forward_function(model: nn.Module, *, logits: bool = False) -> nn.Module:
+    """What runs the probed layers: the model, the encoder of an encoder-decoder model, or a
+    ``HookedTransformer`` called as a Hugging Face model is (``logits``: with its
+    unembedding)."""
+    if is_hooked_transformer(model):
+        return HookedTransformerCall(model, logits=logits)
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
         get_encoder = getattr(model, "get_encoder")  # noqa: B009 - nn.Module types it as Tensor

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from superposition import distributed as _distributed
 from superposition._checks import optional_positive_int, positive_int
 from superposition.probe.activations import Activations
+from superposition.probe.adapters import model_tokenizer, unwrap
 from superposition.probe.batching import TextBatching, model_name
 from superposition.probe.capture import Capture
 from superposition.probe.locate import LayerSpec
@@ -167,8 +168,8 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         if progress not in (None, True, False):
             raise TypeError(f"progress must be True, False or None, got {progress!r}")
         self.sites: list[SitePoint] = locate_sites(model, layer, site, module=module)
-        self.model = model
-        self.tokenizer = tokenizer
+        self.model = unwrap(model)
+        self.tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
         self.module = module
         self.batch_size = batch_size
         self.keep_padding = bool(keep_padding)

@@ -7,7 +7,7 @@ site           what it is                                   TransformerLens name
 ============== ============================================ ===================================
 ``neurons``    the MLP's hidden units: the input of its     ``mlp.hook_post``, ``hook_post``
                output projection (the default)
-``mlp_in``     what the MLP reads (after its norm)          ``hook_mlp_in``, ``ln2.hook_normalized``
+``mlp_in``     what the MLP reads (after its norm)          ``ln2.hook_normalized``
 ``mlp_out``    what the MLP writes, before the residual add ``hook_mlp_out``
 ``resid_pre``  the residual stream entering the block       ``hook_resid_pre``
 ``resid_post`` the residual stream leaving the block        ``hook_resid_post``
@@ -19,6 +19,12 @@ is read, and which of its calls in one forward pass (ALBERT shares modules betwe
 ``model_type``, which modules take the MLP's input and give its output; the residual stream is
 the block's own input and output. A block whose MLP writes through a norm of its own before the
 residual add (Gemma 2's ``post_feedforward_layernorm``) has that norm's output as ``mlp_out``.
+
+TransformerLens's ``hook_mlp_in`` is not an alias of ``mlp_in``: it is the residual stream
+*before* the MLP's norm (``resid_mid``), a place this library does not read; asking for it is
+an error that says so. Its ``ln2.hook_normalized`` is what the MLP reads when the norm's
+weights are folded in (TransformerLens's default for pretrained models). TransformerLens and
+nnsight models are read at the same sites (:mod:`superposition.probe.adapters`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Literal, get_args
 
 from torch import nn
 
+from superposition.probe.adapters import hook_point_sites, unwrap
 from superposition.probe.locate import (
     ARCHITECTURES,
     LayerSpec,
@@ -48,6 +55,7 @@ __all__ = [
     "SITE_ALIASES",
     "Site",
     "SitePoint",
+    "hook_name",
     "locate_sites",
     "parse_hook_name",
     "site_name",
@@ -61,7 +69,6 @@ SITES: tuple[Site, ...] = get_args(Site)
 SITE_ALIASES: dict[str, Site] = {
     "mlp.hook_post": "neurons",
     "hook_post": "neurons",
-    "hook_mlp_in": "mlp_in",
     "ln2.hook_normalized": "mlp_in",
     "hook_mlp_out": "mlp_out",
     "hook_resid_pre": "resid_pre",
@@ -155,6 +162,12 @@ def site_name(site: str) -> Site:
         return site
     if site in SITE_ALIASES:
         return SITE_ALIASES[site]
+    if site.endswith("hook_mlp_in"):
+        raise ValueError(
+            f"site {site!r}: TransformerLens's hook_mlp_in is the residual stream before the "
+            "MLP's norm, which this library does not read; what the MLP reads, after its "
+            "norm, is 'mlp_in' (TransformerLens's 'ln2.hook_normalized')"
+        )
     raise ValueError(
         f"site must be one of {list(SITES)} or a TransformerLens hook name "
         f"{sorted(SITE_ALIASES)}, got {site!r}"
@@ -182,6 +195,28 @@ def parse_hook_name(name: str) -> tuple[int, Site]:
             f"{sorted(SITE_ALIASES)}, got {name!r}"
         )
     return int(match.group(1)), SITE_ALIASES[match.group(2)]
+
+
+_HOOK_OF: dict[Site, str] = {
+    "neurons": "mlp.hook_post",
+    "mlp_in": "ln2.hook_normalized",
+    "mlp_out": "hook_mlp_out",
+    "resid_pre": "hook_resid_pre",
+    "resid_post": "hook_resid_post",
+}
+
+
+def hook_name(layer: int, site: str) -> str:
+    """The TransformerLens hook name of a site of a layer (SAELens's ``hook_name``); the
+    inverse of :func:`parse_hook_name`.
+
+    Examples:
+        >>> hook_name(3, "mlp_out"), hook_name(0, "neurons")
+        ('blocks.3.hook_mlp_out', 'blocks.0.mlp.hook_post')
+        >>> all(parse_hook_name(hook_name(2, s)) == (2, s) for s in SITES)
+        True
+    """
+    return f"blocks.{layer}.{_HOOK_OF[site_name(site)]}"
 
 
 def _sites(site: str | Sequence[str]) -> list[Site]:
@@ -216,6 +251,9 @@ def _explicit_points(
                 f"got {path!r}"
             )
     names = dict(model.named_modules())
+    hook_dict = getattr(model, "hook_dict", None)  # TransformerLens: hook names and aliases
+    if isinstance(hook_dict, Mapping):
+        names = {**hook_dict, **names}
     count: int | None = None
     for s in sites:
         found = _template(module, s)
@@ -291,7 +329,9 @@ def locate_sites(
     """Where each requested site of each requested layer is read, layer by layer.
 
     Args:
-        model: a Hugging Face model (any head), or any ``nn.Module`` with ``module``.
+        model: a Hugging Face model (any head), a TransformerLens ``HookedTransformer`` or
+            ``TransformerBridge``, an nnsight ``LanguageModel``
+            (:mod:`superposition.probe.adapters`), or any ``nn.Module`` with ``module``.
         layer: an index (negative counts from the end), a list of indices, or ``"all"``.
         site: a site or TransformerLens alias, or a list of them (see the module's table).
         module: a string names the MLP output projection, as in
@@ -315,6 +355,9 @@ def locate_sites(
         [('h.1.mlp', 'input'), ('h.1', 'output')]
     """
     sites = _sites(site)
+    model = unwrap(model)
+    if module is None:
+        module = hook_point_sites(model)
     if isinstance(module, Mapping):
         return _explicit_points(model, layer, sites, module)
     if module is not None and sites != ["neurons"]:

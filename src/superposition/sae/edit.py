@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition._checks import positive_int as _positive_int
+from superposition.probe.adapters import unwrap
 from superposition.probe.hooks import Hook, hooked
 from superposition.probe.sites import SitePoint, locate_sites
 
@@ -79,7 +80,8 @@ def edit(
 
     Args:
         model: a Hugging Face model (any architecture :func:`~superposition.probe.locate_sites`
-            knows), or any module with ``module=``.
+            knows), a TransformerLens ``HookedTransformer`` or an nnsight ``LanguageModel``,
+            or any module with ``module=``.
         layer: the layer edited (negative counts from the end).
         fn: maps the site's tensor ``[batch, seq, width]`` to a tensor of the same shape;
             padding positions are passed too.
@@ -117,6 +119,7 @@ def edit(
         raise TypeError(f"layer must be one int (edit one layer at a time), got {layer!r}")
     if not isinstance(site, str):
         raise TypeError(f"site must be one site name (edit one site at a time), got {site!r}")
+    model = unwrap(model)
     (point,) = locate_sites(model, layer, site, module=module)
     with hooked(model, [Hook(point, fn)]):
         yield point

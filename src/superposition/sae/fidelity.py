@@ -23,6 +23,7 @@ once clean and once per edit); :func:`sae_fidelity` is the SAE case.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from superposition.probe.capture import model_device
+from superposition.probe.adapters import is_hooked_transformer
+from superposition.probe.capture import forward_function, model_device
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
-from superposition.sae.edit import NeuronEdit, edit_neurons, mean_ablation, splice, zero_ablation
+from superposition.sae.edit import NeuronEdit, edit, mean_ablation, splice, zero_ablation
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -106,6 +108,8 @@ def loss_recovered(clean: float, edited: float, ablated: float) -> float:
 
 
 def _is_causal_lm(model: nn.Module) -> bool:
+    if is_hooked_transformer(model):
+        return True
     can_generate = getattr(model, "can_generate", None)
     config = getattr(model, "config", None)
     return bool(
@@ -118,14 +122,16 @@ def _is_causal_lm(model: nn.Module) -> bool:
 def _probe(
     model: nn.Module,
     layer: int,
+    site: str,
     tokenizer: Any,
-    module: str | None,
+    module: str | Mapping[str, str] | None,
     batch_size: int,
     max_length: int | None,
 ) -> ActivationProbe[Any, Any]:
     return ActivationProbe(
         model,
         layer=layer,
+        site=site,
         tokenizer=tokenizer,
         module=module,
         batch_size=batch_size,
@@ -145,19 +151,23 @@ def edit_effects(
     layer: int,
     edits: Mapping[str, NeuronEdit],
     *,
+    site: str = "neurons",
     tokenizer: Any = None,
-    module: str | None = None,
+    module: str | Mapping[str, str] | None = None,
     batch_size: int = 16,
     max_length: int | None = None,
 ) -> tuple[str, float, dict[str, EditEffect], int, int]:
     """The clean loss and each edit's :class:`EditEffect` on ``texts``.
 
     Args:
-        model: a Hugging Face model; a causal LM (with its head) is scored by next-token
-            cross-entropy, anything else by the distance of its output embeddings.
+        model: a Hugging Face model, a TransformerLens ``HookedTransformer`` or an nnsight
+            ``LanguageModel`` (:mod:`superposition.probe.adapters`); a causal LM (with its
+            head) is scored by next-token cross-entropy, anything else by the distance of its
+            output embeddings.
         texts: anything :func:`~superposition.load_corpus` takes.
-        layer: the layer whose neurons the edits replace.
+        layer: the layer whose ``site`` the edits replace.
         edits: name -> edit (:mod:`superposition.sae.edit`).
+        site: the place of the block edited (:mod:`superposition.probe.sites`).
         tokenizer, module, batch_size, max_length: as in
             :class:`~superposition.ActivationProbe`.
 
@@ -175,7 +185,10 @@ def edit_effects(
     """
     if not edits:
         raise ValueError("edits must name at least one edit, got none")
-    probe = _probe(model, layer, tokenizer, module, batch_size, max_length)
+    probe = _probe(model, layer, site, tokenizer, module, batch_size, max_length)
+    model = probe.model  # the module itself, inside a wrapper (nnsight)
+    call = forward_function(model, logits=True) if is_hooked_transformer(model) else model
+    takes = set(inspect.signature(call.forward).parameters)
     texts = list(load_corpus(texts))
     if not texts:
         raise ValueError("texts is empty: fidelity needs at least one text")
@@ -190,11 +203,17 @@ def edit_effects(
     try:
         with torch.inference_mode():
             for batch in batches:
-                inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+                inputs = {
+                    k: v.to(device)
+                    for k, v in batch.inputs.items()
+                    if k in takes or k in ("input_ids", "attention_mask") or "kwargs" in takes
+                }
                 mask = inputs["attention_mask"]
 
                 def run(inputs: dict[str, Tensor] = inputs) -> Tensor:
-                    out = model(**inputs)
+                    out = call(**inputs)
+                    if isinstance(out, Tensor):  # a HookedTransformer's logits
+                        return out[:, :-1].float()
                     result: Tensor = out.logits[:, :-1] if causal else out.last_hidden_state
                     return result.float()
 
@@ -212,7 +231,7 @@ def edit_effects(
                     n = clean.shape[0]
                 count += n
                 for name, fn in edits.items():
-                    with edit_neurons(model, layer, fn, module=module):
+                    with edit(model, layer, fn, site=site, module=module):
                         edited = run()
                     if causal:
                         logp = edited.log_softmax(-1)
@@ -238,20 +257,25 @@ def sae_fidelity(
     sae: SparseAutoencoder,
     model: nn.Module,
     texts: Corpus | Iterable[str] | Any,
-    layer: int,
+    layer: int | None = None,
     *,
+    site: str | None = None,
     mean: Tensor | None = None,
     extra: Mapping[str, NeuronEdit] | None = None,
     tokenizer: Any = None,
-    module: str | None = None,
+    module: str | Mapping[str, str] | None = None,
     batch_size: int = 16,
     max_length: int | None = None,
 ) -> Fidelity:
-    """Fidelity of ``sae`` spliced into ``layer`` of ``model`` on ``texts``.
+    """Fidelity of ``sae`` spliced into ``site`` of ``layer`` of ``model`` on ``texts``.
 
     Args:
-        sae: an SAE trained on that layer's neurons.
-        model, texts, layer, tokenizer, module, batch_size, max_length: as in
+        sae: an SAE trained on that site of that layer.
+        layer, site: where it is spliced; default: where the SAE reads
+            (:attr:`~superposition.SparseAutoencoder.layer` and ``site``, known for SAEs
+            loaded from SAELens or sparsify folders), else ``layer`` is required and the site
+            is ``"neurons"``.
+        model, texts, tokenizer, module, batch_size, max_length: as in
             :func:`edit_effects`.
         mean: each neuron's mean for mean-ablation; default: streamed over ``texts``.
         extra: more edits to measure beside the SAE (baselines), by name.
@@ -264,9 +288,15 @@ def sae_fidelity(
         >>> f.metric, f.n_texts, sorted(f.effects)
         ('embedding distance (1 - cos)', 1, ['mean', 'sae', 'zero'])
     """
+    layer = sae.layer if layer is None else layer
+    if layer is None:
+        raise ValueError(
+            "layer is required: this SAE does not record the layer it reads; pass layer=..."
+        )
+    site = site or sae.site or "neurons"
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
     if mean is None:
-        probe = _probe(model, layer, tokenizer, module, batch_size, max_length)
+        probe = _probe(model, layer, site, tokenizer, module, batch_size, max_length)
         # Everything here runs in this process alone (one rank may call it by itself).
         mean = probe.stream(texts, distributed=False).finalise().mean
     n = sae.d_in
@@ -283,6 +313,7 @@ def sae_fidelity(
         texts,
         layer,
         edits,
+        site=site,
         tokenizer=tokenizer,
         module=module,
         batch_size=batch_size,
