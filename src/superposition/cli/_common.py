@@ -102,12 +102,22 @@ def torchrun_world() -> int:
 
 
 def load_sae_folder(folder: Path) -> SparseAutoencoder:
-    """The SAE in a folder written by ``superposition sae train`` (``--sae FOLDER``)."""
+    """The SAE in a folder written by ``superposition sae train``, or an SAELens or sparsify
+    folder (``--sae FOLDER``) of the neuron site."""
     from superposition.sae import SparseAutoencoder
 
-    if not (folder / "sae.safetensors").is_file():
+    if (folder / "sae.safetensors").is_file() and (folder / "sae.json").is_file():
+        return SparseAutoencoder.load(folder / "sae")
+    if not (folder / "cfg.json").is_file():
         raise ValueError(
-            f"--sae {str(folder)!r} holds no sae.safetensors; pass a folder written by "
-            "`superposition sae train`"
+            f"--sae {str(folder)!r} holds no sae.safetensors (a folder written by "
+            "`superposition sae train`) nor cfg.json (an SAELens or sparsify folder)"
         )
-    return SparseAutoencoder.load(folder / "sae")
+    sae = SparseAutoencoder.load(folder)
+    if sae.site not in (None, "neurons"):
+        raise ValueError(
+            f"the SAE in {str(folder)!r} reads the site {sae.site!r} of layer {sae.layer}; "
+            "this command compares bases of the MLP's neurons, so it needs an SAE of the "
+            "neuron site (SAELens's blocks.<layer>.mlp.hook_post)"
+        )
+    return sae

@@ -246,6 +246,7 @@ def _train(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     if rank != 0:  # every rank ends with the same SAE; rank 0 evaluates and writes it
         return 0
+    sae.layer, sae.site = probe.layers[0], "neurons"  # saved with it: where it reads
     sae.save(args.out / "sae")
     result = evaluate_on_corpus(
         sae, model, eval_texts, args.layer, tokenizer=tokenizer, progress=progress

@@ -29,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from superposition._checks import positive_int as _positive_int
-from superposition._io import load_saved, save_with_config
 from superposition.sae.config import FitHistory, Schedule
 from superposition.sae.evaluate import SAEMetrics, evaluate
+from superposition.sae.formats import Format, load_folder, save_folder
+from superposition.sae.formats.native import load_native, save_native
 from superposition.sae.kinds import KINDS, Kind, SAEKind, build
 from superposition.sae.kinds.jumprelu import DEFAULT_L0
 from superposition.sae.kinds.relu import DEFAULT_L1
@@ -40,12 +41,10 @@ from superposition.sae.train import fit
 
 if TYPE_CHECKING:
     from superposition.plot import SAEPlots
+    from superposition.probe.sites import Site
     from superposition.sae.fidelity import Fidelity
 
 __all__ = ["DEFAULT_L0", "DEFAULT_L1", "KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
-
-_FORMAT_VERSION = 1
-
 
 _PARAM_DTYPES = (torch.float32, torch.float64)
 
@@ -136,6 +135,8 @@ class SparseAutoencoder(nn.Module):
         self.seed = seed
         self.history = None
         self.fitted = False
+        self._layer: int | None = None
+        self._site: Site | None = None
 
         g = torch.Generator()
         if seed is None:
@@ -203,6 +204,33 @@ class SparseAutoencoder(nn.Module):
                 f"log_threshold only exists for kind='jumprelu', not {self.kind!r}"
             )
         return views["log_threshold"]
+
+    @property
+    def layer(self) -> int | None:
+        """The layer the SAE reads, when known (``None`` otherwise): set by :meth:`load` from
+        an SAELens ``hook_name`` or a sparsify hook point, by ``superposition sae train``, or
+        by hand; saved with the SAE, and the default of :meth:`fidelity`."""
+        return self._layer
+
+    @layer.setter
+    def layer(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(f"layer must be a non-negative int or None, got {value!r}")
+        self._layer = value
+
+    @property
+    def site(self) -> Site | None:
+        """The site of that layer (:mod:`superposition.probe.sites`), when known; a
+        TransformerLens name is accepted and stored as the site it names."""
+        return self._site
+
+    @site.setter
+    def site(self, value: str | None) -> None:
+        from superposition.probe.sites import site_name
+
+        self._site = None if value is None else site_name(value)
 
     @property
     def input_scale(self) -> float:
@@ -288,8 +316,11 @@ class SparseAutoencoder(nn.Module):
         """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``, on the SAE's device."""
         return self.decode(self.encode(x))
 
-    def fidelity(self, model: nn.Module, texts: Any, layer: int, **kwargs: Any) -> Fidelity:
-        """How much of ``model``'s behaviour survives this SAE spliced into ``layer``.
+    def fidelity(
+        self, model: nn.Module, texts: Any, layer: int | None = None, **kwargs: Any
+    ) -> Fidelity:
+        """How much of ``model``'s behaviour survives this SAE spliced into ``layer`` (default:
+        :attr:`layer`, at :attr:`site`).
 
         Loss recovered against zero- and mean-ablation on ``texts``: see
         :func:`superposition.sae.fidelity.sae_fidelity`, whose keyword arguments it takes.
@@ -503,12 +534,17 @@ class SparseAutoencoder(nn.Module):
             "seed": self.seed,
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, format: Format = "native") -> Path:
         """Save to ``path.safetensors`` (the weights, as CPU tensors from any device) and
         ``path.json`` (the config).
 
         ``path`` may be given with or without its ``.safetensors`` suffix. Nothing is pickled;
         both files are written atomically. Returns the weights' path.
+
+        ``format="saelens"`` writes the folder ``path`` as SAELens writes one (``cfg.json`` +
+        ``sae_weights.safetensors``, opened by SAELens's ``SAE.load_from_disk``);
+        ``format="sparsify"`` as sparsify does (``cfg.json`` + ``sae.safetensors``, TopK
+        SAEs only). See :mod:`superposition.sae.formats` for the conventions.
 
         Examples:
             >>> import tempfile, pathlib
@@ -518,19 +554,27 @@ class SparseAutoencoder(nn.Module):
             ...     torch.equal(SparseAutoencoder.load(p).W_dec, sae.W_dec)
             True
         """
-        tensors = {
-            "W_enc": self.W_enc,
-            "W_dec": self.W_dec,
-            "b_enc": self.b_enc,
-            "b_dec": self.b_dec,
-            "input_scale": self.scale,
-            "threshold": self.threshold,
-        }
-        views = self._views(self.params)
-        for name in self.rule.extra_parameters(self.d_in, self.d_sae):
-            tensors[name] = views[name]
-        meta = {"format_version": _FORMAT_VERSION, "config": self.config(), "fitted": self.fitted}
-        return save_with_config(path, tensors, meta)
+        if format != "native":
+            return save_folder(self, Path(path), format)
+        return save_native(self, path)
+
+    @classmethod
+    def from_pretrained(
+        cls, release: str, sae_id: str, *, device: torch.device | str | None = None, **hub: Any
+    ) -> SparseAutoencoder:
+        """A pretrained dictionary by name, through SAELens's registry and the Hugging Face
+        cache (``hub``: ``cache_dir=``, ``local_files_only=``); see
+        :mod:`superposition.sae.formats.pretrained`.
+
+        Examples:
+            >>> SparseAutoencoder.from_pretrained("gpt2-small-res-jb", "blocks.99.hook_mlp_out")
+            Traceback (most recent call last):
+            ...
+            ValueError: SAELens's release 'gpt2-small-res-jb' has no SAE 'blocks.99.hook_mlp_out'...
+        """
+        from superposition.sae.formats.pretrained import load_pretrained
+
+        return load_pretrained(release, sae_id, None if device is None else _device(device), **hub)
 
     @classmethod
     def load(
@@ -539,24 +583,17 @@ class SparseAutoencoder(nn.Module):
         """Load an SAE written by :meth:`save` (``path`` with or without its suffix), onto
         ``device`` (default the CPU), in the dtype it was saved in.
 
+        A folder is read as an SAELens folder (``cfg.json`` + ``sae_weights.safetensors``) or
+        a sparsify one (``cfg.json`` + ``sae.safetensors``), whichever it holds; where such an
+        SAE reads (SAELens's ``hook_name``, sparsify's hook point) becomes :attr:`layer` and
+        :attr:`site`. See :mod:`superposition.sae.formats`.
+
         Examples:
             >>> SparseAutoencoder.load("missing")  # doctest: +IGNORE_EXCEPTION_DETAIL
             Traceback (most recent call last):
             FileNotFoundError: ...
         """
         where = None if device is None else _device(device)
-        tensors, meta = load_saved(path, "SparseAutoencoder", _FORMAT_VERSION)
-        # Built in the saved weights' dtype, so that a float64 SAE comes back float64.
-        model = cls(**meta["config"], device=where, dtype=tensors["W_enc"].dtype)
-        with torch.no_grad():
-            model.W_enc.copy_(tensors["W_enc"])
-            model.W_dec.copy_(tensors["W_dec"])
-            model.b_enc.copy_(tensors["b_enc"])
-            model.b_dec.copy_(tensors["b_dec"])
-            model.scale.copy_(tensors["input_scale"])
-            model.threshold.copy_(tensors["threshold"])
-            views = model._views(model.params)
-            for name in model.rule.extra_parameters(model.d_in, model.d_sae):
-                views[name].copy_(tensors[name])
-        model.fitted = bool(meta.get("fitted", False))
-        return model
+        if Path(path).is_dir():
+            return load_folder(Path(path), where)
+        return load_native(cls, path, where)

@@ -1,0 +1,97 @@
+"""sparsify checkpoints in and out, checked against sparsify's own ``SparseCoder``: one built
+and saved by sparsify loads here and encodes and decodes as sparsify does; ours saved with
+``format="sparsify"`` loads in sparsify and agrees. Float64 throughout (tolerance 1e-9)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from superposition import SparseAutoencoder
+
+sparsify = pytest.importorskip("sparsify")
+from sparsify import SaeConfig, SparseCoder  # noqa: E402
+
+D_IN, D_SAE, K, TOL = 16, 64, 5, 1e-9
+
+
+def _generator() -> torch.Generator:
+    g = torch.Generator()
+    print("seed", g.seed())
+    return g
+
+
+def _theirs(g: torch.Generator, **cfg: Any) -> Any:
+    coder = SparseCoder(D_IN, SaeConfig(num_latents=D_SAE, k=K, **cfg), dtype=torch.float64)
+    with torch.no_grad():
+        for p in coder.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return coder
+
+
+def _dense(coder: Any, x: torch.Tensor) -> torch.Tensor:
+    out = coder.encode(x)
+    return torch.zeros(x.shape[0], D_SAE, dtype=x.dtype).scatter_(1, out.top_indices, out.top_acts)
+
+
+def _agree(coder: Any, ours: SparseAutoencoder, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        z = _dense(coder, x)
+        assert (z != 0).any()
+        torch.testing.assert_close(ours.encode(x), z, atol=TOL, rtol=TOL)
+        top = coder.encode(x)
+        torch.testing.assert_close(
+            ours(x), coder.decode(top.top_acts, top.top_indices), atol=TOL, rtol=TOL
+        )
+
+
+def test_a_sparsify_coder_loads_and_agrees_both_ways(tmp_path: Path) -> None:
+    g = _generator()
+    coder = _theirs(g)
+    coder.save_to_disk(tmp_path / "layers.3.mlp")
+    ours = SparseAutoencoder.load(tmp_path / "layers.3.mlp")
+    assert (ours.kind, ours.k, ours.layer, ours.site) == ("topk", K, 3, "mlp_out")
+    x = torch.randn(64, D_IN, generator=g, dtype=torch.float64)
+    _agree(coder, ours, x)
+
+    ours.save(tmp_path / "h.1", format="sparsify")
+    again = SparseCoder.load_from_disk(tmp_path / "h.1")
+    _agree(again, ours, x)
+    assert SparseAutoencoder.load(tmp_path / "h.1").site == "resid_post"
+
+
+def test_ours_trained_then_opened_by_sparsify(tmp_path: Path) -> None:
+    from superposition import SyntheticFeatures
+
+    x = SyntheticFeatures(D_SAE, D_IN, firing_probability=0.1, seed=0).sample(512).double() * 4
+    ours = SparseAutoencoder(D_IN, D_SAE, k=K, seed=0, dtype=torch.float64).fit(
+        x, samples=2048, batch_size=256
+    )
+    assert ours.input_scale != 1.0
+    ours.save(tmp_path / "sae", format="sparsify")
+    _agree(SparseCoder.load_from_disk(tmp_path / "sae"), ours, x[:64])
+
+
+def test_a_skip_connection_is_refused(tmp_path: Path) -> None:
+    _theirs(_generator(), skip_connection=True).save_to_disk(tmp_path / "skip")
+    with pytest.raises(ValueError, match="skip connection"):
+        SparseAutoencoder.load(tmp_path / "skip")
+
+
+def test_other_kinds_cannot_be_written_as_sparsify(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="TopK coders only"):
+        SparseAutoencoder(4, 8, kind="relu").save(tmp_path / "x", format="sparsify")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_config_that_disagrees_with_the_weights_is_refused(tmp_path: Path) -> None:
+    _theirs(_generator()).save_to_disk(tmp_path / "c")
+    cfg = json.loads((tmp_path / "c/cfg.json").read_text())
+    cfg["num_latents"] = D_SAE * 2
+    (tmp_path / "c/cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="disagree"):
+        SparseAutoencoder.load(tmp_path / "c")
