@@ -166,35 +166,22 @@ def test_a_norm_scaling_factor_becomes_the_input_scale(tmp_path: Path) -> None:
         torch.testing.assert_close(ours(x), theirs(x), atol=TOL, rtol=TOL)
 
 
-def test_without_a_factor_the_folder_loads_as_saelens_loads_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("normalization", "warning"),
+    [("expected_average_only_in", "no norm_scaling_factor"), ("covariance_whitening", "whitened")],
+)
+def test_normalised_folders_without_their_statistics_load_as_saelens_loads_them(
+    tmp_path: Path, normalization: str, warning: str
+) -> None:
+    """No norm scaling factor, or a whitening saved before SAELens folded it into the weights:
+    SAELens's own load_from_disk applies nothing, and neither does this library (it warns)."""
     g = _generator()
-    theirs = TopKSAE(
-        TopKSAEConfig(
-            d_in=D_IN,
-            d_sae=D_SAE,
-            k=3,
-            dtype="float64",
-            normalize_activations="expected_average_only_in",
-        )
-    )
+    cfg = TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, dtype="float64")
+    cfg.normalize_activations = normalization  # type: ignore[assignment]
+    theirs = TopKSAE(cfg)
     _randomise(theirs, g)
     theirs.save_model(tmp_path / "sl")
-    with pytest.warns(UserWarning, match="no norm_scaling_factor"):
-        ours = SparseAutoencoder.load(tmp_path / "sl")
-    _agree(SAE.load_from_disk(tmp_path / "sl", dtype="float64"), ours, _inputs(g))
-
-
-def test_whitened_folders_load_as_saelens_loads_them(tmp_path: Path) -> None:
-    """Saved before SAELens folded its whitening in: its own load_from_disk applies none."""
-    g = _generator()
-    theirs = StandardSAE(
-        StandardSAEConfig(
-            d_in=D_IN, d_sae=D_SAE, dtype="float64", normalize_activations="covariance_whitening"
-        )
-    )
-    _randomise(theirs, g)
-    theirs.save_model(tmp_path / "sl")
-    with pytest.warns(UserWarning, match="whitened"):
+    with pytest.warns(UserWarning, match=warning):
         ours = SparseAutoencoder.load(tmp_path / "sl")
     _agree(SAE.load_from_disk(tmp_path / "sl", dtype="float64"), ours, _inputs(g))
 
