@@ -56,7 +56,7 @@ with zipfile.ZipFile(wheel) as zf:
 problems = []
 for need in ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md",
              "src/superposition/__init__.py", "src/superposition/py.typed",
-             "src/superposition/cli.py", "tests/conftest.py"):
+             "src/superposition/cli/__init__.py", "tests/conftest.py"):
     if need not in names:
         problems.append(f"sdist lacks {need}")
 if not any(n.startswith("tests/properties/") for n in names):
@@ -68,7 +68,7 @@ for junk in (".venv/", "docs/_build/", "dist/", ".hypothesis/", "superposition-o
 if any("__pycache__" in n for n in names | wheel_names):
     problems.append("an archive contains __pycache__")
 
-for need in ("superposition/__init__.py", "superposition/py.typed", "superposition/cli.py",
+for need in ("superposition/__init__.py", "superposition/py.typed", "superposition/cli/__init__.py",
              "superposition/explorer/static/explorer.js",
              "superposition/explorer/static/explorer.css",
              "superposition/explorer/static/explorer.html"):
