@@ -20,17 +20,14 @@ _TOKENIZE_TEXTS = 1024  # texts per tokenizer call in count_tokens: bounded memo
 
 
 class CorpusSplit(NamedTuple):
-    """The texts an SAE trains on and the texts it is judged on (:func:`split_corpus`).
-
-    Attributes:
-        train: the training texts.
-        held_out: the texts to evaluate on.
-        disjoint: whether ``held_out`` is truly held out (no text of ``train``).
-    """
+    """The texts an SAE trains on and the texts it is judged on (:func:`split_corpus`)."""
 
     train: Corpus
+    """The training texts."""
     held_out: Corpus
+    """The texts to evaluate on."""
     disjoint: bool
+    """Whether ``held_out`` is truly held out (no text of ``train``)."""
 
 
 def split_corpus(
