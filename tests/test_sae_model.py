@@ -110,6 +110,21 @@ def test_evaluate_fvu_is_centred() -> None:
     assert sae.evaluate(x).fvu == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 7, 1000])
+def test_evaluate_in_any_batches_gives_the_closed_form(rows: int) -> None:
+    """Batch by batch (down to one row: the variance is merged across batches) equals FVU's
+    closed form on the whole data, even with a mean far larger than the spread."""
+    from superposition.metrics import fraction_of_variance_unexplained
+
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(40, 6, generator=gen, dtype=torch.float64) + 1e3
+    sae = SparseAutoencoder(6, 12, k=2, seed=0, dtype=torch.float64)
+    with torch.no_grad():
+        xhat = sae(x)
+    m = sae.evaluate(x, batch_size=rows)
+    assert m.fvu == pytest.approx(fraction_of_variance_unexplained(x, xhat), rel=1e-9)
+
+
 # ------------------------------------------------------------------ result 4: persistence
 
 

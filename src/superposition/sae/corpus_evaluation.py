@@ -18,6 +18,7 @@ from torch import nn
 
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
+from superposition.sae.evaluate import Quality
 from superposition.sae.fidelity import Fidelity
 from superposition.sae.model import SAEMetrics, SparseAutoencoder
 
@@ -101,9 +102,12 @@ def evaluate_on_corpus(
     """
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
     probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=progress or None)
-    acts = probe.run(texts)
-    quality = sae.evaluate(acts.values)
+    # Batch by batch as the model gives them: memory does not grow with the texts.
+    quality = Quality(sae)
+    with probe.capture(texts, distributed=False) as batches:
+        for captured in batches:
+            quality.add(captured["neurons"])
     fidelity = sae.fidelity(model, texts, layer, tokenizer=tokenizer)
     return CorpusEvaluation(
-        n_texts=fidelity.n_texts, n_tokens=acts.n_tokens, quality=quality, fidelity=fidelity
+        n_texts=fidelity.n_texts, n_tokens=quality.n, quality=quality.result(), fidelity=fidelity
     )

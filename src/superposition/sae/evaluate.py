@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from superposition import metrics
 from superposition._checks import positive_int as _positive_int
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
-__all__ = ["SAEMetrics", "evaluate"]
+__all__ = ["Quality", "SAEMetrics", "default_batch_rows", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -40,38 +39,89 @@ class SAEMetrics:
     samples: int
 
 
-@torch.no_grad()
-def evaluate(sae: SparseAutoencoder, x: Tensor, batch_size: int) -> SAEMetrics:
+def default_batch_rows(d_sae: int) -> int:
+    """Rows evaluated at a time: the dense latents ``[rows, d_sae]`` stay near 64 MiB of
+    float32 (``2**24 / d_sae`` rows, at least 256), whatever the data's size.
+
+    Examples:
+        >>> default_batch_rows(6144), default_batch_rows(64)
+        (2730, 65536)
+    """
+    return max(256, min(65_536, 2**24 // d_sae))
+
+
+class Quality:
+    """:class:`SAEMetrics` accumulated batch by batch, so that data far larger than memory (a
+    corpus's activations, captured a batch at a time) is measured in bounded memory.
+
+    The centred variance of FVU's denominator is merged across batches (Chan et al.'s pairwise
+    update, per feature, in float64), so no pass needs the data's mean in advance.
+    """
+
+    def __init__(self, sae: SparseAutoencoder) -> None:
+        self.sae = sae
+        self.n = 0
+        self.err_sq = 0.0
+        self.active = 0
+        self.shrink = 0.0
+        self.nonzero = 0
+        self.fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.params.device)
+        self.mean = torch.zeros(sae.d_in, dtype=torch.float64)
+        self.m2 = torch.zeros(sae.d_in, dtype=torch.float64)
+
+    @torch.no_grad()
+    def add(self, x: Tensor, *, batch_rows: int | None = None) -> None:
+        """Measure the SAE on the rows of ``x: [n, d_in]`` (any device), ``batch_rows`` (default
+        :func:`default_batch_rows`) at a time."""
+        sae = self.sae
+        x = sae._check_input(x, move=False)
+        step = batch_rows or default_batch_rows(sae.d_sae)
+        for start in range(0, x.shape[0], step):
+            xb = x[start : start + step].to(sae.params.device, non_blocking=True)
+            z = sae.encode(xb)
+            xhat = sae.decode(z)
+            self.active += int((z != 0).sum())
+            self.fired |= (z != 0).any(0)
+            del z
+            xd = xb.double()
+            self.err_sq += float((xd - xhat.double()).square().sum())
+            norm = xd.norm(dim=1)
+            keep = norm > 0
+            self.shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
+            self.nonzero += int(keep.sum())
+            # Chan et al.: merge this batch's mean and sum of squared deviations.
+            nb = xd.shape[0]
+            mean_b = xd.mean(0)
+            m2_b = (xd - mean_b).square().sum(0)
+            total = self.n + nb
+            delta = (mean_b - self.mean.to(xd.device)).cpu()
+            self.mean += delta * (nb / total)
+            self.m2 += m2_b.cpu() + delta.square() * (self.n * nb / total)
+            self.n = total
+
+    def result(self) -> SAEMetrics:
+        """The metrics of every row added so far."""
+        n, sae = self.n, self.sae
+        if n < 2:
+            raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
+        variance = float(self.m2.sum())
+        return SAEMetrics(
+            l0=self.active / n,
+            fvu=self.err_sq / variance if variance > 0 else math.nan,
+            mse=self.err_sq / (n * sae.d_in),
+            dead_fraction=float((~self.fired).sum()) / sae.d_sae,
+            shrinkage=self.shrink / self.nonzero if self.nonzero else math.nan,
+            samples=n,
+        )
+
+
+def evaluate(sae: SparseAutoencoder, x: Tensor, batch_size: int | None = None) -> SAEMetrics:
     """The body of :meth:`~superposition.SparseAutoencoder.evaluate`."""
     x = sae._check_input(x, move=False)
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError(f"x must hold at least 2 samples to measure variance, got {n}")
-    _positive_int(batch_size, "batch_size")
-    err_sq = 0.0
-    active = 0
-    shrink = 0.0
-    nonzero = 0
-    fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.params.device)
-    xhats = []
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size].to(sae.params.device, non_blocking=True)
-        z = sae.encode(xb)
-        xhat = sae.decode(z)
-        xhats.append(xhat.to(x.device))
-        active += int((z != 0).sum())
-        fired |= (z != 0).any(0)
-        err_sq += float((xb - xhat).double().square().sum())
-        norm = xb.double().norm(dim=1)
-        keep = norm > 0
-        shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
-        nonzero += int(keep.sum())
-    fvu = metrics.fraction_of_variance_unexplained(x, torch.cat(xhats))
-    return SAEMetrics(
-        l0=active / n,
-        fvu=fvu,
-        mse=err_sq / (n * sae.d_in),
-        dead_fraction=float((~fired).sum()) / sae.d_sae,
-        shrinkage=shrink / nonzero if nonzero else math.nan,
-        samples=n,
-    )
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold at least 2 samples to measure variance, got {x.shape[0]}")
+    if batch_size is not None:
+        _positive_int(batch_size, "batch_size")
+    quality = Quality(sae)
+    quality.add(x, batch_rows=batch_size)
+    return quality.result()

@@ -330,11 +330,12 @@ class SparseAutoencoder(nn.Module):
         return sae_fidelity(self, model, texts, layer, **kwargs)
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, *, batch_size: int = 65_536) -> SAEMetrics:
+    def evaluate(self, x: Tensor, *, batch_size: int | None = None) -> SAEMetrics:
         """Reconstruction quality on ``x: [samples, d_in]`` (see :class:`SAEMetrics`).
 
-        ``x`` stays where it is; each batch of ``batch_size`` rows is moved to the SAE's
-        device in turn, so a GPU SAE evaluates a CPU tensor larger than its memory.
+        ``x`` stays where it is; each batch of ``batch_size`` rows (default: about 64 MiB of
+        latents) is moved to the SAE's device in turn, so memory stays bounded and a GPU SAE
+        evaluates a CPU tensor larger than its memory.
 
         Examples:
             >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)

@@ -271,11 +271,14 @@ class ActivationStore:
             buffer = rows if buffer is None else torch.cat([buffer, rows])
             if buffer.shape[0] < self.buffer_rows:
                 continue
-            buffer = buffer[torch.randperm(buffer.shape[0], generator=generator)]
+            # Batches gathered through the permutation (the same rows as permuting the whole
+            # buffer first, without a second buffer-sized copy); the kept rows are copied out
+            # so that the old buffer is freed before the next one is built.
+            perm = torch.randperm(buffer.shape[0], generator=generator)
             n_out = (buffer.shape[0] - keep) // B * B
             for start in range(0, n_out, B):
-                yield buffer[start : start + B]
-            buffer = buffer[n_out:]
+                yield buffer[perm[start : start + B]]
+            buffer = buffer[perm[n_out:]]
         if buffer is not None and buffer.shape[0]:
             buffer = buffer[torch.randperm(buffer.shape[0], generator=generator)]
             for start in range(0, buffer.shape[0], B):
