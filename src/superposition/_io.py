@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["atomic_path", "atomic_write", "load_saved", "save_with_config", "saved_paths"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "damaged",
+    "load_saved",
+    "read_json",
+    "save_with_config",
+    "saved_paths",
+]
 
 TENSOR_SUFFIX = ".safetensors"
 
@@ -144,11 +152,49 @@ def load_saved(
             raise FileNotFoundError(
                 f"cannot load a {what} from {str(path)!r}: {str(p)!r} does not exist"
             )
-    meta = json.loads(config.read_text())
+    meta = read_json(config, what)
     if not isinstance(meta, dict) or meta.get("format_version") != format_version:
         got = meta.get("format_version") if isinstance(meta, dict) else None
         raise ValueError(
             f"{str(config)!r} has format_version {got!r}, expected {format_version}; "
             f"it was not written by this version's {what}.save"
         )
-    return load_file(str(weights)), meta
+    with damaged(weights, what):
+        return load_file(str(weights)), meta
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON in ``path``; a damaged file is a ValueError that names it and says what to do.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(d, "x.json").write_text('{"a": 1')
+        ...     read_json(Path(d, "x.json"), "SparseAutoencoder")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: '.../x.json' is damaged (not valid JSON: ...); save the SparseAutoencoder again
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{str(path)!r} is damaged (not valid JSON: {err}); save the {what} again"
+        ) from err
+
+
+@contextmanager
+def damaged(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Within the block, safetensors' errors about ``path`` (truncated, empty, a header that
+    does not parse) become one ValueError that names the file and says what to do."""
+    try:
+        yield
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
+        if type(err).__name__ != "SafetensorError" and not isinstance(err, (OSError, RuntimeError)):
+            raise
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(
+            f"{str(path)!r} is damaged or not a safetensors file ({err}): it may have been cut "
+            f"short or overwritten; save the {what} again (or delete the file)"
+        ) from err

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
-from superposition._io import atomic_path, atomic_write, saved_paths
+from superposition._io import atomic_path, atomic_write, damaged, read_json, saved_paths
 from superposition.metrics import NeuronStatistics
 from superposition.probe.streaming import StreamingStatistics
 
@@ -308,15 +308,16 @@ class Activations:
                     f"expected {p} (written by Activations.save together with "
                     f"{path.name} and {side.name}), but it does not exist"
                 )
-        with safe_open(str(path), framework="pt") as f:
+        with damaged(path, "Activations"), safe_open(str(path), framework="pt") as f:
             fmt = (f.metadata() or {}).get("format")
-        meta = json.loads(side.read_text(encoding="utf-8"))
+        meta = read_json(side, "Activations")
         if fmt != _FORMAT or not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise ValueError(
                 f"{path} is not a saved Activations (expected format {_FORMAT!r}, got {fmt!r}); "
                 "write it with Activations.save"
             )
-        t = load_file(str(path))
+        with damaged(path, "Activations"):
+            t = load_file(str(path))
         return cls(
             t["values"],
             tokens=[str(s) for s in meta["tokens"]],

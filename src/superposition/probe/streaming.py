@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
-from superposition._io import atomic_path, saved_paths
+from superposition._io import atomic_path, damaged, saved_paths
 from superposition.metrics import NeuronStatistics
 
 __all__ = ["StreamingStatistics"]
@@ -345,7 +345,7 @@ class StreamingStatistics:
             raise FileNotFoundError(
                 f"expected {path} (written by StreamingStatistics.save), but it does not exist"
             )
-        with safe_open(str(path), framework="pt") as f:
+        with damaged(path, "StreamingStatistics"), safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             fmt = meta.get("format")
             if fmt in _OLD_STATS_FORMATS:

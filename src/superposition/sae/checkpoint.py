@@ -150,7 +150,10 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
             f"cannot resume from {str(path)!r}: {str(weights)!r} does not exist; pass the "
             "checkpoint= path of the run to resume"
         )
-    with safe_open(str(weights), "pt") as f:
+    with (
+        _io.damaged(weights, "checkpoint (rerun without resume=)"),
+        safe_open(str(weights), "pt") as f,
+    ):
         header = f.metadata() or {}
     try:
         meta = json.loads(header["checkpoint"])
@@ -171,7 +174,8 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
                 f"{_differences(meta[part], identity[part])}; resume with the SAE, fit "
                 "arguments and source of the run that wrote it (or start afresh without resume=)"
             )
-    t = load_file(str(weights))
+    with _io.damaged(weights, "checkpoint (rerun without resume=)"):
+        t = load_file(str(weights))
     history = FitHistory(**{k: meta["history"][k] for k in HISTORY_FIELDS})
     pending = meta["pending"]
     return Resume(

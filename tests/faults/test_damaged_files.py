@@ -1,0 +1,104 @@
+"""Damaged files: every format the library reads, cut short, emptied or with a broken JSON
+sidecar, fails in one ValueError that names the file and says what to do, before any work
+(issue 26, first cases). Each file is a real one written by the library, then damaged."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import superposition as sp
+
+
+def _sae(d: Path) -> tuple[Path, Callable[[], Any]]:
+    path = sp.SparseAutoencoder(4, 8, k=2, seed=0).save(d / "sae")
+    return path, lambda: sp.SparseAutoencoder.load(path)
+
+
+def _toy(d: Path) -> tuple[Path, Callable[[], Any]]:
+    path = sp.ToyModel(5, 2, seed=0).save(d / "toy")
+    return path, lambda: sp.ToyModel.load(path)
+
+
+def _activations(d: Path) -> tuple[Path, Callable[[], Any]]:
+    acts = sp.Activations(
+        torch.randn(3, 4),
+        tokens=["a", "b", "c"],
+        token_ids=torch.arange(3),
+        text_index=torch.zeros(3, dtype=torch.long),
+        position=torch.arange(3),
+        layer=0,
+        module_name="m",
+        model_name="x",
+    )
+    path = acts.save(d / "acts")
+    return path, lambda: sp.Activations.load(path)
+
+
+def _stats(d: Path) -> tuple[Path, Callable[[], Any]]:
+    path = sp.StreamingStatistics().update(torch.randn(5, 3)).save(d / "stats")
+    return path, lambda: sp.StreamingStatistics.load(path)
+
+
+def _saelens(d: Path) -> tuple[Path, Callable[[], Any]]:
+    sp.SparseAutoencoder(4, 8, k=2, seed=0).save(d / "sl", format="saelens")
+    return d / "sl" / "sae_weights.safetensors", lambda: sp.SparseAutoencoder.load(d / "sl")
+
+
+def _sparsify(d: Path) -> tuple[Path, Callable[[], Any]]:
+    sp.SparseAutoencoder(4, 8, k=2, seed=0).save(d / "sf", format="sparsify")
+    return d / "sf" / "sae.safetensors", lambda: sp.SparseAutoencoder.load(d / "sf")
+
+
+FORMATS = {
+    "SparseAutoencoder": _sae,
+    "ToyModel": _toy,
+    "Activations": _activations,
+    "StreamingStatistics": _stats,
+    "SAELens folder": _saelens,
+    "sparsify folder": _sparsify,
+}
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\xff" * 64)
+
+
+@pytest.mark.parametrize("damage", [_cut, _empty, _garbage], ids=["cut", "empty", "garbage"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_damaged_weights_file_names_itself(
+    tmp_path: Path, fmt: str, damage: Callable[[Path], None]
+) -> None:
+    weights, load = FORMATS[fmt](tmp_path)
+    load()  # intact, it loads
+    damage(weights)
+    with pytest.raises(ValueError, match=re.escape(str(weights))) as err:
+        load()
+    assert "damaged" in str(err.value) or "not a safetensors file" in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["SparseAutoencoder", "ToyModel", "Activations", "SAELens folder"])
+def test_a_damaged_json_sidecar_names_itself(tmp_path: Path, fmt: str) -> None:
+    weights, load = FORMATS[fmt](tmp_path)
+    sidecar = (
+        weights.parent / "cfg.json"
+        if fmt.endswith("folder")
+        else weights.with_name(weights.name.removesuffix(".safetensors") + ".json")
+    )
+    assert sidecar.is_file()
+    sidecar.write_text(sidecar.read_text()[:10])
+    with pytest.raises(ValueError, match=re.escape(str(sidecar))):
+        load()
