@@ -117,8 +117,8 @@ class Quality:
 
 def evaluate(sae: SparseAutoencoder, x: Tensor, batch_size: int | None = None) -> SAEMetrics:
     """The body of :meth:`~superposition.SparseAutoencoder.evaluate`."""
-    x = sae._check_input(x, move=False)
-    if x.shape[0] < 2:
+    # Quality.add validates x (one pass over it); the sample count is checked before any work.
+    if isinstance(x, Tensor) and x.ndim == 2 and x.shape[0] < 2:
         raise ValueError(f"x must hold at least 2 samples to measure variance, got {x.shape[0]}")
     if batch_size is not None:
         _positive_int(batch_size, "batch_size")

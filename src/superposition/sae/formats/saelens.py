@@ -214,11 +214,7 @@ def _kind(
         # SAELens: relu(pre) · (pre > θ); a θ at or below 0 acts as 0, whose log is -inf.
         w["log_threshold"] = t["threshold"].clamp_min(0.0).log()
         return "jumprelu", {}, 0.0
-    k = cfg.get("k")
-    if isinstance(k, float) and k.is_integer():
-        k = int(k)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"{str(cfg_path)!r} must give k as a positive integer, got {k!r}")
+    k = config_int(cfg, "k", cfg_path)
     if arch == "topk":
         return "topk", {"k": k}, 0.0
     return "batchtopk", {"k": k}, float(t["topk_threshold"])
