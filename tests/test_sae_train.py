@@ -109,6 +109,21 @@ def test_gradients_match_autograd(kind: str, with_dead: bool) -> None:
         assert float(expected[-16:].abs().sum()) > 0
 
 
+@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
+def test_gathered_route_matches_autograd(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route a GPU takes (decoder rows gathered a chunk at a time) is right too: the
+    CPU's sparse products stand aside and the chunks are made small enough to be several."""
+    from superposition.sae.gradients import Step
+
+    monkeypatch.setattr(Step, "sparse_gradients", Step._gathered_gradients)
+    monkeypatch.setattr("superposition.sae.gradients._GATHER_FLOATS", 40)
+    sae = trained_like(kind)
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    autograd_loss(sae, x, None, 3).backward()
+    assert sae.params.grad is not None
+    torch.testing.assert_close(gradients(sae, x), sae.params.grad, rtol=1e-9, atol=1e-10)
+
+
 def test_lr_schedule_warms_up_and_decays_to_near_zero() -> None:
     mults = [lr_multiplier("linear", s, 100, 0.1, 0.2) for s in range(100)]
     assert mults[0] == pytest.approx(0.1)

@@ -18,13 +18,42 @@ import torch
 from torch import Tensor
 
 from superposition.sae.kinds.base import SAEKind, auxk_gradients
-from superposition.sae.kinds.topk import check_k, gather_rows
+from superposition.sae.kinds.topk import check_k
 
 if TYPE_CHECKING:
     from superposition.sae.gradients import Step
     from superposition.sae.model import SparseAutoencoder
 
-__all__ = ["BatchTopK"]
+__all__ = ["BatchTopK", "batch_topk"]
+
+
+def batch_topk(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k·B`` largest entries of ``pre: [B, d_sae]`` as ``(values, flat indices)``,
+    in no particular order (ties broken arbitrarily, as ``topk`` does).
+
+    On a CPU one ``topk`` over all ``B·d_sae`` entries is slow (0.49 s at 4096 x 6144, ten
+    times a row-wise ``topk``), so the candidates are first each row's ``4k`` largest: the
+    batch's largest ``k·B`` are among them unless some row has more than ``4k`` of them,
+    which the check (every row's smallest candidate at most the smallest kept) rules out;
+    when it fails the whole batch is searched. The check reads a number back, so a GPU
+    (whose ``topk`` is fast) searches the whole batch at once.
+
+    Examples:
+        >>> pre = torch.tensor([[5.0, 4.0, 3.0], [0.0, 1.0, 2.0]])
+        >>> vals, flat = batch_topk(pre, 1)
+        >>> sorted(flat.tolist()), sorted(vals.tolist())
+        ([0, 1], [4.0, 5.0])
+    """
+    B, d_sae = pre.shape
+    n = k * B
+    wide = 4 * k
+    if pre.device.type == "cpu" and wide < d_sae:
+        cand, where = pre.topk(wide, dim=1, sorted=False)
+        vals, pick = cand.view(-1).topk(n, sorted=False)
+        if bool((cand.amin(1) <= vals.min()).all()):
+            rows = torch.div(pick, wide, rounding_mode="floor")
+            return vals, where.view(-1)[pick] + rows * d_sae
+    return pre.view(-1).topk(n, sorted=False)
 
 
 @dataclass(frozen=True)
@@ -47,9 +76,10 @@ class BatchTopK(SAEKind):
         self, step: Step, xn: Tensor, xc: Tensor, pre: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         B = xn.shape[0]
-        vals, flat = pre.view(-1).topk(self.k * B, sorted=False)
-        rows, cols = flat // step.d_sae, flat % step.d_sae
-        vals = vals.relu_()
+        vals, flat = batch_topk(pre, self.k)
+        flat, order = flat.sort()  # compressed rows, columns in order
+        vals = vals[order].relu_()
+        cols = flat % step.d_sae
         # Bussmann et al.: the inference threshold is the running average of the smallest
         # activation the batch kept (unchanged when it kept none), found without boolean
         # indexing, which would wait for a GPU.
@@ -57,18 +87,8 @@ class BatchTopK(SAEKind):
         step.threshold.copy_(
             torch.where(low < math.inf, step.threshold.lerp(low, 0.01), step.threshold)
         )
-        # The k·B coordinates a chunk at a time (in order, so every index_add_ adds the same
-        # terms in the same order): the gathered decoder rows of a whole batch are k·B x d_in
-        # (805 MB at 4096 x 32 x 1536), and the backward makes several more of that size.
-        chunk = gather_rows(1, step.d_in)
-        parts = [slice(s, s + chunk) for s in range(0, vals.shape[0], chunk)]
-        xhat = step.b_dec.expand(B, -1).clone()
-        for c in parts:
-            xhat.index_add_(0, rows[c], step.W_dec[cols[c]] * vals[c, None])
-        err = xhat - xn
-        delta = err * (2.0 / B)
-        for c in parts:
-            step.sparse_backward(rows[c], cols[c], vals[c], step.W_dec[cols[c]], delta, xc)
+        crow = torch.searchsorted(flat, torch.arange(B + 1, device=flat.device) * step.d_sae)
+        err, delta = step.sparse_gradients(crow, cols, vals, xn, xc)
         active = vals > 0
         step.mark_fired(cols, active)
         return err, delta, active.sum()

@@ -2,8 +2,10 @@
 (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"). No penalty; AuxK on dead
 latents.
 
-Only the ``k`` selected latents of each row carry gradient, so the step works on ``[B, k]``
-coordinates with batched products (see :mod:`superposition.sae.gradients` for the formulas).
+Only the ``k`` selected latents of each row carry gradient, so the step keeps them as ``k``
+coordinates per row and works with sparse products
+(:meth:`~superposition.sae.gradients.Step.sparse_gradients`; the formulas are in
+:mod:`superposition.sae.gradients`).
 """
 
 from __future__ import annotations
@@ -21,17 +23,7 @@ if TYPE_CHECKING:
     from superposition.sae.gradients import Step
     from superposition.sae.model import SparseAutoencoder
 
-__all__ = ["TopK", "check_k", "gather_rows"]
-
-
-def gather_rows(k: int, d_in: int) -> int:
-    """Rows per chunk of the sparse backward: ``[rows, k, d_in]`` float32 near 64 MiB.
-
-    Examples:
-        >>> gather_rows(32, 1536), gather_rows(1, 4)
-        (341, 4194304)
-    """
-    return max(1, 2**24 // (k * d_in))
+__all__ = ["TopK", "check_k"]
 
 
 def check_k(name: str, d_sae: int, k: object) -> int:
@@ -64,33 +56,15 @@ class TopK(SAEKind):
     def gradients(
         self, step: Step, xn: Tensor, xc: Tensor, pre: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        B, k, d_in = xn.shape[0], self.k, step.d_in
-        # k latents in every row: batched [rows, k] products instead of coordinates, a chunk
-        # of rows at a time. The gathered decoder rows and the outer products are [rows, k,
-        # d_in]: for a whole batch (4096 x 32 x 1536) 805 MB each, three at once; a chunk
-        # keeps each near 64 MiB. Chunks go in row order, so every sum (index_add_ runs
-        # through its indices in order) adds the same terms in the same order as one call.
+        B, k = xn.shape[0], self.k
         vals, idx = pre.topk(k, dim=1, sorted=False)
-        vals.relu_()
-        err = torch.empty_like(xn)
-        parts = -(-B // gather_rows(k, d_in))
-        chunk = -(-B // parts)  # balanced chunks (a chunk of one row takes another kernel)
-        for start in range(0, B, chunk):
-            rows = slice(start, start + chunk)
-            v, n = vals[rows], vals[rows].shape[0]
-            cols = idx[rows].reshape(-1)
-            Wc = step.W_dec[cols].view(n, k, d_in)
-            xhat = torch.bmm(v[:, None, :], Wc).squeeze(1).add_(step.b_dec)
-            e = torch.sub(xhat, xn[rows], out=err[rows])
-            delta = e * (2.0 / B)
-            dpre = torch.bmm(Wc, delta[:, :, None]).squeeze(2).mul_(v > 0)
-            del Wc
-            step.G_dec.index_add_(0, cols, (v[:, :, None] * delta[:, None, :]).view(-1, d_in))
-            step.G_encT.index_add_(0, cols, (dpre[:, :, None] * xc[rows, None, :]).view(-1, d_in))
-            step.G_benc.index_add_(0, cols, dpre.view(-1))
+        idx, order = idx.sort(1)  # compressed rows want their columns in order
+        vals = vals.gather(1, order).relu_()
+        crow = torch.arange(0, B * k + 1, k, device=pre.device)
+        err, delta = step.sparse_gradients(crow, idx.view(-1), vals.view(-1), xn, xc)
         active = (vals > 0).view(-1)
         step.mark_fired(idx.view(-1), active)
-        return err, err * (2.0 / B), active.sum()
+        return err, delta, active.sum()
 
     def aux_gradients(self, step: Step, pre: Tensor, dead: Tensor, err: Tensor, xc: Tensor) -> None:
         auxk_gradients(step, pre, dead, err, xc)
