@@ -12,10 +12,15 @@ pair of rows times a realistic width, ``d_in=768, d_sae=16384, k=32``, for 50 st
 
 The pipeline rows time the real-model path end to end: the shipped MiniLM's layer 0 over 600
 paragraphs of the default corpus, probe -> :class:`~superposition.ActivationStore` -> a TopK
-SAE (``d_sae=6144, k=32``, batch 4096), against the probe alone on the same texts (bar: at
-most 2x), against the probe and the SAE's training on the captured rows run separately (the
-store's own cost; bar: at most 1.2x), and the peak memory of that pipeline over 3,000
-paragraphs against 300, each in a fresh process (bar: at most 1.2x).
+SAE (``d_sae=6144, k=32``, batch 4096), against the probe alone on the same texts
+(information only: the SAE's encoder costs several times MiniLM's layer 0 per token, so this
+ratio says nothing about our overheads), against the probe and the SAE's training on the
+captured rows run separately (the store's own cost; bar: at most 1.2x), and the peak memory
+of that pipeline over 3,000 paragraphs against 300, each in a fresh process (bar: at most
+1.2x).
+
+The suite also runs :mod:`benchmarks.bench_sae_real`: ours, SAELens and sparsify side by side
+on real MiniLM activations.
 
 Run ``python benchmarks/bench_sae.py`` (``--quick`` for a short smoke run).
 """
@@ -227,13 +232,13 @@ def _pipeline(quick: bool) -> list[Row]:
         )
     ratio = t["pipeline"] / t["probe"]
     overhead = t["pipeline"] / (t["probe"] + t["sae"])
-    # The SAE's encoder alone is d_in x d_sae multiply-adds per token; layer 0 of MiniLM
-    # (embeddings, attention and the MLP it cannot skip) is far less.
     label = f"pipeline MiniLM layer 0 -> store -> TopK SAE d_sae={PIPE_DSAE} k={PIPE_K}"
     rows = [
         row(f"{label}: probe alone tokens/s ({n_tokens:,} tokens)", n_tokens / t["probe"], "tok/s"),
         row(f"{label}: end-to-end tokens/s", n_tokens / t["pipeline"], "tok/s"),
-        row(f"{label}: time vs the probe alone", ratio, "x", "<= 2.0x", ratio <= 2.0),
+        # information, no bar: a 6,144 x 1,536 SAE costs several times MiniLM's layer 0 per
+        # token however it is written, so "at most 2x the probe" measured nothing we control
+        row(f"{label}: time vs the probe alone", ratio, "x"),
         row(f"{label}: SAE fit alone on captured rows vs the probe", t["sae"] / t["probe"], "x"),
         row(
             f"{label}: time vs probe + SAE fit run separately (the store's overhead)",
@@ -261,7 +266,7 @@ def _pipeline(quick: bool) -> list[Row]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    """Both rows of the benchmark (module docstring); 2 CPU threads for both trainers."""
+    """Every row of the suite (module docstring); 2 CPU threads for every trainer."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -271,7 +276,9 @@ def run(quick: bool = False) -> list[Row]:
         rows += _pipeline(quick)
     finally:
         torch.set_num_threads(threads)
-    return rows
+    from benchmarks import bench_sae_real
+
+    return rows + bench_sae_real.run(quick)
 
 
 if __name__ == "__main__":

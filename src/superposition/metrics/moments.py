@@ -46,6 +46,14 @@ __all__ = [
 # temporaries (about 4 x rows x neurons x 8 bytes, 25 MB for 3072 neurons) stay small whatever
 # the number of tokens. The same as StreamingStatistics' blocks.
 _BLOCK_ROWS = 256
+_BLOCK_ELEMENTS = _BLOCK_ROWS * 1536  # a block of a narrow matrix takes more rows: see below
+
+
+def _block_rows(n_cols: int) -> int:
+    """Rows per block of a ``[rows, n_cols]`` matrix: 256 at a model's width, more for narrow
+    ones (a ``[1.2M, 1]`` column of pair distances went by in 4,600 blocks of Python-sized
+    work; 3 blocks now), so a block is never smaller than 256 x 1536 elements."""
+    return max(_BLOCK_ROWS, _BLOCK_ELEMENTS // max(n_cols, 1))
 
 # A neuron counts as constant when its spread is within this many units of round-off of its
 # magnitude, sum (x - mean)^2 <= (_CONSTANT_ULPS * eps)^2 * sum x^2, with the eps of the data's
@@ -196,7 +204,7 @@ def central_moments(X: Tensor) -> Tensor:
         raise ValueError("X must have at least one token (row), got shape (0, ...)")
     out: Tensor | None = None
     count = 0
-    for block in torch.split(X, _BLOCK_ROWS):
+    for block in torch.split(X, _block_rows(X.shape[1])):
         moments, _ = _centre_block(block)
         out = moments if out is None else merge_moments(count, out, block.shape[0], moments)
         count += block.shape[0]
@@ -429,7 +437,7 @@ def neuron_statistics(X: Tensor, *, threshold: float = 0.0) -> NeuronStatistics:
     if X.shape[0] == 0:
         raise ValueError("X must have at least one token (row), got shape (0, ...)")
     active = sum(
-        ((block > threshold).sum(0) for block in torch.split(X, 16 * _BLOCK_ROWS)),
+        ((block > threshold).sum(0) for block in torch.split(X, 16 * _block_rows(X.shape[1]))),
         torch.zeros(X.shape[1], dtype=torch.int64),
     )
     return statistics_from_moments(
