@@ -55,6 +55,13 @@ def _sparsify(d: Path) -> tuple[Path, Callable[[], Any]]:
     return d / "sf" / "sae.safetensors", lambda: sp.SparseAutoencoder.load(d / "sf")
 
 
+def _unit_records(d: Path) -> tuple[Path, Callable[[], Any]]:
+    from superposition.units import UnitStatistics
+
+    path = UnitStatistics(3, top_k=2, samples=1).save(d / "units")
+    return path, lambda: UnitStatistics.load(path)
+
+
 FORMATS = {
     "SparseAutoencoder": _sae,
     "ToyModel": _toy,
@@ -62,6 +69,7 @@ FORMATS = {
     "StreamingStatistics": _stats,
     "SAELens folder": _saelens,
     "sparsify folder": _sparsify,
+    "UnitStatistics": _unit_records,
 }
 
 
@@ -90,7 +98,9 @@ def test_a_damaged_weights_file_names_itself(
     assert "damaged" in str(err.value) or "not a safetensors file" in str(err.value)
 
 
-@pytest.mark.parametrize("fmt", ["SparseAutoencoder", "ToyModel", "Activations", "SAELens folder"])
+@pytest.mark.parametrize(
+    "fmt", ["SparseAutoencoder", "ToyModel", "Activations", "SAELens folder", "UnitStatistics"]
+)
 def test_a_damaged_json_sidecar_names_itself(tmp_path: Path, fmt: str) -> None:
     weights, load = FORMATS[fmt](tmp_path)
     sidecar = (
@@ -102,3 +112,39 @@ def test_a_damaged_json_sidecar_names_itself(tmp_path: Path, fmt: str) -> None:
     sidecar.write_text(sidecar.read_text()[:10])
     with pytest.raises(ValueError, match=re.escape(str(sidecar))):
         load()
+
+
+def _replaced(path: Path) -> None:
+    """A valid safetensors file, but one row where the manifest lists more."""
+    from safetensors.torch import save_file
+
+    save_file({"values": torch.zeros(1, 48)}, str(path))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_cut, _empty, _garbage, Path.unlink, _replaced],
+    ids=["cut", "empty", "garbage", "deleted", "replaced"],
+)
+def test_a_damaged_activation_cache_shard_names_itself(
+    tmp_path: Path, tokenizer: Any, damage: Callable[[Path], None]
+) -> None:
+    """A complete cache whose shard was later damaged or deleted: reading it fails naming
+    the shard and saying to delete the cache folder, not with safetensors' own error."""
+    from conftest import tiny_model
+
+    model, _ = tiny_model("bert")
+    probe = sp.ActivationProbe(model, layer=0, tokenizer=tokenizer, progress=False)
+    texts = [f"the cat sat on mat number {i} while it rained" for i in range(12)]
+    cache = tmp_path / "cache"
+
+    def store() -> sp.ActivationStore:
+        return sp.ActivationStore(probe, texts, batch_size=8, chunk_texts=4, cache_dir=cache)
+
+    first = list(store())  # one epoch writes the cache
+    assert store().cached and first
+    shard = sorted(cache.glob("*.safetensors"))[1]
+    damage(shard)
+    with pytest.raises(ValueError, match=re.escape(str(shard))) as err:
+        list(store())
+    assert "delete the cache folder" in str(err.value)

@@ -213,8 +213,32 @@ class ActivationStore:
 
         assert self.cache_dir is not None
         for shard in shards:
-            with safe_open(str(self.cache_dir / shard["file"]), framework="pt") as fh:
-                yield fh.get_tensor("values")
+            path = self.cache_dir / shard["file"]
+            try:
+                with safe_open(str(path), framework="pt") as fh:
+                    values: Tensor = fh.get_tensor("values")
+            except Exception as err:  # SafetensorError, OSError (missing), KeyError (no values)
+                if not isinstance(err, (OSError, RuntimeError, KeyError)) and (
+                    type(err).__name__ != "SafetensorError"
+                ):
+                    raise
+                raise ValueError(self._bad_shard(path, f"cannot be read ({err})")) from err
+            if values.ndim != 2 or values.shape[0] != shard["rows"]:
+                raise ValueError(
+                    self._bad_shard(
+                        path,
+                        f"holds shape {tuple(values.shape)}, not the {shard['rows']} rows "
+                        "the manifest lists",
+                    )
+                )
+            yield values
+
+    def _bad_shard(self, path: Path, what: str) -> str:
+        return (
+            f"the activation cache's shard {str(path)!r} {what}: it was damaged or replaced "
+            f"after it was written; delete the cache folder {str(self.cache_dir)!r} and run "
+            "again to rebuild it from the model"
+        )
 
     # ------------------------------------------------------------------ the data
 
