@@ -88,3 +88,17 @@ def test_evaluate_on_corpus_reports_what_evaluate_and_fidelity_do(tokenizer: Any
     torch.testing.assert_close(d["fidelity"]["loss_recovered"], ev.fidelity.loss_recovered)
     assert ev.summary().startswith(f"on {ev.n_tokens:,} held-out tokens: L0 ")
     assert "training (not held-out) tokens" in ev.summary(held_out=False)
+
+
+def test_evaluate_on_corpus_shows_no_bar_unless_asked(
+    tokenizer: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """progress=False (what `sae train --no-progress` passes) hides the probe's bar even for
+    a corpus long enough that the probe would show one by itself; progress=True shows it."""
+    model, width = tiny_model("bert")
+    sae = SparseAutoencoder(width, 2 * width, k=4, seed=0)
+    many = TEXTS * 40  # 160 texts: 5 batches of 32, past the probe's own threshold for a bar
+    evaluate_on_corpus(sae, model, many, 0, tokenizer=tokenizer, progress=False)
+    assert "probe" not in capsys.readouterr().err
+    evaluate_on_corpus(sae, model, many, 0, tokenizer=tokenizer, progress=True)
+    assert "probe" in capsys.readouterr().err

@@ -101,7 +101,7 @@ def evaluate_on_corpus(
         ['mean', 'sae', 'zero']
     """
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
-    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=progress or None)
+    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=progress)
     # Batch by batch as the model gives them: memory does not grow with the texts.
     quality = Quality(sae)
     with probe.capture(texts, distributed=False) as batches:
