@@ -142,7 +142,8 @@ def test_a_damaged_activation_cache_shard_names_itself(
         return sp.ActivationStore(probe, texts, batch_size=8, chunk_texts=4, cache_dir=cache)
 
     first = list(store())  # one epoch writes the cache
-    assert store().cached and first
+    assert store().cached
+    assert first
     shard = sorted(cache.glob("*.safetensors"))[1]
     damage(shard)
     with pytest.raises(ValueError, match=re.escape(str(shard))) as err:
