@@ -287,26 +287,42 @@ class ActivationStore:
         self._write_manifest(shards, complete=True)
 
     def _epoch(self, generator: torch.Generator) -> Iterator[Tensor]:
-        """One pass: every row once, through the shuffling buffer."""
-        buffer: Tensor | None = None
+        """One pass: every row once, through the shuffling buffer.
+
+        The buffer is one preallocated tensor that chunks are copied into (``n`` rows
+        filled): growing it by concatenation held the old and the new buffer at once and
+        copied the whole buffer once per chunk. Batches are gathered through a permutation
+        of the filled rows (no permuted copy of the buffer), and the kept rows move to its
+        front, so the rows, their order and every batch are what concatenating gave.
+        """
+        buf: Tensor | None = None
+        n = 0
         keep = self.buffer_rows // 2
         B = self.batch_size
         for rows in self._chunks():
-            buffer = rows if buffer is None else torch.cat([buffer, rows])
-            if buffer.shape[0] < self.buffer_rows:
+            if buf is None or n + rows.shape[0] > buf.shape[0]:
+                # n < buffer_rows here, so this holds the rows and the chunk
+                grown = rows.new_empty(self.buffer_rows + rows.shape[0], rows.shape[1])
+                if buf is not None:
+                    grown[:n] = buf[:n]
+                buf = grown
+            buf[n : n + rows.shape[0]] = rows
+            n += rows.shape[0]
+            del rows
+            if n < self.buffer_rows:
                 continue
-            # Batches gathered through the permutation (the same rows as permuting the whole
-            # buffer first, without a second buffer-sized copy); the kept rows are copied out
-            # so that the old buffer is freed before the next one is built.
-            perm = torch.randperm(buffer.shape[0], generator=generator)
-            n_out = (buffer.shape[0] - keep) // B * B
+            perm = torch.randperm(n, generator=generator)
+            n_out = (n - keep) // B * B
             for start in range(0, n_out, B):
-                yield buffer[perm[start : start + B]]
-            buffer = buffer[perm[n_out:]]
-        if buffer is not None and buffer.shape[0]:
-            buffer = buffer[torch.randperm(buffer.shape[0], generator=generator)]
-            for start in range(0, buffer.shape[0], B):
-                yield buffer[start : start + B]
+                yield buf[perm[start : start + B]]
+            kept = buf[perm[n_out:]]
+            n = kept.shape[0]
+            buf[:n] = kept
+            del kept
+        if buf is not None and n:
+            perm = torch.randperm(n, generator=generator)
+            for start in range(0, n, B):
+                yield buf[perm[start : start + B]]
 
     def __iter__(self) -> Iterator[Tensor]:
         g = generator(self.seed)
