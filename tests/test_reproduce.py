@@ -436,7 +436,18 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path]) -> N
     assert "alt='units_scores'" in page
     assert page.count("<mark") >= 12  # 3 + 3 neurons and latents, several contexts each
     section = page[page.index("<h2 id='beyond-the-paper") :]
-    assert section.count("Verdict:") == 3
+    assert section.count("Verdict:") == 4
+    # the norm-controlled null: its own comparison, and a claim that says whether the
+    # verdict of neurons vs the plain rotation changed under the control
+    norm = m["comparison_norm_controlled"]["summaries"]
+    assert {s["basis"] for s in norm} == {
+        "neurons (unit-norm tokens)",
+        "rotated neurons (unit-norm tokens)",
+    }
+    assert "scaled to unit length" in section
+    assert "the same verdict as without the control" in section or (
+        "without the control the verdict was" in section
+    )
     # the section links to the explorer of its neurons and SAE latents, written beside it
     assert '<a href="explorer.html">' in section
     explorer = (out / "explorer.html").read_text("utf-8")

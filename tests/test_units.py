@@ -273,6 +273,40 @@ def test_bases() -> None:
         UnitBasis.of("sae", 6)  # type: ignore[arg-type]
 
 
+def test_unit_norm_bases_read_each_token_scaled_to_unit_length() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 8, generator=g)
+    x[5] = 0.0  # a silent token stays silent
+    scaled = x * torch.rand(40, 1, generator=g).mul(100).add(0.01)  # any positive size
+    rot = UnitBasis.rotation(8, seed=4, unit_norm=True)
+    neu = UnitBasis.neurons(8, unit_norm=True)
+    norms = x.norm(dim=1, keepdim=True)
+    direction = torch.where(norms > 0, x / norms, torch.zeros_like(x))
+    torch.testing.assert_close(rot.encode(x), direction @ rot.directions.T)
+    torch.testing.assert_close(neu.encode(x), direction)
+    for basis in (rot, neu):
+        torch.testing.assert_close(basis.encode(scaled), basis.encode(x))
+    assert torch.equal(rot.directions, UnitBasis.rotation(8, seed=4).directions)
+    assert "unit-norm" in rot.name
+    assert "unit-norm" in neu.name
+
+
+def test_unit_norm_rotation_does_not_give_its_top_values_to_large_tokens() -> None:
+    """The null's flaw and its fix: a token 100x the norm of the rest tops every unit of a
+    random rotation on which its projection is positive (half of them: 128 of 256 expected,
+    sd 8), and only its chance share (1 in 400: 0.64 of 256 expected) once tokens are
+    scaled to unit length."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 256, generator=g)
+    x[0] *= 100.0
+    tops = {
+        flag: UnitBasis.rotation(256, seed=1, unit_norm=flag).encode(x).argmax(0)
+        for flag in (False, True)
+    }
+    assert int((tops[False] == 0).sum()) >= 90
+    assert int((tops[True] == 0).sum()) <= 5
+
+
 # --------------------------------------------------------------------------- through the probe
 
 

@@ -75,6 +75,11 @@ FULL = UnitsSetting(
 """``--full-units``: the 4x SAE trained on one pass over the train split (784k tokens)."""
 
 
+NORM_CONTROLLED = ("neurons (unit-norm tokens)", "rotated neurons (unit-norm tokens)")
+"""The norm-controlled pair: neurons and a random rotation, both read on each token's
+activation vector scaled to unit length (:meth:`~superposition.UnitBasis.rotation`)."""
+
+
 def book_texts(n: int) -> tuple[list[str], list[str]]:
     """``n`` held-out paragraphs of the default corpus, half from each book, and each one's
     book (the categories of :func:`~superposition.metrics.category_spread`)."""
@@ -193,8 +198,14 @@ def _run(
     probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False)
     with rep.timed("units.collect"):
         n_neurons = int(sae.d_in)
-        rotation = UnitBasis.rotation(n_neurons, seed=seed)
-        stats = collect_units(probe, texts, [None, sae, rotation], top_k=s.top_k, categories=labels)
+        bases = [
+            None,
+            sae,
+            UnitBasis.rotation(n_neurons, seed=seed),
+            UnitBasis.neurons(n_neurons, unit_norm=True),
+            UnitBasis.rotation(n_neurons, seed=seed, unit_norm=True),
+        ]
+        stats = collect_units(probe, texts, bases, top_k=s.top_k, categories=labels)
         fork = torch.random.fork_rng()
         with fork:
             baseline = random_like(model, seed)
@@ -204,10 +215,17 @@ def _run(
         stats.append(collect_units(base_probe, texts, top_k=s.top_k, categories=labels))
         del baseline
     names = ["neurons", "SAE latents", "rotated neurons", "random-weights neurons"]
+    stats = [stats[0], stats[1], stats[2], stats[5], stats[3], stats[4]]
     with rep.timed("units.score"):
         embed = context_embedder(model, tokenizer)
-        tables = score_bases(dict(zip(names, stats, strict=True)), embed, s.coherence_units, seed)
-        cmp = compare_units(tables, seed=seed)
+        tables = score_bases(
+            dict(zip([*names, *NORM_CONTROLLED], stats, strict=True)),
+            embed,
+            s.coherence_units,
+            seed,
+        )
+        cmp = compare_units({n: tables[n] for n in names}, seed=seed)
+        cmp_norm = compare_units({n: tables[n] for n in NORM_CONTROLLED}, seed=seed)
     acts = probe.run(texts[: min(len(texts), 200)])
     fit = sae.evaluate(acts.values)
     with rep.timed("units.explorer"):
@@ -217,7 +235,20 @@ def _run(
             bases=[UnitBasis.neurons(n_neurons), UnitBasis.sae(sae)],
             title=f"Neurons and SAE latents of {name}, layer {layer}",
         )
-    _add(rep, s, stats, tables, cmp, names, fit, trained_here, quick, name, layer, len(texts))
+    _add(
+        rep,
+        s,
+        stats,
+        tables,
+        (cmp, cmp_norm),
+        names,
+        fit,
+        trained_here,
+        quick,
+        name,
+        layer,
+        len(texts),
+    )
 
 
 def _add(
@@ -225,7 +256,7 @@ def _add(
     s: UnitsSetting,
     stats: list[Any],
     tables: dict[str, Any],
-    cmp: Any,
+    comparisons: tuple[Any, Any],
     names: list[str],
     fit: Any,
     trained_here: bool,
@@ -236,6 +267,7 @@ def _add(
 ) -> None:
     from superposition.plot.units import score_distributions
 
+    cmp, cmp_norm = comparisons
     rep.metrics["units"] = {
         "setting": {**s.__dict__, "quick": quick, "sae_trained_here": trained_here},
         "layer": layer,
@@ -247,10 +279,11 @@ def _add(
             "dead_fraction": rounded(fit.dead_fraction),
         },
         "comparison": cmp.to_dict(),
+        "comparison_norm_controlled": cmp_norm.to_dict(),
     }
     rep.add_figure(
         "units_scores",
-        score_distributions(tables, seed=0),
+        score_distributions({n: tables[n] for n in names}, seed=0),
         "Per-unit polysemanticity scores of the layer's neurons, the latents of an SAE trained "
         "on them, a random rotation of the neurons, and the neurons of the same architecture "
         "with random weights. Context coherence is computed for a random sample of "
@@ -320,6 +353,28 @@ def _add(
                 source="Hypothesis",
             )
         )
+    raw_verdict = claims[1].verdict
+    norm_verdict, because = _claim_verdict(cmp_norm, *NORM_CONTROLLED, False)
+    change = (
+        "the same verdict as without the control"
+        if norm_verdict == raw_verdict
+        else f"without the control the verdict was: {raw_verdict}"
+    )
+    claims.append(
+        Claim(
+            "The neuron basis is privileged even when a token's size cannot decide: read on "
+            "each token's activation vector scaled to unit length, neurons are more "
+            "monosemantic than random directions read on the same vectors.",
+            norm_verdict,
+            f"{because} ({change}.) A random direction's largest values otherwise go to the "
+            "tokens with the largest activation vectors ([CLS], punctuation) whatever they "
+            "mean; scaling every token to unit length takes that away from both bases.",
+            cmp_norm.verdict(*NORM_CONTROLLED),
+            (),
+            _summary_table(cmp_norm, list(NORM_CONTROLLED)),
+            source="Hypothesis",
+        )
+    )
     browse = (
         f'<p class="verdict"><a href="{EXPLORER}"><b>Browse every neuron and SAE latent</b></a> '
         f"({stats[0].n_units} neurons, {stats[1].n_units} latents) in the explorer: their top "

@@ -19,7 +19,7 @@ from superposition._checks import positive_int
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
-__all__ = ["BasisKind", "UnitBasis"]
+__all__ = ["BasisKind", "UnitBasis", "unit_norm_tokens"]
 
 BasisKind = Literal["neurons", "sae", "rotation"]
 
@@ -71,16 +71,21 @@ class UnitBasis:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def neurons(cls, n_neurons: int) -> UnitBasis:
-        """The neurons themselves: unit ``i`` is neuron ``i``."""
+    def neurons(cls, n_neurons: int, *, unit_norm: bool = False) -> UnitBasis:
+        """The neurons themselves: unit ``i`` is neuron ``i``.
+
+        With ``unit_norm=True`` each token's activation vector is first scaled to unit length
+        (:func:`unit_norm_tokens`): the partner of ``rotation(..., unit_norm=True)`` in a
+        comparison where a token's norm cannot carry it into the top contexts.
+        """
         n = _width(n_neurons)
         return cls(
             "neurons",
             n,
             n,
-            None,
+            unit_norm_tokens if unit_norm else None,
             lambda: torch.eye(n),
-            name="neurons",
+            name="neurons (unit-norm tokens)" if unit_norm else "neurons",
             unit_label="neuron",
         )
 
@@ -109,12 +114,18 @@ class UnitBasis:
         )
 
     @classmethod
-    def rotation(cls, n_neurons: int, *, seed: int = 0) -> UnitBasis:
+    def rotation(cls, n_neurons: int, *, seed: int = 0, unit_norm: bool = False) -> UnitBasis:
         """A uniformly random orthogonal rotation of the neurons: a null basis that holds the
         same information as the neurons but no privileged directions.
 
         Unit ``i`` reads ``x · q_i`` for the rows ``q_i`` of a Haar-random orthogonal matrix
         (QR of a Gaussian matrix with the signs of ``R``'s diagonal folded in, Mezzadri 2007).
+
+        A random direction's largest values go to the tokens with the largest activation
+        vectors (``|x · q| ≈ ‖x‖ / √n``: ``[CLS]``, punctuation), whatever they mean. With
+        ``unit_norm=True`` each token's vector is scaled to unit length first
+        (:func:`unit_norm_tokens`), so the null's top contexts are chosen by direction alone;
+        compare it with ``neurons(..., unit_norm=True)``, which reads the same scaled vectors.
         """
         n = _width(n_neurons)
         g = torch.Generator().manual_seed(seed)
@@ -123,7 +134,7 @@ class UnitBasis:
         QT = Q.T.contiguous()
 
         def encode(x: Tensor) -> Tensor:
-            return torch.matmul(x.float(), QT)
+            return torch.matmul(unit_norm_tokens(x) if unit_norm else x.float(), QT)
 
         return cls(
             "rotation",
@@ -131,7 +142,7 @@ class UnitBasis:
             n,
             encode,
             lambda: Q.clone(),
-            name="rotated neurons",
+            name="rotated neurons (unit-norm tokens)" if unit_norm else "rotated neurons",
             unit_label="rotated",
         )
 
@@ -180,6 +191,19 @@ class UnitBasis:
     def label(self, unit: int) -> str:
         """``"neuron 12"``, ``"latent 12"`` or ``"rotated 12"``."""
         return f"{self.unit_label} {unit}"
+
+
+def unit_norm_tokens(x: Tensor) -> Tensor:
+    """Each row (a token's activation vector) scaled to unit Euclidean length, float32; an
+    all-zero row stays zero.
+
+    Examples:
+        >>> unit_norm_tokens(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    x = x.float()
+    return x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def _width(n: object) -> int:
