@@ -81,7 +81,7 @@ def activations(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _batches(X: torch.Tensor) -> list[torch.Tensor]:
-    return list(X.split(BATCH))[: X.shape[0] // BATCH]
+    return [X[i : i + BATCH] for i in range(0, X.shape[0] - BATCH + 1, BATCH)]
 
 
 def _ours(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], Any]:

@@ -55,6 +55,7 @@ def _block_rows(n_cols: int) -> int:
     work; 3 blocks now), so a block is never smaller than 256 x 1536 elements."""
     return max(_BLOCK_ROWS, _BLOCK_ELEMENTS // max(n_cols, 1))
 
+
 # A neuron counts as constant when its spread is within this many units of round-off of its
 # magnitude, sum (x - mean)^2 <= (_CONSTANT_ULPS * eps)^2 * sum x^2, with the eps of the data's
 # dtype. Stable centring leaves a constant column a centred sum of exactly 0 (or of a few ulps

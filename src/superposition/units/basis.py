@@ -203,7 +203,8 @@ def unit_norm_tokens(x: Tensor) -> Tensor:
                 [0.0000, 0.0000]])
     """
     x = x.float()
-    return x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    norms: Tensor = x.norm(dim=1, keepdim=True)
+    return x / norms.clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def _width(n: object) -> int:
