@@ -17,11 +17,11 @@ EXAMPLE = (
 )
 
 # The durations --help promises, rounded to the half minute: wall times of `superposition
-# reproduce` (MiniLM, layer 0, the small double-descent sweep, the units section) on 2 quiet
-# CPU cores. The full run took 178 s (the units section 122 s of it, its SAE 89 s); --quick
-# took about 89 s (54 s without the units section, and about 35 s for its quick one).
+# reproduce` (MiniLM, layer 0, the small double-descent sweep, the units section) on 2 CPU
+# cores. The full run took 220 s (the units section 155 s of it, its SAE 94 s); --quick took
+# 81 s (the units section 30 s of it, the double-descent sweep 13 s, the figures 13 s).
 QUICK_TIME = "about 1.5 minutes"
-FULL_TIME = "about 3 minutes"
+FULL_TIME = "about 3.5 minutes"
 
 
 def add_parser(sub: Any) -> None:
