@@ -60,10 +60,11 @@ def _cycle(pool: list[torch.Tensor], steps: int) -> Iterator[torch.Tensor]:
     return itertools.islice(itertools.cycle(pool), steps)
 
 
-def _saelens(
-    d_in: int, d_sae: int, k: int, pool: list[torch.Tensor], samples: int
-) -> tuple[float, torch.Tensor]:
-    """Train SAELens's TopK SAE with ``train_toy_sae``'s trainer settings; (seconds, W_dec)."""
+def train_saelens(
+    d_in: int, d_sae: int, k: int, batches: Iterator[torch.Tensor], samples: int, batch_size: int
+) -> tuple[float, Any]:
+    """Train SAELens's TopK SAE under its own ``SAETrainer`` with the settings of
+    ``sae_lens.synthetic.train_toy_sae`` (lr 3e-4 constant, Adam); (seconds, the SAE)."""
     from sae_lens import LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
@@ -85,20 +86,27 @@ def _saelens(
         adam_beta2=0.999,
         lr_decay_steps=0,
         n_restart_cycles=1,
-        train_batch_size_samples=BATCH,
+        train_batch_size_samples=batch_size,
         dead_feature_window=1000,
         feature_sampling_window=2000,
         logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1),
-        n_batches_for_norm_estimate=1000,
+        n_batches_for_norm_estimate=1,  # unused: activations are not normalised
     )
-    data = itertools.cycle(pool)
-    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=data, save_checkpoint_fn=lambda p: None)
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batches, save_checkpoint_fn=lambda p: None)
     # SAETrainer's progress bar has no switch of its own: send it to a buffer (that costs
     # less than drawing it on a terminal, and both trainers are timed without display).
     with contextlib.redirect_stderr(io.StringIO()):
         t0 = time.perf_counter()
         trainer.fit()
         seconds = time.perf_counter() - t0
+    return seconds, sae
+
+
+def _saelens(
+    d_in: int, d_sae: int, k: int, pool: list[torch.Tensor], samples: int
+) -> tuple[float, torch.Tensor]:
+    """:func:`train_saelens` on the pool, cycled; (seconds, W_dec)."""
+    seconds, sae = train_saelens(d_in, d_sae, k, itertools.cycle(pool), samples, BATCH)
     return seconds, sae.W_dec.detach().clone()
 
 

@@ -31,8 +31,6 @@ Run ``python benchmarks/bench_sae_real.py`` (``--quick`` for a short smoke run).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 import time
 from collections.abc import Callable
@@ -97,44 +95,14 @@ def _ours(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], A
 
 
 def _saelens(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], Any]:
-    from sae_lens import LoggingConfig
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
+    from benchmarks.bench_sae import train_saelens
 
     d_in = batches[0].shape[1]
-    torch.manual_seed(0)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=K, device="cpu"))
-    cfg = SAETrainerConfig(
-        n_checkpoints=0,
-        checkpoint_path=None,
-        save_final_checkpoint=False,
-        total_training_samples=len(batches) * BATCH,
-        device="cpu",
-        autocast=False,
-        lr=3e-4,
-        lr_end=3e-4,
-        lr_scheduler_name="constant",
-        lr_warm_up_steps=0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        lr_decay_steps=0,
-        n_restart_cycles=1,
-        train_batch_size_samples=BATCH,
-        dead_feature_window=1000,
-        feature_sampling_window=2000,
-        logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1),
-        n_batches_for_norm_estimate=1,
-    )
-    trainer = SAETrainer(
-        cfg=cfg, sae=sae, data_provider=iter(batches), save_checkpoint_fn=lambda p: None
-    )
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar has no switch
-        trainer.fit()
+    _, sae = train_saelens(d_in, d_sae, K, iter(batches), len(batches) * BATCH, BATCH)
 
     def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            z = sae.encode(x)
-            return sae.decode(z), z.gt(0).any(0)
+        z = sae.encode(x)
+        return sae.decode(z), z.gt(0).any(0)
 
     return stats
 
