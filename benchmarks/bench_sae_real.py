@@ -82,16 +82,22 @@ def _batches(X: torch.Tensor) -> list[torch.Tensor]:
     return [X[i : i + BATCH] for i in range(0, X.shape[0] - BATCH + 1, BATCH)]
 
 
-def _ours(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], Any]:
-    d_in = batches[0].shape[1]
-    sae = SparseAutoencoder(d_in, d_sae, kind="topk", k=K, seed=0)
-    sae.fit(iter(batches), samples=len(batches) * BATCH, batch_size=BATCH)
+def _encode_decode(sae: Any) -> Callable[[torch.Tensor], Any]:
+    """``(reconstruction, latents that fired)`` of held-out rows, for an SAE with ``encode``
+    and ``decode`` (ours and SAELens's)."""
 
     def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = sae.encode(x)
         return sae.decode(z), z.gt(0).any(0)
 
     return stats
+
+
+def _ours(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], Any]:
+    d_in = batches[0].shape[1]
+    sae = SparseAutoencoder(d_in, d_sae, kind="topk", k=K, seed=0)
+    sae.fit(iter(batches), samples=len(batches) * BATCH, batch_size=BATCH)
+    return _encode_decode(sae)
 
 
 def _saelens(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], Any]:
@@ -99,12 +105,7 @@ def _saelens(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor]
 
     d_in = batches[0].shape[1]
     _, sae = train_saelens(d_in, d_sae, K, iter(batches), len(batches) * BATCH, BATCH)
-
-    def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = sae.encode(x)
-        return sae.decode(z), z.gt(0).any(0)
-
-    return stats
+    return _encode_decode(sae)
 
 
 def _sparsify(batches: list[torch.Tensor], d_sae: int) -> Callable[[torch.Tensor], Any]:

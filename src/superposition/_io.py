@@ -34,6 +34,7 @@ __all__ = [
     "read_json",
     "save_with_config",
     "saved_paths",
+    "unreadable",
 ]
 
 TENSOR_SUFFIX = ".safetensors"
@@ -183,16 +184,20 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
         ) from err
 
 
+def unreadable(err: BaseException) -> bool:
+    """Whether ``err`` is how safetensors says a file cannot be read: its own SafetensorError
+    (a header that does not parse, offsets past the end), an OSError or a RuntimeError."""
+    return type(err).__name__ == "SafetensorError" or isinstance(err, (OSError, RuntimeError))
+
+
 @contextmanager
 def damaged(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     """Within the block, safetensors' errors about ``path`` (truncated, empty, a header that
     does not parse) become one ValueError that names the file and says what to do."""
     try:
         yield
-    except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
-        if type(err).__name__ != "SafetensorError" and not isinstance(err, (OSError, RuntimeError)):
-            raise
-        if isinstance(err, FileNotFoundError):
+    except Exception as err:
+        if not unreadable(err) or isinstance(err, FileNotFoundError):
             raise
         raise ValueError(
             f"{str(path)!r} is damaged or not a safetensors file ({err}): it may have been cut "

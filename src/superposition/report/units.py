@@ -212,18 +212,20 @@ def _run(
         base_probe = ActivationProbe(
             baseline, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False
         )
-        stats.append(collect_units(base_probe, texts, top_k=s.top_k, categories=labels))
+        by_name = dict(
+            zip(["neurons", "SAE latents", "rotated neurons", *NORM_CONTROLLED], stats, strict=True)
+        )
+        by_name["random-weights neurons"] = collect_units(
+            base_probe, texts, top_k=s.top_k, categories=labels
+        )
         del baseline
     names = ["neurons", "SAE latents", "rotated neurons", "random-weights neurons"]
-    stats = [stats[0], stats[1], stats[2], stats[5], stats[3], stats[4]]
+    stats = [by_name[n] for n in names]
     with rep.timed("units.score"):
         embed = context_embedder(model, tokenizer)
-        tables = score_bases(
-            dict(zip([*names, *NORM_CONTROLLED], stats, strict=True)),
-            embed,
-            s.coherence_units,
-            seed,
-        )
+        # in this order: each basis's coherence sample is the next draw of one generator
+        ordered = {n: by_name[n] for n in [*names, *NORM_CONTROLLED]}
+        tables = score_bases(ordered, embed, s.coherence_units, seed)
         cmp = compare_units({n: tables[n] for n in names}, seed=seed)
         cmp_norm = compare_units({n: tables[n] for n in NORM_CONTROLLED}, seed=seed)
     acts = probe.run(texts[: min(len(texts), 200)])

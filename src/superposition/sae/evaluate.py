@@ -83,11 +83,12 @@ class Quality:
             self.active += int((z != 0).sum())
             self.fired |= (z != 0).any(0)
             del z
-            xd = xb.double()
-            self.err_sq += float((xd - xhat.double()).square().sum())
+            xd, xhd = xb.double(), xhat.double()
+            del xhat
+            self.err_sq += float((xd - xhd).square().sum())
             norm = xd.norm(dim=1)
             keep = norm > 0
-            self.shrink += float((xhat.double().norm(dim=1)[keep] / norm[keep]).sum())
+            self.shrink += float((xhd.norm(dim=1)[keep] / norm[keep]).sum())
             self.nonzero += int(keep.sum())
             # Chan et al.: merge this batch's mean and sum of squared deviations.
             nb = xd.shape[0]

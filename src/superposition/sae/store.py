@@ -36,7 +36,7 @@ from torch import Tensor
 from superposition import distributed as _distributed
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
-from superposition._io import atomic_path, atomic_write
+from superposition._io import atomic_path, atomic_write, unreadable
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
 
@@ -217,10 +217,8 @@ class ActivationStore:
             try:
                 with safe_open(str(path), framework="pt") as fh:
                     values: Tensor = fh.get_tensor("values")
-            except Exception as err:  # SafetensorError, OSError (missing), KeyError (no values)
-                if not isinstance(err, (OSError, RuntimeError, KeyError)) and (
-                    type(err).__name__ != "SafetensorError"
-                ):
+            except Exception as err:  # a missing shard too (OSError), or one with no values
+                if not (unreadable(err) or isinstance(err, KeyError)):
                     raise
                 raise ValueError(self._bad_shard(path, f"cannot be read ({err})")) from err
             if values.ndim != 2 or values.shape[0] != shard["rows"]:

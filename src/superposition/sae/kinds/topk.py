@@ -61,9 +61,10 @@ class TopK(SAEKind):
         idx, order = idx.sort(1)  # compressed rows want their columns in order
         vals = vals.gather(1, order).relu_()
         crow = torch.arange(0, B * k + 1, k, device=pre.device)
-        err, delta = step.sparse_gradients(crow, idx.view(-1), vals.view(-1), xn, xc)
-        active = (vals > 0).view(-1)
-        step.mark_fired(idx.view(-1), active)
+        cols, vals = idx.view(-1), vals.view(-1)
+        err, delta = step.sparse_gradients(crow, cols, vals, xn, xc)
+        active = vals > 0
+        step.mark_fired(cols, active)
         return err, delta, active.sum()
 
     def aux_gradients(self, step: Step, pre: Tensor, dead: Tensor, err: Tensor, xc: Tensor) -> None:
