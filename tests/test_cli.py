@@ -383,6 +383,42 @@ def test_sae_train_and_eval(
     assert set(result["fidelity"]["effects"]) == {"sae", "zero", "mean"}
 
 
+def test_transcoder_train_writes_a_transcoder_of_the_mlp(
+    tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`transcoder train` captures mlp_in and mlp_out in one pass, trains, saves, and measures
+    the prediction of mlp_out on the evaluation texts as an independent recomputation does,
+    and the model with the transcoder in place of the MLP."""
+    from superposition import ActivationProbe, Transcoder, load_model
+    from superposition.sae import split_corpus
+
+    code, out, _ = run(["transcoder", "train", "--help"], capsys)
+    assert code == 0
+    assert "superposition transcoder train" in out
+    texts = tmp_path / "t.txt"
+    texts.write_text("".join(f"The cat number {i} sat on mat {i % 7}.\n" for i in range(30)))
+    out_dir = tmp_path / "tc"
+    argv = ["transcoder", "train", "--model", str(tiny_bert_folder), "--corpus", str(texts)]
+    argv += ["--d-sae", "64", "--k", "4", "--batch-size", "64", "--samples", "2000", "--skip"]
+    argv += ["--eval-texts", "5", "--out", str(out_dir), "--no-progress"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "training (not held-out) tokens" in stdout
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    model, tok = load_model(str(tiny_bert_folder))
+    width = model.config.hidden_size
+    assert (metrics["d_in"], metrics["d_out"], metrics["d_sae"]) == (width, width, 64)
+    assert metrics["skip"] is True
+    assert set(metrics["eval"]["fidelity"]["effects"]) == {"sae", "zero", "mean"}
+    tc = Transcoder.load(out_dir / "transcoder")
+    assert (tc.skip, tc.k, tc.layer, tc.fitted) == (True, 4, 0, True)
+    _, eval_texts, _ = split_corpus(str(texts), eval_texts=5)
+    probe = ActivationProbe(model, layer=0, site=["mlp_in", "mlp_out"], tokenizer=tok)
+    x, y = (a.values for a in probe.run(list(eval_texts)))
+    assert metrics["eval"]["fvu"] == pytest.approx(tc.evaluate(x, y).fvu, rel=1e-5)
+    assert metrics["eval"]["n_tokens"] == x.shape[0]
+
+
 def test_sae_train_resumes_a_killed_run_from_its_checkpoint(
     tmp_path: Path,
     tiny_bert_folder: Path,

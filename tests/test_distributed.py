@@ -90,6 +90,18 @@ def _fit_saes(rank: int, size: int) -> dict[str, Any]:
     own = (x[t : t + SAE_BATCH][rank * batch : (rank + 1) * batch] for t in range(0, len(x), 128))
     sae = SparseAutoencoder(16, 64, k=4, seed=0)
     out["own"] = sae.fit(own, samples=SAE_STEPS * SAE_BATCH, batch_size=batch)
+    # Transcoders: rows [x | y], each side scaled on its own (from every rank's first rows
+    # when each rank reads its own), and a skip transcoder's linear path averaged too.
+    from superposition.sae import SyntheticMLP, Transcoder
+
+    mlp = SyntheticMLP(64, 16, 12, firing_probability=0.05, skip=0.5, noise=0.3, seed=0)
+    tc = Transcoder(16, 12, 64, k=4, skip=True, seed=0)
+    out["tc"] = tc.fit(mlp, samples=SAE_STEPS * SAE_BATCH, batch_size=batch)
+    rows = mlp.rows(SAE_STEPS * SAE_BATCH, torch.Generator().manual_seed(2))
+    mine = slice(rank * batch, (rank + 1) * batch)
+    own = (rows[t : t + SAE_BATCH][mine] for t in range(0, len(rows), SAE_BATCH))
+    tc = Transcoder(16, 12, 64, kind="jumprelu", l0=1e-3, seed=0)
+    out["tc_own"] = tc.fit(own, samples=SAE_STEPS * SAE_BATCH, batch_size=batch)
     return out
 
 
@@ -404,17 +416,19 @@ def test_a_bad_text_on_one_rank_stops_both_with_its_message(runs: dict[str, Any]
 
 
 def test_data_parallel_sae_equals_one_process_with_the_whole_batch(main_run: Path) -> None:
-    from superposition.sae import SparseAutoencoder
+    from superposition.sae import SparseAutoencoder, Transcoder
 
-    load = SparseAutoencoder.load
     for name, want in _fit_saes(0, 1).items():
+        load = Transcoder.load if name.startswith("tc") else SparseAutoencoder.load
         got = [load(main_run / f"sae_{name}{r}") for r in range(2)]
         assert torch.equal(got[0].params, got[1].params), "the ranks' parameters drifted apart"
         # Row by row the gradients are the same sums in another order; JumpReLU's
         # straight-through kernel (a window on pre - θ) turns round-off into a little more.
-        tol = 5e-3 if name == "jumprelu" else 1e-5
+        tol = 5e-3 if want.kind == "jumprelu" else 1e-5
         torch.testing.assert_close(got[0].params, want.params, rtol=0, atol=tol, msg=name)
         torch.testing.assert_close(got[0].scale, want.scale, msg=name)
+        if isinstance(want, Transcoder):
+            torch.testing.assert_close(got[0].output_scale, want.output_scale, msg=name)
         fvu = json.loads((main_run / f"sae_{name}0.fvu").read_text())
         torch.testing.assert_close(
             torch.tensor(fvu), torch.tensor(want.history.fvu), rtol=1e-3, atol=0

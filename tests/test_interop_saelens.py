@@ -366,3 +366,80 @@ def test_pretrained_names_that_cannot_load_fail_in_one_line(tmp_path: Path) -> N
         SparseAutoencoder.from_pretrained(
             "gemma-scope-2b-pt-res", "layer_0/width_16k/average_l0_46"
         )
+
+
+# --------------------------------------------------------------------------- transcoders
+
+D_OUT = 12
+TRANSCODERS = ["Transcoder", "SkipTranscoder", "JumpReLUTranscoder", "JumpReLUSkipTranscoder"]
+
+
+def _tc_agree(theirs: Any, ours: Any, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        z_theirs, z_ours = theirs.encode(x), ours.encode(x)
+        assert (z_ours != 0).any(), "the test inputs must activate some latents"
+        torch.testing.assert_close(z_ours, z_theirs, atol=TOL, rtol=TOL)
+        torch.testing.assert_close(ours(x), theirs(x), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("name", TRANSCODERS)
+def test_saelens_transcoders_load_save_and_agree(tmp_path: Path, name: str) -> None:
+    """SAELens's own transcoder classes, saved by SAELens, load here as a Transcoder that
+    encodes and predicts as theirs does; ours saved for SAELens loads there and agrees."""
+    from sae_lens.saes import transcoder as T
+
+    from superposition import Transcoder
+
+    g = _generator()
+    cfg = getattr(T, f"{name}Config")(
+        d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, dtype="float64", apply_b_dec_to_input=False
+    )
+    cfg.metadata.hook_name = "blocks.1.ln2.hook_normalized"
+    theirs = getattr(T, name)(cfg)
+    with torch.no_grad():
+        for _, p in theirs.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+        if hasattr(theirs, "threshold"):
+            theirs.threshold.copy_(torch.rand(D_SAE, generator=g, dtype=torch.float64) * 3 - 0.5)
+    theirs.save_model(tmp_path / "sl")
+    ours = Transcoder.load(tmp_path / "sl")
+    assert (ours.d_in, ours.d_out, ours.skip, ours.layer) == (D_IN, D_OUT, "Skip" in name, 1)
+    assert ours.kind == ("jumprelu" if "JumpReLU" in name else "relu")
+    _tc_agree(theirs, ours, _inputs(g))
+    with pytest.raises(ValueError, match=r"load it with superposition\.Transcoder\.load"):
+        SparseAutoencoder.load(tmp_path / "sl")
+
+    # ours, trained-like (scales that are not 1), out to SAELens and back
+    with torch.no_grad():
+        ours.scale.fill_(1.7)
+        ours.output_scale.fill_(0.4)
+    ours.save(tmp_path / "back", format="saelens")
+    again = SAE.load_from_disk(tmp_path / "back", dtype="float64")
+    assert type(again).__name__ == name
+    _tc_agree(again, ours, _inputs(g))
+    twice = Transcoder.load(tmp_path / "back")
+    assert (twice.kind, twice.skip) == (ours.kind, ours.skip)
+    _tc_agree(again, twice, _inputs(g))
+
+
+def test_our_batchtopk_transcoder_opens_in_saelens_and_topk_is_refused(tmp_path: Path) -> None:
+    from superposition import SyntheticMLP, Transcoder
+
+    mlp = SyntheticMLP(48, D_IN, D_OUT, firing_probability=0.1, skip=0.5, noise=0.2, seed=0)
+    ours = Transcoder(D_IN, D_OUT, D_SAE, kind="batchtopk", k=4, skip=True, seed=0)
+    ours.fit(mlp, samples=8192, batch_size=256)
+    ours = ours.double()
+    ours.save(tmp_path / "btk", format="saelens")
+    theirs = SAE.load_from_disk(tmp_path / "btk", dtype="float64")
+    assert type(theirs).__name__ == "JumpReLUSkipTranscoder"
+    x = mlp.sample(64, torch.Generator().manual_seed(3))[0].double()
+    _tc_agree(theirs, ours, x)
+    back = Transcoder.load(tmp_path / "btk")
+    assert (back.kind, back.k) == ("batchtopk", 4)
+    topk = Transcoder(D_IN, D_OUT, D_SAE, k=4)
+    with pytest.raises(ValueError, match="SAELens has no transcoder of kind='topk'"):
+        topk.save(tmp_path / "topk", format="saelens")
+    assert not (tmp_path / "topk").exists()
+    SparseAutoencoder(D_IN, D_SAE, k=4).save(tmp_path / "sae", format="saelens")
+    with pytest.raises(ValueError, match="holds no SAELens transcoder"):
+        Transcoder.load(tmp_path / "sae")

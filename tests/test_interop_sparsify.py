@@ -95,3 +95,38 @@ def test_a_config_that_disagrees_with_the_weights_is_refused(tmp_path: Path) -> 
     (tmp_path / "c/cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="disagree"):
         SparseAutoencoder.load(tmp_path / "c")
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_sparsify_transcoders_load_save_and_agree(tmp_path: Path, skip: bool) -> None:
+    """sparsify's transcoder (transcode=true, optionally a skip connection) loads here as a
+    TopK Transcoder that predicts as sparsify does, and ours goes back and agrees."""
+    from superposition import Transcoder
+
+    g = _generator()
+    coder = _theirs(g, transcode=True, skip_connection=skip)
+    coder.save_to_disk(tmp_path / "layers.2.mlp")
+    with pytest.raises(ValueError, match=r"load it with superposition\.Transcoder\.load"):
+        SparseAutoencoder.load(tmp_path / "layers.2.mlp")
+    ours = Transcoder.load(tmp_path / "layers.2.mlp")
+    assert (ours.kind, ours.k, ours.skip, ours.layer, ours.d_out) == ("topk", K, skip, 2, D_IN)
+    x = torch.randn(64, D_IN, generator=g, dtype=torch.float64)
+
+    def agree(theirs: Any, tc: Transcoder) -> None:
+        with torch.no_grad():
+            z = _dense(theirs, x)
+            assert (z != 0).any()
+            torch.testing.assert_close(tc.encode(x), z, atol=TOL, rtol=TOL)
+            torch.testing.assert_close(tc(x), theirs(x, x).sae_out, atol=TOL, rtol=TOL)
+
+    agree(coder, ours)
+    with torch.no_grad():  # scales that are not 1, folded into what sparsify reads
+        ours.scale.fill_(1.7)
+        ours.output_scale.fill_(0.4)
+    ours.save(tmp_path / "back", format="sparsify")
+    agree(SparseCoder.load_from_disk(tmp_path / "back"), ours)
+    with pytest.raises(ValueError, match="sparsify's transcoders are TopK"):
+        Transcoder(D_IN, D_IN + 1, D_SAE, k=K).save(tmp_path / "wide", format="sparsify")
+    _theirs(g).save_to_disk(tmp_path / "sae")
+    with pytest.raises(ValueError, match=r"load it with SparseAutoencoder\.load"):
+        Transcoder.load(tmp_path / "sae")

@@ -17,6 +17,8 @@ from superposition.sae import (
     SAEMetrics,
     SparseAutoencoder,
     SyntheticFeatures,
+    SyntheticMLP,
+    Transcoder,
     edit,
     edit_neurons,
 )
@@ -44,7 +46,9 @@ __all__ = [
     "SparseFeatureDataset",
     "StreamingStatistics",
     "SyntheticFeatures",
+    "SyntheticMLP",
     "ToyModel",
+    "Transcoder",
     "UnitBasis",
     "UnitStatistics",
     "UnitTable",

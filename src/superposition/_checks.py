@@ -7,10 +7,18 @@ expected and what arrived, before any work is done.
 from __future__ import annotations
 
 import numbers
+from typing import Any, cast
 
 import torch
+from torch import Tensor
 
-__all__ = ["generator", "optional_positive_int", "positive_int"]
+__all__ = [
+    "float_rows",
+    "generator",
+    "optional_device",
+    "optional_positive_int",
+    "positive_int",
+]
 
 
 def positive_int(value: object, name: str, *, none_ok: bool = False, numpy_ok: bool = False) -> int:
@@ -62,3 +70,49 @@ def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Gen
     else:
         g.manual_seed(seed)
     return g
+
+
+def float_rows(x: object, width: int, name: str, label: str, built: str) -> Tensor:
+    """``x`` if it is a finite floating-point ``[batch, width]`` tensor, else a TypeError or
+    ValueError naming ``name``; ``label`` names the width (``"d_in=8"``) and ``built`` says
+    what fixed it, for the message.
+
+    Examples:
+        >>> float_rows(torch.zeros(2, 3), 4, "x", "d_in=4", "built so")
+        Traceback (most recent call last):
+        ...
+        ValueError: x must have shape [batch, d_in=4], got shape (2, 3); built so
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape [batch, {width}], got {type(x).__name__}"
+        )
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ValueError(
+            f"{name} must have shape [batch, {label}], got shape {tuple(x.shape)}; {built}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; use {name}.float()"
+        )
+    if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf in shape {tuple(x.shape)}")
+    return x
+
+
+def optional_device(value: object) -> torch.device | None:
+    """``None``, or ``value`` (a ``torch.device``, ``"cuda:0"``...) as a device, else a
+    ValueError.
+
+    Examples:
+        >>> optional_device("cpu"), optional_device(None)
+        (device(type='cpu'), None)
+    """
+    if value is None:
+        return None
+    try:
+        return torch.device(cast(Any, value))
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {value!r}"
+        ) from err

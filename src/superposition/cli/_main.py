@@ -1,13 +1,15 @@
-"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval | units |
-explore | stream``; one module per command holds its parser and its run.
+"""The command line: ``superposition reproduce | toy | probe | sae train | sae eval |
+transcoder train | units | explore | stream``; one module per command holds its parser and
+its run.
 
 Bad arguments exit with status 2 and one line on stderr (no traceback), like argparse's own
 usage errors; every check that can run before the work starts does (the model name, the layer,
 whether ``--out`` can be created), and a rejected run writes nothing.
 
-``units``, ``explore``, ``stream`` and ``sae train`` also run under ``torchrun``
-(``torchrun --nproc-per-node N -m superposition units ...``): each rank streams its share of the
-corpus, the results are reduced, and rank 0 alone draws the progress bar and writes the outputs.
+``units``, ``explore``, ``stream``, ``sae train`` and ``transcoder train`` also run under
+``torchrun`` (``torchrun --nproc-per-node N -m superposition units ...``): each rank streams its
+share of the corpus, the results are reduced, and rank 0 alone draws the progress bar and writes
+the outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from superposition.cli import explore, probe, reproduce, sae, stream, toy, units
+from superposition.cli import explore, probe, reproduce, sae, stream, toy, transcoder, units
 from superposition.cli._args import Parser
 from superposition.cli._common import USER_ERRORS, fail, torchrun_world
 
@@ -28,12 +30,13 @@ _COMMANDS = {
     "toy": toy,
     "probe": probe,
     "sae": sae,
+    "transcoder": transcoder,
     "units": units,
     "explore": explore,
     "stream": stream,
 }
 # The commands that share their work between the ranks of a torchrun launch.
-_DISTRIBUTED = ("units", "explore", "stream", "sae train")
+_DISTRIBUTED = ("units", "explore", "stream", "sae train", "transcoder train")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     prog = f"superposition {args.command}" + (
-        f" {args.sae_command}" if args.command == "sae" else ""
+        f" {args.sae_command}" if args.command in ("sae", "transcoder") else ""
     )
     run: Callable[[argparse.Namespace], int] = _COMMANDS[args.command].run
     launched = torchrun_world() > 1

@@ -19,7 +19,7 @@ from superposition._io import atomic_write
 from superposition.cli._args import FORMAT, Parser, model_arguments, text_column_argument
 from superposition.cli._common import check_out_once, load_sae_folder, make_out
 
-__all__ = ["EXAMPLE", "add_parser", "run"]
+__all__ = ["EXAMPLE", "add_parser", "run", "train", "train_parser"]
 
 EXAMPLE = (
     "example:\n  superposition sae train --layer 0 --d-sae 6144 --k 32 --out sae-out\n"
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
     sae_sub = sae.add_subparsers(
         dest="sae_command", required=True, parser_class=Parser, metavar="{train,eval}"
     )
-    _train_parser(sae_sub)
+    train_parser(sae_sub)
     _eval_parser(sae_sub)
 
 
@@ -66,15 +66,26 @@ def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _train_parser(sub: Any) -> None:
+def train_parser(sub: Any, *, transcoder: bool = False, epilog: str = EXAMPLE) -> None:
+    """Add ``train`` to ``sub``: an SAE's, or with ``transcoder`` a transcoder's."""
+    if transcoder:
+        help_ = "train a transcoder on one layer's MLP over a corpus"
+        description = (
+            "Train a transcoder (a wide, sparse MLP) to map what the MLP of one layer reads "
+            "(mlp_in) to what it writes (mlp_out) over a corpus, then evaluate it on held-out "
+            "text. Writes transcoder.safetensors, transcoder.json and metrics.json (its "
+            "settings, quality (FVU of mlp_out, L0, dead latents) and fidelity: the loss "
+            "recovered with it in place of the MLP)."
+        )
+    else:
+        help_ = "train an SAE on one layer's neurons over a corpus"
+        description = (
+            "Train a sparse autoencoder on the MLP neurons of one layer over a corpus, then "
+            "evaluate it on held-out text. Writes sae.safetensors, sae.json (the SAE), and "
+            "metrics.json (its settings, quality and fidelity)."
+        )
     train = sub.add_parser(
-        "train",
-        help="train an SAE on one layer's neurons over a corpus",
-        description="Train a sparse autoencoder on the MLP neurons of one layer over a corpus, "
-        "then evaluate it on held-out text. Writes sae.safetensors, sae.json (the SAE), and "
-        "metrics.json (its settings, quality and fidelity).",
-        epilog=EXAMPLE,
-        formatter_class=FORMAT,
+        "train", help=help_, description=description, epilog=epilog, formatter_class=FORMAT
     )
     model_arguments(train)
     _corpus_arguments(train)
@@ -82,9 +93,17 @@ def _train_parser(sub: Any) -> None:
         "--kind",
         default="topk",
         choices=["topk", "batchtopk", "jumprelu", "relu"],
-        help="SAE architecture (default: %(default)s)",
+        help="architecture (default: %(default)s)",
     )
-    train.add_argument("--d-sae", type=int, default=None, help="latents (default: 4 x neurons)")
+    train.add_argument(
+        "--d-sae", type=int, default=None, help="latents (default: 4 x the MLP's neurons)"
+    )
+    if transcoder:
+        train.add_argument(
+            "--skip",
+            action="store_true",
+            help="a skip transcoder: add a linear path from mlp_in to mlp_out",
+        )
     train.add_argument(
         "--k", type=int, default=32, help="active latents per token, TopK kinds (default: 32)"
     )
@@ -157,10 +176,11 @@ def _eval_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``sae train`` or ``sae eval``."""
-    return _train(args) if args.sae_command == "train" else _eval(args)
+    return train(args) if args.sae_command == "train" else _eval(args)
 
 
-def _train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace) -> int:
+    """Run ``sae train``, or ``transcoder train`` when ``args.command`` says so."""
     from superposition.distributed import check_all_ranks, world
     from superposition.probe import ActivationProbe, load_model
     from superposition.sae import (
@@ -173,6 +193,10 @@ def _train(args: argparse.Namespace) -> int:
         store_epochs,
     )
     from superposition.sae.kinds import kind_class
+    from superposition.sae.transcoder import Transcoder
+
+    transcoder = args.command == "transcoder"
+    name = "transcoder" if transcoder else "sae"
 
     positive_int(args.batch_size, "--batch-size")
     positive_int(args.k, "--k")
@@ -200,19 +224,29 @@ def _train(args: argparse.Namespace) -> int:
     progress = not args.no_progress and rank == 0
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model)
-    probe = ActivationProbe(model, layer=args.layer, tokenizer=tokenizer, progress=False)
+    sites = ["mlp_in", "mlp_out"] if transcoder else ["neurons"]
+    probe = ActivationProbe(
+        model, layer=args.layer, site=sites, tokenizer=tokenizer, progress=False
+    )
     first = next(iter(train_texts), None)
     if first is None:
         raise ValueError(f"--corpus {args.corpus!r} holds no text")
-    width = probe.run([first]).n_neurons
-    takes_k = "k" in kind_class(args.kind).hyperparameters()
-    sae = SparseAutoencoder(
-        width,
-        args.d_sae or 4 * width,
-        kind=args.kind,
-        k=args.k if takes_k else None,
-        seed=args.seed,
-    )  # checks d_sae and k before any work
+    widths = [a.n_neurons for a in probe.run([first])]
+    neurons = ActivationProbe(model, layer=args.layer, tokenizer=tokenizer, progress=False)
+    n_neurons = neurons.run([first]).n_neurons if transcoder else widths[0]
+    width = sum(widths)  # of a training row: [mlp_in | mlp_out] for a transcoder
+    kw: dict[str, Any] = {
+        "kind": args.kind,
+        "k": args.k if "k" in kind_class(args.kind).hyperparameters() else None,
+        "seed": args.seed,
+    }
+    d_sae = args.d_sae or 4 * n_neurons
+    # Built now: checks d_sae and k before any work.
+    sae = (
+        Transcoder(widths[0], widths[1], d_sae, skip=args.skip, **kw)
+        if transcoder
+        else SparseAutoencoder(width, d_sae, **kw)
+    )
     tokens = count_tokens(train_texts, tokenizer, max_length=probe.token_limit(tokenizer))
     samples = args.samples or tokens
     store = ActivationStore(
@@ -246,8 +280,10 @@ def _train(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     if rank != 0:  # every rank ends with the same SAE; rank 0 evaluates and writes it
         return 0
-    sae.layer, sae.site = probe.layers[0], "neurons"  # saved with it: where it reads
-    sae.save(args.out / "sae")
+    sae.layer = probe.layers[0]  # saved with it: where it reads
+    if not transcoder:
+        sae.site = "neurons"
+    sae.save(args.out / name)
     result = evaluate_on_corpus(
         sae, model, eval_texts, args.layer, tokenizer=tokenizer, progress=progress
     )
@@ -256,13 +292,14 @@ def _train(args: argparse.Namespace) -> int:
     payload = {
         "model": model_name,
         "layer": args.layer,
-        "module": probe.sites[0].module_name,
+        "module": "+".join(p.module_name for p in probe.sites),
         "corpus": args.corpus,
         "text_column": args.text_column,
         "train_tokens_per_epoch": tokens,
         "samples": samples,
         "kind": args.kind,
-        "d_in": width,
+        "d_in": sae.d_in,
+        **({"d_out": sae.d_out, "skip": args.skip} if transcoder else {}),
         "d_sae": sae.d_sae,
         "k": sae.k,
         "batch_size": args.batch_size,

@@ -13,7 +13,8 @@ from superposition.sae.plan import (
     store_epochs,
 )
 from superposition.sae.store import ActivationStore
-from superposition.sae.synthetic import SyntheticFeatures
+from superposition.sae.synthetic import SyntheticFeatures, SyntheticMLP
+from superposition.sae.transcoder import Transcoder
 
 __all__ = [
     "KINDS",
@@ -26,6 +27,8 @@ __all__ = [
     "SAEMetrics",
     "SparseAutoencoder",
     "SyntheticFeatures",
+    "SyntheticMLP",
+    "Transcoder",
     "count_tokens",
     "edit",
     "edit_neurons",

@@ -1,5 +1,28 @@
 """Checkpoints of the SAE training loop: what a run writes (the whole training state, atomically)
-and how a resumed run reads it back, refusing one written by another SAE, fit or source."""
+and how a resumed run reads it back, refusing one written by another SAE, fit or source.
+
+With ``checkpoint="run/ckpt"`` the whole training state is written
+to ``run/ckpt.safetensors`` (parameters, Adam's moments, BatchTopK's threshold, the
+input scale, each latent's samples since it fired, the generator's state at the start
+of the run; the step, samples seen, history so far and the run's settings in its
+header) and ``run/ckpt.json`` (the same settings and history, readable), every
+``checkpoint_every`` steps and at the end, each file replaced atomically. Under
+``torch.distributed`` rank 0 alone writes: every rank holds the same state.
+``resume="run/ckpt"`` continues such a run: call it on an SAE built with the same
+arguments, with the same source (rebuilt as it was at the start: the same tensor, the
+same :class:`~superposition.SyntheticFeatures`, a fresh
+:class:`~superposition.ActivationStore` over the same corpus) and the same fit
+arguments and number of ranks; anything else that the checkpoint records is refused
+with a ``ValueError`` before any work. The final parameters and history are then
+bit-identical (on the CPU) to those of the run had it not stopped. The data stream
+continues by replaying it: the generator is set back to its state at the start of
+the run and the batches of the steps already done are drawn and thrown away (no
+gradients). For a tensor that is one permutation per epoch; a
+:class:`~superposition.SyntheticFeatures` samples them again (a fraction of a
+step's cost); any other iterable is read again up to that point (an
+:class:`~superposition.ActivationStore` runs the language model again over those
+texts: as long as the training so far took, less the SAE's share).
+"""
 
 from __future__ import annotations
 

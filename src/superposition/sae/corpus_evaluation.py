@@ -33,7 +33,8 @@ class CorpusEvaluation:
         n_texts: texts measured on.
         n_tokens: tokens whose neurons were reconstructed (padding dropped).
         quality: reconstruction of those tokens' neurons (L0, FVU, MSE, dead latents, ...).
-        fidelity: the model's loss with the SAE spliced in, against zero- and mean-ablation.
+        fidelity: the model's loss with the SAE spliced in (a transcoder in place of the
+            MLP), against zero- and mean-ablation.
     """
 
     n_texts: int
@@ -76,7 +77,8 @@ def evaluate_on_corpus(
     tokenizer: Any = None,
     progress: bool = False,
 ) -> CorpusEvaluation:
-    """Measure ``sae``, trained on the MLP neurons of ``layer`` of ``model``, on ``texts``.
+    """Measure ``sae``, trained on the MLP neurons of ``layer`` of ``model``, on ``texts`` (a
+    :class:`~superposition.Transcoder`: its prediction of ``mlp_out`` from ``mlp_in``).
 
     Args:
         sae: an SAE whose ``d_in`` is the layer's number of neurons.
@@ -101,12 +103,13 @@ def evaluate_on_corpus(
         ['mean', 'sae', 'zero']
     """
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
-    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=progress)
+    sites = ["mlp_in", "mlp_out"] if sae.transcoder else ["neurons"]
+    probe = ActivationProbe(model, layer=layer, site=sites, tokenizer=tokenizer, progress=progress)
     # Batch by batch as the model gives them: memory does not grow with the texts.
     quality = Quality(sae)
     with probe.capture(texts, distributed=False) as batches:
         for captured in batches:
-            quality.add(captured["neurons"])
+            quality.add(*(captured[site] for site in sites))
     fidelity = sae.fidelity(model, texts, layer, tokenizer=tokenizer)
     return CorpusEvaluation(
         n_texts=fidelity.n_texts, n_tokens=quality.n, quality=quality.result(), fidelity=fidelity

@@ -6,7 +6,9 @@ residual stream before or after the block) passed through a function
 ``fn: [..., width] -> [..., width]``; :func:`edit_neurons` is :func:`edit` at the neurons (the
 input of the MLP's output projection). The edits the field uses are built on it:
 
-* :func:`splice` replaces the neurons by an SAE's reconstruction;
+* :func:`splice` replaces the neurons by an SAE's reconstruction, or the MLP's output by a
+  transcoder's prediction from its input (a :class:`FromSite` edit, which reads one site and
+  replaces another);
 * :func:`zero_ablation` / :func:`mean_ablation` remove the layer's MLP (mean ablation keeps
   each neuron at its mean over a corpus, e.g. ``probe.stream(texts).finalise().mean``);
 * :func:`ablate_neurons` removes some neurons; :func:`ablate_latents` removes some SAE latents'
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
 __all__ = [
+    "FromSite",
     "NeuronEdit",
     "ablate_latents",
     "ablate_neurons",
@@ -53,6 +57,35 @@ __all__ = [
 
 NeuronEdit = Callable[[Tensor], Tensor]
 """A function of the neurons ``[..., n_neurons]`` that returns a tensor of the same shape."""
+
+
+@dataclass(frozen=True)
+class FromSite:
+    """An edit that reads another site of the same layer: the edited site's tensor ``x`` is
+    replaced by ``fn(source, x)``, ``source`` being the tensor at ``site`` earlier in the same
+    forward pass. A transcoder's splice is one: ``mlp_out`` replaced by a function of
+    ``mlp_in``. Pass it to :func:`edit` (and so to every function built on it) like any edit.
+
+    Examples:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2Model
+        >>> gpt2 = GPT2Model(GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50)).eval()
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> mlp = gpt2.h[0].mlp
+        >>> by_hand = FromSite("mlp_in", lambda src, x: mlp.c_proj(mlp.act(mlp.c_fc(src))))
+        >>> with edit(gpt2, 0, by_hand, site="mlp_out"):
+        ...     same = gpt2(ids).last_hidden_state  # the MLP recomputed from what it read
+        >>> torch.equal(same, gpt2(ids).last_hidden_state)
+        True
+    """
+
+    site: str
+    fn: Callable[[Tensor, Tensor], Tensor]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        raise RuntimeError(
+            f"this edit reads the site {self.site!r} too: apply it with edit(), which hooks both"
+        )
 
 
 def _rows(fn: Callable[[Tensor], Tensor]) -> NeuronEdit:
@@ -122,7 +155,24 @@ def edit(
         raise TypeError(f"site must be one site name (edit one site at a time), got {site!r}")
     model = unwrap(model)
     (point,) = locate_sites(model, layer, site, module=module)
-    with hooked(model, [Hook(point, fn)]):
+    hooks = [Hook(point, fn)]
+    if isinstance(fn, FromSite):
+        (source,) = locate_sites(model, layer, fn.site, module=module)
+        held: list[Tensor] = []
+
+        def keep(t: Tensor) -> None:
+            held[:] = [t]
+
+        def use(x: Tensor, fn: FromSite = fn) -> Tensor:
+            if not held:
+                raise RuntimeError(
+                    f"the edit of layer {point.layer}'s {point.site} reads its {source.site}, "
+                    "which the forward pass had not computed yet"
+                )
+            return fn.fn(held.pop(), x)
+
+        hooks = [Hook(source, keep), Hook(point, use)]
+    with hooked(model, hooks):
         yield point
 
 
@@ -250,13 +300,17 @@ def ablate_neurons(
 
 
 def splice(sae: SparseAutoencoder) -> NeuronEdit:
-    """The neurons replaced by the SAE's reconstruction ``sae(x)``.
+    """The neurons replaced by the SAE's reconstruction ``sae(x)``; for a
+    :class:`~superposition.Transcoder`, the MLP's output replaced by its prediction from the
+    MLP's input (a :class:`FromSite` edit of ``mlp_out`` that reads ``mlp_in``).
 
     Examples:
-        >>> from superposition import SparseAutoencoder
+        >>> from superposition import SparseAutoencoder, Transcoder
         >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
         >>> splice(sae)(torch.randn(2, 3, 4)).shape
         torch.Size([2, 3, 4])
+        >>> splice(Transcoder(4, 6, 8, k=2)).site
+        'mlp_in'
     """
 
     step = default_batch_rows(sae.d_sae)
@@ -269,6 +323,13 @@ def splice(sae: SparseAutoencoder) -> NeuronEdit:
         out: Tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
         return out.to(x.dtype)
 
+    if sae.transcoder:
+
+        def predict(source: Tensor, x: Tensor) -> Tensor:
+            rows = reconstruct(source.reshape(-1, source.shape[-1]))
+            return rows.reshape(*source.shape[:-1], rows.shape[-1]).to(x.dtype)
+
+        return FromSite("mlp_in", predict)
     return _rows(reconstruct)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from superposition._checks import float_rows
 from superposition._checks import positive_int as _positive_int
 
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ __all__ = ["Quality", "SAEMetrics", "default_batch_rows", "evaluate"]
 @dataclass(frozen=True)
 class SAEMetrics:
     """How well an SAE reconstructs some data (:meth:`~superposition.SparseAutoencoder.evaluate`).
+
+    A transcoder's are the same of its output ``y`` in place of ``x``.
 
     Attributes:
         l0: mean number of active (non-zero) latents per sample.
@@ -66,20 +69,26 @@ class Quality:
         self.shrink = 0.0
         self.nonzero = 0
         self.fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.params.device)
-        self.mean = torch.zeros(sae.d_in, dtype=torch.float64)
-        self.m2 = torch.zeros(sae.d_in, dtype=torch.float64)
+        self.mean = torch.zeros(sae.d_out, dtype=torch.float64)
+        self.m2 = torch.zeros(sae.d_out, dtype=torch.float64)
 
     @torch.no_grad()
-    def add(self, x: Tensor, *, batch_rows: int | None = None) -> None:
+    def add(self, x: Tensor, y: Tensor | None = None, *, batch_rows: int | None = None) -> None:
         """Measure the SAE on the rows of ``x: [n, d_in]`` (any device), ``batch_rows`` (default
-        :func:`default_batch_rows`) at a time."""
+        :func:`default_batch_rows`) at a time; a transcoder's on the pairs ``(x, y)``, with
+        ``y: [n, d_out]`` what it should output."""
         sae = self.sae
         x = sae._check_input(x, move=False)
+        if sae.transcoder:
+            y = _outputs(sae, x, y)
+        elif y is not None:
+            raise ValueError("an SAE reconstructs x itself: pass y=None (y is a transcoder's)")
         step = batch_rows or default_batch_rows(sae.d_sae)
         for start in range(0, x.shape[0], step):
             xb = x[start : start + step].to(sae.params.device, non_blocking=True)
-            z = sae.encode(xb)
-            xhat = sae.decode(z)
+            z, xhat = sae._predict(xb)
+            if y is not None:
+                xb = y[start : start + step].to(sae.params.device, non_blocking=True)
             self.active += int((z != 0).sum())
             self.fired |= (z != 0).any(0)
             del z
@@ -109,20 +118,36 @@ class Quality:
         return SAEMetrics(
             l0=self.active / n,
             fvu=self.err_sq / variance if variance > 0 else math.nan,
-            mse=self.err_sq / (n * sae.d_in),
+            mse=self.err_sq / (n * sae.d_out),
             dead_fraction=float((~self.fired).sum()) / sae.d_sae,
             shrinkage=self.shrink / self.nonzero if self.nonzero else math.nan,
             samples=n,
         )
 
 
-def evaluate(sae: SparseAutoencoder, x: Tensor, batch_size: int | None = None) -> SAEMetrics:
-    """The body of :meth:`~superposition.SparseAutoencoder.evaluate`."""
+def _outputs(sae: SparseAutoencoder, x: Tensor, y: object) -> Tensor:
+    """A transcoder's ``y``, checked against its ``x``."""
+    if y is None:
+        raise ValueError(
+            "a transcoder is measured on pairs: pass y, the [n, d_out] outputs it should give"
+        )
+    label = f"d_out={sae.d_out}"
+    y = float_rows(y, sae.d_out, "y", label, f"the transcoder was built with {label}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must have the same rows, got {x.shape[0]} and {y.shape[0]}")
+    return y.to(sae.params.dtype)
+
+
+def evaluate(
+    sae: SparseAutoencoder, x: Tensor, batch_size: int | None = None, y: Tensor | None = None
+) -> SAEMetrics:
+    """The body of :meth:`~superposition.SparseAutoencoder.evaluate` (and of a transcoder's,
+    with ``y``)."""
     # Quality.add validates x (one pass over it); the sample count is checked before any work.
     if isinstance(x, Tensor) and x.ndim == 2 and x.shape[0] < 2:
         raise ValueError(f"x must hold at least 2 samples to measure variance, got {x.shape[0]}")
     if batch_size is not None:
         _positive_int(batch_size, "batch_size")
     quality = Quality(sae)
-    quality.add(x, batch_rows=batch_size)
+    quality.add(x, y, batch_rows=batch_size)
     return quality.result()

@@ -267,7 +267,9 @@ def sae_fidelity(
     batch_size: int = 16,
     max_length: int | None = None,
 ) -> Fidelity:
-    """Fidelity of ``sae`` spliced into ``site`` of ``layer`` of ``model`` on ``texts``.
+    """Fidelity of ``sae`` spliced into ``site`` of ``layer`` of ``model`` on ``texts``; a
+    :class:`~superposition.Transcoder` replaces the MLP's output (``mlp_out``, by default) by
+    its prediction from the MLP's input, against the MLP's output zeroed or held at its mean.
 
     Args:
         sae: an SAE trained on that site of that layer.
@@ -293,15 +295,15 @@ def sae_fidelity(
         raise ValueError(
             "layer is required: this SAE does not record the layer it reads; pass layer=..."
         )
-    site = site or sae.site or "neurons"
+    site = site or sae.site or ("mlp_out" if sae.transcoder else "neurons")
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
     if mean is None:
         probe = _probe(model, layer, site, tokenizer, module, batch_size, max_length)
         # Everything here runs in this process alone (one rank may call it by itself).
         mean = probe.stream(texts, distributed=False).finalise().mean
-    n = sae.d_in
+    n, width = (sae.d_out, "d_out") if sae.transcoder else (sae.d_in, "d_in")
     if mean.shape != (n,):
-        raise ValueError(f"mean must have shape [{n}] (the SAE's d_in), got {tuple(mean.shape)}")
+        raise ValueError(f"mean must have shape [{n}] (the SAE's {width}), got {tuple(mean.shape)}")
     edits: dict[str, NeuronEdit] = {
         "sae": splice(sae),
         "zero": zero_ablation,

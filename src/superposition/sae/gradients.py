@@ -78,6 +78,9 @@ class Step:
         self.rule = model.rule
         self.autocast = autocast
         self.d_in, self.d_sae = model.d_in, model.d_sae
+        # A transcoder's rows are [x | y]: it reads x (uncentred) and reconstructs y.
+        self.transcoder, self.d_out = model.transcoder, model.d_out
+        self.width = self.d_in + self.d_out if self.transcoder else self.d_in
         views = model._views(P)
         self.encT, self.W_dec, self.b_dec, self.b_enc = (
             views["encT"],
@@ -96,6 +99,7 @@ class Step:
         extra = self.rule.extra_parameters(self.d_in, self.d_sae)
         self.extra = {name: views[name] for name in extra}
         self.G_extra = {name: g[name] for name in extra}
+        self.W_skip, self.G_skip = views.get("W_skip"), g.get("W_skip")
         self.aux_k = min(config.aux_k or max(1, self.d_in // 2), self.d_sae)
         self.aux_coef = config.aux_coef
         self.bandwidth = config.bandwidth
@@ -182,16 +186,31 @@ class Step:
         them.
         """
         self.G.zero_()
-        xc = xn - self.b_dec
+        if self.transcoder:
+            # The sparse part reconstructs what the linear path leaves: y - x W_skipᵀ.
+            xc, target = xn[:, : self.d_in], xn[:, self.d_in :]
+            if self.W_skip is not None:
+                target = torch.addmm(target, xc, self.W_skip.T, alpha=-1.0)
+        else:
+            xc, target = xn - self.b_dec, xn
         if self.autocast is None:
             pre = torch.addmm(self.b_enc, xc, self.encT.T)
         else:
             pre = self.mm_low(xc, self.encT.T, self.b_enc)
-        err, delta, n_active = self.rule.gradients(self, xn, xc, pre)
+        err, delta, n_active = self.rule.gradients(self, target, xc, pre)
         if dead is not None:
             self.rule.aux_gradients(self, pre, dead, err, xc)
-        self.G_bdec.add_(delta.sum(0)).sub_(self.G_benc @ self.encT)
+        self.G_bdec.add_(delta.sum(0))
+        if not self.transcoder:  # b_dec is also subtracted before an SAE's encoder
+            self.G_bdec.sub_(self.G_benc @ self.encT)
+        if self.G_skip is not None:
+            torch.mm(delta.T, xc, out=self.G_skip)
         return err, n_active
+
+    def target(self, xn: Tensor) -> Tensor:
+        """What the model reconstructs of normalised rows ``xn``: ``xn`` itself for an SAE,
+        the ``y`` of a transcoder's rows ``[x | y]``."""
+        return xn[:, self.d_in :] if self.transcoder else xn
 
 
 def _csr(crow: Tensor, cols: Tensor, vals: Tensor, size: tuple[int, int]) -> Tensor:
@@ -224,8 +243,9 @@ def gradients(
     decoder projection), exposed so that it can be checked against autograd.
 
     Args:
-        model: the SAE.
-        x: ``[batch, d_in]`` in the user's units.
+        model: the SAE (or :class:`~superposition.Transcoder`).
+        x: ``[batch, d_in]`` in the user's units (a transcoder's rows ``[x | y]``,
+            ``[batch, d_in + d_out]``).
         dead: ``[d_sae]`` bool mask of latents treated as dead by AuxK (not ``"relu"``).
         aux_k, aux_coef, bandwidth: as in :class:`FitConfig`.
 
@@ -235,7 +255,7 @@ def gradients(
         >>> gradients(sae, torch.randn(5, 4)).shape == sae.params.shape
         True
     """
-    x = model._check_input(x, "x")
+    x = model._check_input(x, "x", rows=True)
     if dead is not None and not model.rule.uses_dead_latents:
         from superposition.sae.kinds import REGISTRY
 
@@ -249,5 +269,5 @@ def gradients(
     config = FitConfig(samples=1, aux_k=aux_k, aux_coef=aux_coef, bandwidth=bandwidth)
     with torch.no_grad():
         step = Step(model, model.params.data, config)
-        step.gradients(x * model.input_scale, dead)
+        step.gradients(x * model._row_scale(model._scales()), dead)
         return step.G.clone()

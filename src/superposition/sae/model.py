@@ -20,14 +20,16 @@ the normalised space.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from superposition._checks import float_rows, optional_device
 from superposition._checks import positive_int as _positive_int
 from superposition.sae.config import FitHistory, Schedule
 from superposition.sae.evaluate import SAEMetrics, evaluate
@@ -47,16 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_L0", "DEFAULT_L1", "KINDS", "Kind", "SAEMetrics", "SparseAutoencoder"]
 
 _PARAM_DTYPES = (torch.float32, torch.float64)
-
-
-def _device(value: object) -> torch.device:
-    """``value`` (a ``torch.device``, ``"cuda:0"``...) as a device, or a ValueError."""
-    try:
-        return torch.device(cast(Any, value))
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {value!r}"
-        ) from err
 
 
 class SparseAutoencoder(nn.Module):
@@ -99,6 +91,7 @@ class SparseAutoencoder(nn.Module):
     history: FitHistory | None
     scale: Tensor
     threshold: Tensor
+    transcoder: ClassVar[bool] = False  # True for Transcoder: rows hold [x | y]
 
     def __init__(
         self,
@@ -115,15 +108,36 @@ class SparseAutoencoder(nn.Module):
         **options: Any,
     ) -> None:
         super().__init__()
+        where = self._setup(
+            d_in, d_in, d_sae, kind, {"k": k, "l1": l1, "l0": l0, **options}, seed, device, dtype
+        )
+        if where is not None:
+            self.to(where)
+
+    def _setup(
+        self,
+        d_in: int,
+        d_out: int,
+        d_sae: int,
+        kind: Kind,
+        options: dict[str, Any],
+        seed: int | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> torch.device | None:
+        """The constructor's work, shared with :class:`~superposition.Transcoder` (which reads
+        ``d_in`` and writes ``d_out``): checks, the kind, the packed parameter and the
+        buffers; returns the device to move to (``None``: stay on the CPU)."""
         if dtype is not None and dtype not in _PARAM_DTYPES:
             raise ValueError(
                 f"dtype must be torch.float32 or torch.float64, got {dtype!r}; to train in "
                 "bfloat16 or float16 keep float32 parameters and pass fit(autocast=torch.bfloat16)"
             )
-        where = None if device is None else _device(device)
+        where = optional_device(device)
         self.d_in = _positive_int(d_in, "d_in")
+        self.d_out = _positive_int(d_out, "d_out")
         self.d_sae = _positive_int(d_sae, "d_sae")
-        rule = build(kind, self.d_in, self.d_sae, {"k": k, "l1": l1, "l0": l0, **options})
+        rule = build(kind, self.d_in, self.d_sae, options)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.kind: Kind = kind
@@ -143,34 +157,40 @@ class SparseAutoencoder(nn.Module):
             g.seed()
         else:
             g.manual_seed(seed)
-        size = 2 * d_sae * d_in + d_in + d_sae + sum(rule.extra_parameters(d_in, d_sae).values())
+        extra = sum(math.prod(shape) for shape in self._extra_slots().values())
         dtype = dtype or torch.get_default_dtype()
+        size = d_sae * (d_in + d_out) + d_out + d_sae + extra
         self.params = nn.Parameter(torch.zeros(size, dtype=dtype))
         with torch.no_grad():
             views = self._views(self.params.data)
-            W = torch.randn(d_sae, d_in, generator=g, dtype=torch.float64)
-            W /= W.norm(dim=1, keepdim=True)
-            views["W_dec"].copy_(W)
-            views["encT"].copy_(W)  # tied: W_enc = W_decᵀ
+            enc = torch.randn(d_sae, d_in, generator=g, dtype=torch.float64)
+            # An SAE's decoder starts tied (W_dec = W_encᵀ), a transcoder's independent of it.
+            dec = (
+                torch.randn(d_sae, d_out, generator=g, dtype=torch.float64)
+                if self.transcoder
+                else enc
+            )
+            views["encT"].copy_(enc / enc.norm(dim=1, keepdim=True))
+            views["W_dec"].copy_(dec / dec.norm(dim=1, keepdim=True))
             rule.init_parameters(views)
         self.register_buffer("scale", torch.tensor(1.0, dtype=dtype))
         self.register_buffer("threshold", torch.tensor(0.0, dtype=dtype))
-        if where is not None:
-            self.to(where)
+        return where
+
+    def _extra_slots(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the packed parameter's slots after the common four, by name: the
+        kind's own (JumpReLU's ``log_threshold``), then a skip transcoder's ``W_skip``."""
+        return {n: (s,) for n, s in self.rule.extra_parameters(self.d_in, self.d_sae).items()}
 
     def _views(self, P: Tensor) -> dict[str, Tensor]:
-        """Named views of a flat tensor laid out like ``params``."""
-        n, d = self.d_sae, self.d_in
-        out = {
-            "encT": P[: n * d].view(n, d),
-            "W_dec": P[n * d : 2 * n * d].view(n, d),
-            "b_dec": P[2 * n * d : 2 * n * d + d],
-            "b_enc": P[2 * n * d + d : 2 * n * d + d + n],
-        }
-        at = 2 * n * d + d + n
-        for name, size in self.rule.extra_parameters(d, n).items():
-            out[name] = P[at : at + size]
-            at += size
+        """Named views of a flat tensor laid out like ``params``: ``encT``, ``W_dec``,
+        ``b_dec``, ``b_enc``, then :meth:`_extra_slots`."""
+        n, d, o = self.d_sae, self.d_in, self.d_out
+        shapes = {"encT": (n, d), "W_dec": (n, o), "b_dec": (o,), "b_enc": (n,)}
+        out, at = {}, 0
+        for name, shape in {**shapes, **self._extra_slots()}.items():
+            out[name] = P[at : at + math.prod(shape)].view(shape)
+            at += math.prod(shape)
         return out
 
     # ------------------------------------------------------------------ parameters
@@ -251,28 +271,41 @@ class SparseAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ model
 
-    def _check_input(self, x: object, name: str = "x", *, move: bool = True) -> Tensor:
-        """Validate ``[batch, d_in]`` finite floats; return them as the parameters' dtype, on
-        the parameters' device unless ``move=False``."""
-        if not isinstance(x, Tensor):
-            raise TypeError(
-                f"{name} must be a torch.Tensor of shape [batch, {self.d_in}], "
-                f"got {type(x).__name__}"
-            )
-        if x.ndim != 2 or x.shape[1] != self.d_in:
-            raise ValueError(
-                f"{name} must have shape [batch, d_in={self.d_in}], got shape {tuple(x.shape)}; "
-                f"the SAE was built with d_in={self.d_in}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(
-                f"{name} must be a floating-point tensor, got dtype {x.dtype}; use {name}.float()"
-            )
-        if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
-            raise ValueError(f"{name} must be finite, got NaN or inf in shape {tuple(x.shape)}")
+    def _check_input(
+        self, x: object, name: str = "x", *, move: bool = True, rows: bool = False
+    ) -> Tensor:
+        """Validate ``[batch, d_in]`` finite floats (``rows``: a training row, which for a
+        transcoder is ``[x | y]``); return them as the parameters' dtype, on the parameters'
+        device unless ``move=False``."""
+        width, label = self.d_in, f"d_in={self.d_in}"
+        if rows and self.transcoder:
+            width, label = self.d_in + self.d_out, f"d_in + d_out={self.d_in + self.d_out}"
+        built = f"the {type(self).__name__} was built with {label}"
+        x = float_rows(x, width, name, label, built.replace("SparseAutoencoder", "SAE"))
         if move:
             return x.to(self.params.device, self.params.dtype, non_blocking=True)
         return x.to(self.params.dtype)
+
+    # What the training loop asks of a model, answered here for an SAE (a row is one x) and
+    # by Transcoder for rows [x | y].
+
+    def _scales(self) -> Tensor:
+        """The normalisation (a copy): ``input_scale`` as a 0-d tensor."""
+        return self.scale.clone()
+
+    def _set_scales(self, scales: Tensor) -> None:
+        self.scale.copy_(scales)
+
+    def _row_scale(self, scales: Tensor) -> float | Tensor:
+        """What a training row is multiplied by to enter the normalised space."""
+        return float(scales)
+
+    def _normalise(self, count: float, col_sq: Tensor, col_sum: Tensor) -> None:
+        """Set the scale (mean squared norm ``d_in``) and ``b_dec`` (the mean) from the first
+        training rows: their number, and the sums of each column's squares and values."""
+        sq = float(col_sq.sum()) / count
+        self.scale.fill_(math.sqrt(self.d_in / sq) if sq > 0 else 1.0)
+        self.b_dec.copy_((col_sum / count).to(self.params.dtype) * self.scale)
 
     def pre_activations(self, x: Tensor) -> Tensor:
         """``(x · input_scale - b_dec) W_enc + b_enc``, ``[batch, d_sae]``, on the SAE's device
@@ -315,6 +348,11 @@ class SparseAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``, on the SAE's device."""
         return self.decode(self.encode(x))
+
+    def _predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, output)`` of checked inputs ``x`` on the SAE's device."""
+        z = self.encode(x)
+        return z, self.decode(z)
 
     def fidelity(
         self, model: nn.Module, texts: Any, layer: int | None = None, **kwargs: Any
@@ -396,27 +434,9 @@ class SparseAutoencoder(nn.Module):
         random stream is drawn on the CPU, so a seed picks the same batches on every
         device (results then agree up to the device's float round-off).
 
-        **Checkpoints.** With ``checkpoint="run/ckpt"`` the whole training state is written
-        to ``run/ckpt.safetensors`` (parameters, Adam's moments, BatchTopK's threshold, the
-        input scale, each latent's samples since it fired, the generator's state at the start
-        of the run; the step, samples seen, history so far and the run's settings in its
-        header) and ``run/ckpt.json`` (the same settings and history, readable), every
-        ``checkpoint_every`` steps and at the end, each file replaced atomically. Under
-        ``torch.distributed`` rank 0 alone writes: every rank holds the same state.
-        ``resume="run/ckpt"`` continues such a run: call it on an SAE built with the same
-        arguments, with the same source (rebuilt as it was at the start: the same tensor, the
-        same :class:`~superposition.SyntheticFeatures`, a fresh
-        :class:`~superposition.ActivationStore` over the same corpus) and the same fit
-        arguments and number of ranks; anything else that the checkpoint records is refused
-        with a ``ValueError`` before any work. The final parameters and history are then
-        bit-identical (on the CPU) to those of the run had it not stopped. The data stream
-        continues by replaying it: the generator is set back to its state at the start of
-        the run and the batches of the steps already done are drawn and thrown away (no
-        gradients). For a tensor that is one permutation per epoch; a
-        :class:`~superposition.SyntheticFeatures` samples them again (a fraction of a
-        step's cost); any other iterable is read again up to that point (an
-        :class:`~superposition.ActivationStore` runs the language model again over those
-        texts: as long as the training so far took, less the SAE's share).
+        **Checkpoints.** ``checkpoint="run/ckpt"`` writes the whole training state every
+        ``checkpoint_every`` steps and at the end; ``resume="run/ckpt"`` continues such a run
+        bit-identically (:mod:`superposition.sae.checkpoint` says what is kept and checked).
 
         Args:
             source: a tensor ``[n, d_in]`` (reshuffled every epoch), any iterable of
@@ -479,30 +499,8 @@ class SparseAutoencoder(nn.Module):
             >>> torch.equal(whole.params, again.params), again.history.fvu == whole.history.fvu
             (True, True)
         """
-        fit(
-            self,
-            source,
-            samples=samples,
-            batch_size=batch_size,
-            lr=lr,
-            schedule=schedule,
-            warmup=warmup,
-            decay=decay,
-            betas=betas,
-            aux_k=aux_k,
-            aux_coef=aux_coef,
-            dead_after=dead_after,
-            bandwidth=bandwidth,
-            penalty_warmup=penalty_warmup,
-            log_every=log_every,
-            progress=progress,
-            generator=generator,
-            distributed=distributed,
-            autocast=autocast,
-            checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-        )
+        # Every argument but self and source, by name, as fit takes them.
+        fit(self, source, **{k: v for k, v in locals().items() if k not in ("self", "source")})
         return self
 
     # ------------------------------------------------------------------ views
@@ -575,7 +573,7 @@ class SparseAutoencoder(nn.Module):
         """
         from superposition.sae.formats.pretrained import load_pretrained
 
-        return load_pretrained(release, sae_id, None if device is None else _device(device), **hub)
+        return load_pretrained(release, sae_id, optional_device(device), **hub)
 
     @classmethod
     def load(
@@ -594,7 +592,7 @@ class SparseAutoencoder(nn.Module):
             Traceback (most recent call last):
             FileNotFoundError: ...
         """
-        where = None if device is None else _device(device)
+        where = optional_device(device)
         if Path(path).is_dir():
             return load_folder(Path(path), where)
         return load_native(cls, path, where)

@@ -36,7 +36,7 @@ class Ranks:
         step_: Step,
         batch: Tensor | None,
         check: Callable[[Tensor], Tensor],
-        scale: float,
+        scale: float | Tensor,
         dead: Tensor | None,
     ) -> tuple[Tensor, Tensor, float, int] | None:
         """``(xn, err, l0, rows of all ranks)`` with ``step_.G`` the mean gradient over every
@@ -49,7 +49,8 @@ class Ranks:
         G = step_.G
         G.zero_()
         error: Exception | None = None
-        xn = err = torch.empty(0, step_.d_in, dtype=G.dtype, device=G.device)
+        xn = torch.empty(0, step_.width, dtype=G.dtype, device=G.device)
+        err = torch.empty(0, step_.d_out, dtype=G.dtype, device=G.device)
         l0, rows = 0.0, 0
         try:
             if batch is not None:

@@ -60,11 +60,16 @@ def _weights_fingerprint(model: torch.nn.Module) -> str:
 class ActivationStore:
     """Shuffled ``[batch, n_neurons]`` batches of one layer's MLP neurons over a corpus.
 
+    A probe of several sites of one layer gives their rows side by side: with
+    ``site=["mlp_in", "mlp_out"]`` each row is ``[x | y]``, what a
+    :class:`~superposition.Transcoder` trains on.
+
     Iterate it (``for batch in store``) for ``epochs`` passes over the corpus, or hand it to
     :meth:`~superposition.SparseAutoencoder.fit` as its source.
 
     Args:
-        probe: an :class:`~superposition.ActivationProbe` of one layer without padding.
+        probe: an :class:`~superposition.ActivationProbe` of one layer (one site or several)
+            without padding.
         texts: anything :func:`~superposition.load_corpus` takes (a list, a file, a dataset,
             a :class:`~superposition.Corpus`).
         batch_size: rows per batch.
@@ -112,12 +117,10 @@ class ActivationStore:
     ) -> None:
         if not isinstance(probe, ActivationProbe):
             raise TypeError(f"probe must be an ActivationProbe, got {type(probe).__name__}")
-        if len(probe.sites) != 1:
-            sites = list(dict.fromkeys(p.site for p in probe.sites))
-            at = "" if len(sites) == 1 else f" at sites {sites}"
+        if len(probe.layers) != 1:
             raise ValueError(
-                f"the store reads one layer and site, but the probe reads layers "
-                f"{probe.layers}{at}; make one ActivationProbe per layer and site"
+                f"the store reads one layer, but the probe reads layers {probe.layers}; make "
+                "one ActivationProbe per layer"
             )
         if probe.keep_padding:
             raise ValueError(
@@ -149,7 +152,7 @@ class ActivationStore:
             "format": _FORMAT,
             "model": getattr(getattr(probe.model, "config", None), "name_or_path", "")
             or type(probe.model).__name__,
-            "module": probe.sites[0].module_name,
+            "module": "+".join(p.module_name for p in probe.sites),
             "weights": _weights_fingerprint(probe.model),
             "corpus": self.corpus.name,
             "corpus_fingerprint": self.corpus.fingerprint,
@@ -256,7 +259,11 @@ class ActivationStore:
             self.probe.truncation_summary(),
         ):
             while chunk := list(itertools.islice(texts, self.chunk_texts)):
-                yield len(chunk), self.probe.run(chunk).values
+                acts = self.probe.run(chunk)
+                if isinstance(acts, list):  # several sites: their rows side by side
+                    yield len(chunk), torch.cat([a.values for a in acts], 1)
+                else:
+                    yield len(chunk), acts.values
                 bar.update(len(chunk))
 
     def _chunks(self) -> Iterator[Tensor]:

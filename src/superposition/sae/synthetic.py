@@ -5,6 +5,10 @@ and ``f: [n_features]`` is sparse: feature ``i`` fires with probability ``p_i`` 
 or with correlated firing through a Gaussian copula) and then takes its magnitude. An SAE trained
 on these samples should find ``directions`` among its decoder rows
 (:func:`superposition.metrics.mean_correlation_coefficient`).
+
+:class:`SyntheticMLP` is the ground truth of a transcoder: a sparse MLP whose latents are such
+features, read along one set of directions and written along another, plus an optional linear
+part (what a skip transcoder's ``W_skip`` should find).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from torch import Tensor
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 
-__all__ = ["SyntheticFeatures"]
+__all__ = ["SyntheticFeatures", "SyntheticMLP"]
 
 
 def _per_feature(value: object, name: str, n: int, low: float, high: float) -> Tensor:
@@ -162,6 +166,11 @@ class SyntheticFeatures:
         w = torch.arange(1, n_features + 1, dtype=torch.float64).pow(-float(exponent))
         return (w * (mean * n_features / w.sum())).clamp_max(1.0).float()
 
+    @property
+    def width(self) -> int:
+        """Width of a training row: ``d``."""
+        return self.d
+
     def generator(self) -> torch.Generator:
         """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
         return torch.Generator().manual_seed(self._stream_seed)
@@ -199,11 +208,7 @@ class SyntheticFeatures:
             >>> torch.equal(truth.sample(5, g), truth.sample(5, torch.Generator().manual_seed(1)))
             True
         """
-        f = self.features(n, generator)
-        # f is sparse: adding the firing directions beats a dense [n, n_features] matmul.
-        rows, cols = f.nonzero(as_tuple=True)
-        x = torch.zeros(n, self.d)
-        return x.index_add_(0, rows, self.directions[cols] * f[rows, cols][:, None])
+        return _along(self.features(n, generator), self.directions)
 
     def batches(
         self, batch_size: int | None = None, generator: torch.Generator | None = None
@@ -213,6 +218,156 @@ class SyntheticFeatures:
         g = self.generator() if generator is None else generator
         while True:
             yield self.sample(size, g)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.batches()
+
+
+def _along(f: Tensor, directions: Tensor) -> Tensor:
+    """``f @ directions`` for a sparse ``f``: adding the firing directions beats a dense
+    ``[n, n_features]`` product."""
+    rows, cols = f.nonzero(as_tuple=True)
+    out = torch.zeros(f.shape[0], directions.shape[1])
+    return out.index_add_(0, rows, directions[cols] * f[rows, cols][:, None])
+
+
+class SyntheticMLP:
+    """A sparse MLP with known latents: the ground truth a transcoder should recover.
+
+    The latents ``f`` are the features of a :class:`SyntheticFeatures` (``inputs``), which
+    also gives the input ``x = f @ input_directions`` (plus dense noise with ``noise``); the
+    output is ``y = f @ output_directions + x @ skip_matrixᵀ``. A transcoder trained on pairs
+    ``(x, y)`` should find ``input_directions`` among its encoder columns,
+    ``output_directions`` among its decoder rows and, with ``skip=True``, ``skip_matrix`` as
+    its ``W_skip``.
+
+    Args:
+        n_features: number of true latents.
+        d_in: input width.
+        d_out: output width.
+        firing_probability, magnitude, correlation: as for :class:`SyntheticFeatures`.
+        skip: size of the linear part: ``skip_matrix`` has i.i.d. ``N(0, skip² / d_in)``
+            entries (so ``‖x skip_matrixᵀ‖ ≈ skip · ‖x‖``); 0 (default): none.
+        orthogonal: draw the input directions orthonormal (needs ``n_features <= d_in``):
+            each latent is then read exactly by one encoder direction, its own, which an
+            encoder can recover (in superposition no linear read is exact).
+        noise: a dense part of the input, ``x = f @ input_directions + noise · ε`` with
+            ``ε ~ N(0, I / d_in)`` (``‖ε‖ ≈ 1``), which reaches the output through the linear
+            part alone. It is what makes the linear part identifiable: without it ``x`` is
+            made of the latents only, and a decoder row ``output_directions_i + input_directions_i
+            skip_matrixᵀ`` with no linear part explains the data as well.
+        seed: seed of the directions, the linear part and the default sample stream.
+        batch_size: rows per batch when iterated.
+
+    Examples:
+        >>> mlp = SyntheticMLP(16, 8, 6, firing_probability=0.1, skip=0.5, seed=0)
+        >>> x, y = mlp.sample(4)
+        >>> x.shape, y.shape, mlp.width
+        (torch.Size([4, 8]), torch.Size([4, 6]), 14)
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        d_in: int,
+        d_out: int,
+        *,
+        firing_probability: float | Sequence[float] | Tensor,
+        magnitude: float | Sequence[float] | Tensor = 1.0,
+        correlation: float | Tensor | None = None,
+        skip: float = 0.0,
+        noise: float = 0.0,
+        orthogonal: bool = False,
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        self.inputs = SyntheticFeatures(
+            n_features,
+            d_in,
+            firing_probability=firing_probability,
+            magnitude=magnitude,
+            correlation=correlation,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        self.d_out = _positive_int(d_out, "d_out")
+        for name, value in (("skip", skip), ("noise", noise)):
+            if not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            ):
+                raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
+        self.skip, self.noise = float(skip), float(noise)
+        if orthogonal:
+            if n_features > d_in:
+                raise ValueError(
+                    f"orthogonal=True needs n_features <= d_in, got {n_features} features in "
+                    f"d_in={d_in} dimensions"
+                )
+            Q, R = torch.linalg.qr(self.inputs.directions.double().T)
+            self.inputs.directions = (Q * R.diagonal().sign()).T.float().contiguous()
+        self.orthogonal = orthogonal
+        self.n_features, self.d_in, self.seed = n_features, d_in, seed
+        self.batch_size = self.inputs.batch_size
+        g = generator(None if seed is None else seed + 1)
+        out = torch.randn(n_features, d_out, generator=g, dtype=torch.float64)
+        self.output_directions: Tensor = (out / out.norm(dim=1, keepdim=True)).float()
+        linear = torch.randn(d_out, d_in, generator=g) * (self.skip / math.sqrt(d_in))
+        self.skip_matrix: Tensor = linear
+
+    def __repr__(self) -> str:
+        seed = "" if self.seed is None else f", seed={self.seed}"
+        sizes = f"{self.n_features}, {self.d_in}, {self.d_out}"
+        return f"SyntheticMLP({sizes}, skip={self.skip}, noise={self.noise}{seed})"
+
+    @property
+    def input_directions(self) -> Tensor:
+        """``[n_features, d_in]``: where each latent is read from."""
+        return self.inputs.directions
+
+    @property
+    def width(self) -> int:
+        """Width of a training row ``[x | y]``: ``d_in + d_out``."""
+        return self.d_in + self.d_out
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
+        return self.inputs.generator()
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` pairs ``(x: [n, d_in], y: [n, d_out])``.
+
+        Examples:
+            >>> mlp = SyntheticMLP(4, 3, 2, firing_probability=1.0, seed=0)
+            >>> x, y = mlp.sample(1)
+            >>> torch.allclose(y, mlp.output_directions.sum(0, keepdim=True))  # no skip
+            True
+        """
+        f = self.inputs.features(n, generator)
+        x = _along(f, self.input_directions)
+        if self.noise:
+            eps = torch.randn(n, self.d_in, generator=generator)
+            x.add_(eps, alpha=self.noise / math.sqrt(self.d_in))
+        y = _along(f, self.output_directions)
+        if self.skip:
+            y.addmm_(x, self.skip_matrix.T)
+        return x, y
+
+    def rows(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` training rows ``[x | y]``, ``[n, d_in + d_out]``."""
+        return torch.cat(self.sample(n, generator), 1)
+
+    def batches(
+        self, batch_size: int | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[Tensor]:
+        """An endless stream of ``[batch_size, d_in + d_out]`` rows (default: this object's
+        stream)."""
+        size = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        g = self.generator() if generator is None else generator
+        while True:
+            yield self.rows(size, g)
 
     def __iter__(self) -> Iterator[Tensor]:
         return self.batches()

@@ -51,7 +51,7 @@ from superposition.sae.config import (
 )
 from superposition.sae.gradients import Step, batch_stats, gradients
 from superposition.sae.parallel import Ranks
-from superposition.sae.synthetic import SyntheticFeatures
+from superposition.sae.synthetic import SyntheticFeatures, SyntheticMLP
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
@@ -69,6 +69,7 @@ __all__ = [
 
 _SINGLE_THREAD_BELOW = 1 << 16  # pre-activations per batch (batch x d_sae)
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+_SYNTHETIC = (SyntheticFeatures, SyntheticMLP)
 
 
 class LastStep(NamedTuple):
@@ -187,7 +188,7 @@ def train(
     since_fired = torch.zeros(model.d_sae, dtype=torch.long, device=P.device)
     dead_after = config.dead_after or default_dead_after(model)
     history = FitHistory(config=config)
-    scale_t = model.scale.clone()
+    scale_t = model._scales()
     seen = 0
     pending: StepNumbers | None = None
     if resume is not None:
@@ -196,7 +197,7 @@ def train(
         scale_t.copy_(resume.scale)
         seen = resume.seen
         pending = resume.pending
-    scale = float(scale_t)
+    scale = model._row_scale(scale_t)
     aux_kind = model.rule.uses_dead_latents
     writes = checkpoint is not None and (ranks is None or ranks.rank == 0)
     # The last step done: its numbers are computed only on the steps that record them.
@@ -328,7 +329,8 @@ def train(
                 seen += rows
                 since_fired += rows
                 since_fired.masked_fill_(step_.fired_any, 0)
-                last = LastStep(step, seen, xn, err, l0, (since_fired >= dead_after).sum())
+                dead_now = (since_fired >= dead_after).sum()
+                last = LastStep(step, seen, step_.target(xn), err, l0, dead_now)
                 if step == steps - 1 or step % config.log_every == 0:
                     record(last)
                 # Keep decoder rows unit-norm: drop each row's gradient along the row.
@@ -364,7 +366,7 @@ def train(
                 save(done)
             model.params.data.copy_(P)
             model.threshold.copy_(step_.threshold)
-            model.scale.copy_(scale_t)
+            model._set_scales(scale_t)
     finally:
         torch.set_num_threads(threads)
     bar.close()
@@ -373,7 +375,7 @@ def train(
 
 def fit(
     model: SparseAutoencoder,
-    source: Tensor | Iterable[Tensor] | SyntheticFeatures,
+    source: Tensor | Iterable[Tensor] | SyntheticFeatures | SyntheticMLP,
     *,
     samples: int,
     batch_size: int,
@@ -436,7 +438,7 @@ def fit(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator is None:
-        if isinstance(source, SyntheticFeatures) and source.seed is not None:
+        if isinstance(source, _SYNTHETIC) and source.seed is not None:
             generator = source.generator()
         elif model.seed is not None:
             generator = torch.Generator().manual_seed(model.seed + 1)
@@ -453,7 +455,7 @@ def fit(
         )
     share = _distributed.resolve(distributed)
     size = 1 if share is None else share[1]
-    same_source = isinstance(source, (Tensor, SyntheticFeatures))
+    same_source = isinstance(source, (Tensor, *_SYNTHETIC))
     state: Resume | None = None
     plan: CheckpointPlan | None = None
     if checkpoint is not None or resume is not None:
@@ -464,18 +466,31 @@ def fit(
             generator.set_state(state.generator_state)
         if checkpoint is not None:
             plan = CheckpointPlan(checkpoint, checkpoint_every, identity, generator.get_state())
-    if isinstance(source, SyntheticFeatures):
-        if source.d != model.d_in:
+    if isinstance(source, _SYNTHETIC):
+        if isinstance(source, SyntheticMLP) != model.transcoder:
+            want = "SyntheticMLP" if model.transcoder else "SyntheticFeatures"
+            raise TypeError(
+                f"a {type(model).__name__} trains on a {want}, got a {type(source).__name__}"
+            )
+        if isinstance(source, SyntheticFeatures) and source.d != model.d_in:
             raise ValueError(
                 f"source has d={source.d} but the SAE has d_in={model.d_in}; build the SAE "
                 f"with d_in={source.d}"
+            )
+        if isinstance(source, SyntheticMLP) and (source.d_in, source.d_out) != (
+            model.d_in,
+            model.d_out,
+        ):
+            raise ValueError(
+                f"source has d_in={source.d_in}, d_out={source.d_out} but the transcoder has "
+                f"d_in={model.d_in}, d_out={model.d_out}; build it with those widths"
             )
         stream = source.batches(batch_size * size, generator)
         first = next(iter(stream))
         stream = itertools.chain([first], stream)
     elif isinstance(source, Tensor):
         # Left where it is: each batch is moved to the SAE's device as it is drawn.
-        source = model._check_input(source, "source", move=False)
+        source = model._check_input(source, "source", move=False, rows=True)
         if source.shape[0] == 0:
             raise ValueError("source must hold at least one sample, got shape (0, d_in)")
         stream = source
@@ -484,7 +499,7 @@ def fit(
     else:
         it = iter(source)
         try:
-            first = model._check_input(next(it), "source batch", move=False)
+            first = model._check_input(next(it), "source batch", move=False, rows=True)
         except StopIteration:
             raise ValueError("source is an empty iterable: it yielded no batch") from None
         stream = itertools.chain([first], it)
@@ -492,29 +507,24 @@ def fit(
         # A resumed run takes its input scale and b_dec from the checkpoint.
         if not model.fitted and state is None:
             first = first.to(model.params.device, model.params.dtype)
+            sums = torch.cat(
+                [
+                    torch.tensor([first.shape[0]], dtype=torch.float64, device=first.device),
+                    first.double().square().sum(0),
+                    first.double().sum(0),
+                ]
+            )
             if share is not None and not same_source:
                 # Each rank read its own first batch: the statistics of all of them.
                 import torch.distributed as dist
 
-                sums = torch.cat(
-                    [
-                        torch.tensor([first.shape[0]], dtype=torch.float64, device=first.device),
-                        first.double().square().sum().view(1),
-                        first.double().sum(0),
-                    ]
-                )
                 dist.all_reduce(sums)
-                sq = float(sums[1] / sums[0])
-                mean = (sums[2:] / sums[0]).to(model.params.dtype)
-            else:
-                sq = float(first.double().square().sum(1).mean())
-                mean = first.mean(0)
-            model.scale.fill_(math.sqrt(model.d_in / sq) if sq > 0 else 1.0)
-            model.b_dec.copy_(mean * model.scale)
+            width = first.shape[1]
+            model._normalise(float(sums[0]), sums[1 : 1 + width], sums[1 + width :])
     check = (
         (lambda b: b)
-        if isinstance(source, (Tensor, SyntheticFeatures))
-        else (lambda b: model._check_input(b, "source batch", move=False))
+        if isinstance(source, (Tensor, *_SYNTHETIC))
+        else (lambda b: model._check_input(b, "source batch", move=False, rows=True))
     )
     model.history = train(
         model,

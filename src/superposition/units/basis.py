@@ -97,6 +97,11 @@ class UnitBasis:
 
         if not isinstance(sae, SparseAutoencoder):
             raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
+        if sae.transcoder:
+            raise TypeError(
+                "a Transcoder reads what the MLP reads (mlp_in), not its neurons, so it is not "
+                "a basis of the neurons; pass a SparseAutoencoder trained on the neurons"
+            )
 
         def encode(x: Tensor) -> Tensor:
             with torch.no_grad():

@@ -1,11 +1,11 @@
 """This library's own format: ``path.safetensors`` (the weights, in the normalised space, with
-``input_scale`` and ``threshold``) and ``path.json`` (the constructor's config, whether it was
-fitted, and where it reads)."""
+``input_scale`` and ``threshold``; a transcoder's ``output_scale`` and ``W_skip`` too) and
+``path.json`` (the constructor's config, whether it was fitted, and where it reads)."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from superposition.sae.model import SparseAutoencoder
+    from superposition.sae.transcoder import Transcoder
 
 __all__ = ["FORMAT_VERSION", "load_native", "save_native"]
 
@@ -31,15 +32,17 @@ def save_native(sae: SparseAutoencoder, path: str | os.PathLike[str]) -> Path:
         "input_scale": sae.scale,
         "threshold": sae.threshold,
     }
+    if sae.transcoder:
+        tensors["output_scale"] = cast("Transcoder", sae).output_scale
     views = sae._views(sae.params)
-    for name in sae.rule.extra_parameters(sae.d_in, sae.d_sae):
+    for name in sae._extra_slots():
         tensors[name] = views[name]
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "config": sae.config(),
         "fitted": sae.fitted,
     }
-    if sae.layer is not None and sae.site is not None:
+    if sae.layer is not None:
         meta["reads"] = {"layer": sae.layer, "site": sae.site}
     return save_with_config(path, tensors, meta)
 
@@ -48,7 +51,12 @@ def load_native(
     cls: type[SparseAutoencoder], path: str | os.PathLike[str], device: torch.device | None
 ) -> SparseAutoencoder:
     """The SAE written by :func:`save_native`, onto ``device``, in its saved dtype."""
-    tensors, meta = load_saved(path, "SparseAutoencoder", FORMAT_VERSION)
+    tensors, meta = load_saved(path, cls.__name__, FORMAT_VERSION)
+    saved = "Transcoder" if "d_out" in meta["config"] else "SparseAutoencoder"
+    if cls.transcoder != (saved == "Transcoder"):
+        raise ValueError(
+            f"{str(path)!r} holds a {saved}, not a {cls.__name__}; load it with {saved}.load"
+        )
     # Built in the saved weights' dtype, so that a float64 SAE comes back float64.
     model = cls(**meta["config"], device=device, dtype=tensors["W_enc"].dtype)
     with torch.no_grad():
@@ -58,8 +66,10 @@ def load_native(
         model.b_dec.copy_(tensors["b_dec"])
         model.scale.copy_(tensors["input_scale"])
         model.threshold.copy_(tensors["threshold"])
+        if model.transcoder:
+            cast("Transcoder", model).output_scale.copy_(tensors["output_scale"])
         views = model._views(model.params)
-        for name in model.rule.extra_parameters(model.d_in, model.d_sae):
+        for name in model._extra_slots():
             views[name].copy_(tensors[name])
     model.fitted = bool(meta.get("fitted", False))
     reads = meta.get("reads")

@@ -51,6 +51,7 @@ from superposition.sae.formats.convert import (
     read_tensors,
     write_folder,
 )
+from superposition.sae.formats.saelens_transcoder import TRANSCODER_ARCHITECTURES
 
 if TYPE_CHECKING:
     from superposition.probe.sites import Site
@@ -84,6 +85,11 @@ def load_saelens(
     if cfg.get("activation_fn", cfg.get("activation_fn_str")) == "topk" and arch == "standard":
         arch = "topk"  # SAELens before 6.0 wrote TopK SAEs as standard + activation_fn
         cfg.setdefault("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
+    if arch in TRANSCODER_ARCHITECTURES:
+        raise ValueError(
+            f"{str(cfg_path)!r} holds an SAELens {arch}, which maps one site to another; "
+            "load it with superposition.Transcoder.load"
+        )
     if arch not in ARCHITECTURES:
         raise ValueError(
             f"{str(cfg_path)!r} has architecture {arch!r}; this library reads {ARCHITECTURES}"

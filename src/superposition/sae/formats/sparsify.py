@@ -6,8 +6,13 @@ SAE with ``W_enc = encoder.weightᵀ``. Its folder's name is the hook point it w
 (a module path such as ``layers.3.mlp`` or ``h.3``): the output of a block's MLP is
 ``mlp_out``, the output of a block ``resid_post``, and the SAE gets that layer and site.
 
-Not read (each a clear error): ``activation="groupmax"``, transcoders (``transcode=True``)
-and skip connections (``W_skip``), which this library's SAE has no place for.
+A transcoder (``transcode=True``: no ``b_dec`` subtracted before encoding, output as wide as
+the input) with or without a skip connection (``W_skip [d_in, d_in]``, ``ŷ += x W_skipᵀ``) is
+a TopK :class:`~superposition.Transcoder` (:func:`load_sparsify_transcoder`,
+:func:`save_sparsify_transcoder`).
+
+Not read (each a clear error): ``activation="groupmax"``, and an SAE (not a transcoder) with a
+skip connection, which this library's SAE has no place for.
 """
 
 from __future__ import annotations
@@ -32,8 +37,15 @@ from superposition.sae.formats.convert import (
 if TYPE_CHECKING:
     from superposition.probe.sites import Site
     from superposition.sae.model import SparseAutoencoder
+    from superposition.sae.transcoder import Transcoder
 
-__all__ = ["hook_of_folder", "load_sparsify", "save_sparsify"]
+__all__ = [
+    "hook_of_folder",
+    "load_sparsify",
+    "load_sparsify_transcoder",
+    "save_sparsify",
+    "save_sparsify_transcoder",
+]
 
 WEIGHTS = "sae.safetensors"
 _HOOKPOINT = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)(\.mlp)?$")
@@ -53,8 +65,9 @@ def hook_of_folder(name: str) -> tuple[int | None, Site | None]:
     return int(match.group(1)), ("mlp_out" if match.group(2) else "resid_post")
 
 
-def load_sparsify(folder: Path, device: torch.device | None) -> SparseAutoencoder:
-    """The TopK SAE in a sparsify folder (module docstring)."""
+def _read(folder: Path, transcoder: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(cfg, tensors)`` of a sparsify folder of TopK coders, checked: an SAE, or with
+    ``transcoder`` a transcoder (each refused where the other is asked for)."""
     cfg_path = folder / "cfg.json"
     cfg = read_config(cfg_path)
     if cfg.get("activation", "topk") != "topk":
@@ -62,11 +75,14 @@ def load_sparsify(folder: Path, device: torch.device | None) -> SparseAutoencode
             f"{str(cfg_path)!r} has activation={cfg.get('activation')!r}; this library reads "
             "sparsify's TopK coders only"
         )
-    if cfg.get("transcode") or cfg.get("skip_connection"):
+    if bool(cfg.get("transcode")) != transcoder:
+        what = "a transcoder (transcode=true)" if cfg.get("transcode") else "an SAE"
+        use = "superposition.Transcoder.load" if cfg.get("transcode") else "SparseAutoencoder.load"
+        raise ValueError(f"{str(cfg_path)!r} holds {what}; load it with {use}")
+    if cfg.get("skip_connection") and not transcoder:
         raise ValueError(
-            f"{str(cfg_path)!r} is a sparsify transcoder or has a skip connection "
-            f"(transcode={cfg.get('transcode')}, skip_connection={cfg.get('skip_connection')}); "
-            "this library's SAE reconstructs its own input and has no skip path"
+            f"{str(cfg_path)!r} is an SAE with a skip connection (skip_connection=true); this "
+            "library's SAE reconstructs its own input and has no skip path"
         )
     d_in = config_int(cfg, "d_in", cfg_path)
     k = config_int(cfg, "k", cfg_path)
@@ -82,20 +98,25 @@ def load_sparsify(folder: Path, device: torch.device | None) -> SparseAutoencode
             f"encoder.weight in {str(weights_path)!r} has {d_sae} latents, but the config says "
             f"{latents}; the config and the weights disagree"
         )
-    check_shapes(
-        tensors,
-        {
-            "encoder.weight": (d_sae, d_in),
-            "encoder.bias": (d_sae,),
-            "W_dec": (d_sae, d_in),
-            "b_dec": (d_in,),
-        },
-        weights_path,
-    )
+    shapes = {
+        "encoder.weight": (d_sae, d_in),
+        "encoder.bias": (d_sae,),
+        "W_dec": (d_sae, d_in),
+        "b_dec": (d_in,),
+    }
+    if cfg.get("skip_connection"):
+        shapes["W_skip"] = (d_in, d_in)
+    check_shapes(tensors, shapes, weights_path)
     if k > d_sae:
         raise ValueError(f"{str(cfg_path)!r} has k={k} above its {d_sae} latents")
     wide = any(t.dtype == torch.float64 for t in tensors.values())
-    t = {n: v.to(torch.float64 if wide else torch.float32) for n, v in tensors.items()}
+    return cfg, {n: v.to(torch.float64 if wide else torch.float32) for n, v in tensors.items()}
+
+
+def load_sparsify(folder: Path, device: torch.device | None) -> SparseAutoencoder:
+    """The TopK SAE in a sparsify folder (module docstring)."""
+    cfg, t = _read(folder, transcoder=False)
+    k = int(cfg["k"])
     weights = {
         "W_enc": t["encoder.weight"].T,
         "b_enc": t["encoder.bias"],
@@ -134,5 +155,61 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> Path:
         "skip_connection": False,
         "transcode": False,
         "d_in": sae.d_in,
+    }
+    return write_folder(folder, WEIGHTS, tensors, cfg)
+
+
+def load_sparsify_transcoder(folder: Path, device: torch.device | None) -> Transcoder:
+    """The TopK transcoder in a sparsify folder with ``transcode=true`` (module docstring);
+    its layer from the folder's name."""
+    from superposition.sae.transcoder import Transcoder
+
+    cfg, t = _read(folder, transcoder=True)
+    d_sae, d_in = t["encoder.weight"].shape
+    skip = "W_skip" in t
+    tc = Transcoder(d_in, d_in, d_sae, k=int(cfg["k"]), skip=skip, dtype=t["W_dec"].dtype)
+    with torch.no_grad():
+        views = tc._views(tc.params)
+        views["encT"].copy_(t["encoder.weight"])
+        views["b_enc"].copy_(t["encoder.bias"])
+        views["W_dec"].copy_(t["W_dec"])
+        views["b_dec"].copy_(t["b_dec"])
+        if skip:
+            views["W_skip"].copy_(t["W_skip"])
+    tc.fitted = True
+    tc.layer = hook_of_folder(folder.resolve().name)[0]
+    return tc.to(device) if device is not None else tc
+
+
+def save_sparsify_transcoder(tc: Transcoder, folder: Path) -> Path:
+    """Write a TopK transcoder whose output is as wide as its input as a sparsify folder
+    (``transcode=true``) that ``SparseCoder.load_from_disk`` opens; both scales are folded
+    into the weights."""
+    if tc.kind != "topk" or tc.d_out != tc.d_in:
+        raise ValueError(
+            f"sparsify's transcoders are TopK with an output as wide as the input; this one has "
+            f"kind={tc.kind!r}, d_in={tc.d_in}, d_out={tc.d_out} (save it with format='native' "
+            "or, for ReLU and JumpReLU, 'saelens')"
+        )
+    s_in, s_out = float(tc.scale), float(tc.output_scale)
+    with torch.no_grad():
+        tensors = {
+            "encoder.weight": (tc.W_enc * s_in).T.detach().cpu().contiguous(),
+            "encoder.bias": tc.b_enc.detach().cpu().clone(),
+            "W_dec": (tc.W_dec / s_out).detach().cpu().contiguous(),
+            "b_dec": (tc.b_dec / s_out).detach().cpu().clone(),
+        }
+        if tc.skip:
+            tensors["W_skip"] = (tc.W_skip * (s_in / s_out)).detach().cpu().contiguous()
+    cfg: dict[str, Any] = {
+        "activation": "topk",
+        "expansion_factor": max(1, tc.d_sae // tc.d_in),
+        "normalize_decoder": s_out == 1.0,
+        "num_latents": tc.d_sae,
+        "k": tc.k,
+        "multi_topk": False,
+        "skip_connection": tc.skip,
+        "transcode": True,
+        "d_in": tc.d_in,
     }
     return write_folder(folder, WEIGHTS, tensors, cfg)
