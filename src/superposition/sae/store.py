@@ -292,42 +292,41 @@ class ActivationStore:
         self._write_manifest(shards, complete=True)
 
     def _epoch(self, generator: torch.Generator) -> Iterator[Tensor]:
-        """One pass: every row once, through the shuffling buffer.
+        """One pass: every row once, through a shuffling buffer of ``buffer_rows`` slots.
 
-        The buffer is one preallocated tensor that chunks are copied into (``n`` rows
-        filled): growing it by concatenation held the old and the new buffer at once and
-        copied the whole buffer once per chunk. Batches are gathered through a permutation
-        of the filled rows (no permuted copy of the buffer), and the kept rows move to its
-        front, so the rows, their order and every batch are what concatenating gave.
+        The buffer is allocated once, on the first chunk, and never grows or is copied: a
+        chunk's rows go into free slots; when none is free the slots are permuted, whole
+        batches are gathered from the first half (or so) of the permutation, whose slots are
+        then free, and the rest stay for later batches, so a batch mixes tokens from many
+        texts. At the end the rows still held are gathered in a random order. Memory: the
+        buffer and one chunk (a buffer grown by concatenation held two at once).
         """
+        cap, B = self.buffer_rows, self.batch_size
+        n_out = (cap - cap // 2) // B * B  # at least one batch: cap >= 2 B
         buf: Tensor | None = None
-        n = 0
-        keep = self.buffer_rows // 2
-        B = self.batch_size
+        free = torch.arange(cap)  # the free slots, in the order they are filled
         for rows in self._chunks():
-            if buf is None or n + rows.shape[0] > buf.shape[0]:
-                # n < buffer_rows here, so this holds the rows and the chunk
-                grown = rows.new_empty(self.buffer_rows + rows.shape[0], rows.shape[1])
-                if buf is not None:
-                    grown[:n] = buf[:n]
-                buf = grown
-            buf[n : n + rows.shape[0]] = rows
-            n += rows.shape[0]
+            if buf is None:
+                buf = rows.new_empty(cap, rows.shape[1])
+            at = 0
+            while at < rows.shape[0]:
+                take = min(free.shape[0], rows.shape[0] - at)
+                buf.index_copy_(0, free[:take], rows[at : at + take])
+                free, at = free[take:], at + take
+                if free.shape[0]:
+                    continue
+                perm = torch.randperm(cap, generator=generator)
+                for start in range(0, n_out, B):
+                    yield buf[perm[start : start + B]]  # a gathered copy: the slots are free
+                free = perm[:n_out]
             del rows
-            if n < self.buffer_rows:
-                continue
-            perm = torch.randperm(n, generator=generator)
-            n_out = (n - keep) // B * B
-            for start in range(0, n_out, B):
-                yield buf[perm[start : start + B]]
-            kept = buf[perm[n_out:]]
-            n = kept.shape[0]
-            buf[:n] = kept
-            del kept
-        if buf is not None and n:
-            perm = torch.randperm(n, generator=generator)
-            for start in range(0, n, B):
-                yield buf[perm[start : start + B]]
+        if buf is not None and free.shape[0] < cap:
+            held = torch.ones(cap, dtype=torch.bool)
+            held[free] = False
+            slots = held.nonzero().squeeze(1)
+            slots = slots[torch.randperm(slots.shape[0], generator=generator)]
+            for start in range(0, slots.shape[0], B):
+                yield buf[slots[start : start + B]]
 
     def __iter__(self) -> Iterator[Tensor]:
         g = generator(self.seed)
