@@ -19,8 +19,9 @@ captured rows run separately (the store's own cost; bar: at most 1.2x), and the 
 of that pipeline over 3,000 paragraphs against 300, each in a fresh process (bar: at most
 1.2x).
 
-The suite also runs :mod:`benchmarks.bench_sae_real`: ours, SAELens and sparsify side by side
-on real MiniLM activations.
+The suite also runs :mod:`benchmarks.bench_sae_real` (ours, SAELens and sparsify side by side
+on real MiniLM activations) and :mod:`benchmarks.bench_transcoder` (transcoders beside an SAE
+of the same sizes and beside sparsify's transcoder).
 
 Run ``python benchmarks/bench_sae.py`` (``--quick`` for a short smoke run).
 """
@@ -284,9 +285,9 @@ def run(quick: bool = False) -> list[Row]:
         rows += _pipeline(quick)
     finally:
         torch.set_num_threads(threads)
-    from benchmarks import bench_sae_real
+    from benchmarks import bench_sae_real, bench_transcoder
 
-    return rows + bench_sae_real.run(quick)
+    return rows + bench_sae_real.run(quick) + bench_transcoder.run(quick)
 
 
 if __name__ == "__main__":
