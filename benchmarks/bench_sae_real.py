@@ -52,13 +52,18 @@ SPARSIFY_BAR = 1.5
 PEAK_BAR = 0.5
 
 
-def activations(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train, test)`` rows of MiniLM's layer-0 neurons: ``n_train`` shuffled tokens of the
-    train split and the first ``n_test`` tokens of the test split."""
+def activations(
+    n_train: int, n_test: int, sites: tuple[str, ...] = ("neurons",)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, test)`` rows of MiniLM's layer 0 at ``sites`` (side by side: ``("mlp_in",
+    "mlp_out")`` gives a transcoder's rows): ``n_train`` shuffled tokens of the train split
+    and the first ``n_test`` tokens of the test split."""
     from superposition import ActivationProbe, default_corpus, load_model
 
     model, tokenizer = load_model()
-    probe = ActivationProbe(model, 0, tokenizer=tokenizer, batch_size=64, progress=False)
+    probe = ActivationProbe(
+        model, 0, site=list(sites), tokenizer=tokenizer, batch_size=64, progress=False
+    )
 
     def take(split: str, n: int) -> torch.Tensor:
         texts = default_corpus(split)
@@ -67,7 +72,7 @@ def activations(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
             chunk = list(texts.head(start + 256))[start:]
             if not chunk:
                 raise RuntimeError(f"the {split} split has fewer than {n} tokens")
-            values = probe.run(chunk).values
+            values = torch.cat([a.values for a in probe.run(chunk)], 1)
             rows.append(values)
             got += values.shape[0]
             start += 256

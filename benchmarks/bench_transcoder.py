@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_sae_real import activations
 from benchmarks.common import Row, row, side_by_side
 from superposition import SparseAutoencoder, Transcoder
 
@@ -39,33 +40,6 @@ BATCH = 4096
 K = 32
 D_SAE = 6144
 BAR = 1.3
-
-
-def pairs(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train, test)`` rows ``[mlp_in | mlp_out]`` of MiniLM's layer 0: ``n_train`` shuffled
-    tokens of the train split and the first ``n_test`` tokens of the test split."""
-    from superposition import ActivationProbe, default_corpus, load_model
-
-    model, tokenizer = load_model()
-    probe = ActivationProbe(
-        model, 0, site=["mlp_in", "mlp_out"], tokenizer=tokenizer, batch_size=64, progress=False
-    )
-
-    def take(split: str, n: int) -> torch.Tensor:
-        texts, rows, got, start = default_corpus(split), [], 0, 0
-        while got < n:
-            chunk = list(texts.head(start + 256))[start:]
-            if not chunk:
-                raise RuntimeError(f"the {split} split has fewer than {n} tokens")
-            x, y = (a.values for a in probe.run(chunk))
-            rows.append(torch.cat([x, y], 1))
-            got += x.shape[0]
-            start += 256
-        return torch.cat(rows)[:n]
-
-    train = take("train", n_train)
-    train = train[torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(0))]
-    return train, take("test", n_test)
 
 
 def _sparsify(batches: list[torch.Tensor], d_in: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -105,7 +79,9 @@ def run(quick: bool = False) -> list[Row]:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        train, test = pairs(steps * BATCH, 8192 if not quick else 2048)
+        train, test = activations(
+            steps * BATCH, 8192 if not quick else 2048, sites=("mlp_in", "mlp_out")
+        )
         d = train.shape[1] // 2
         batches = [train[i : i + BATCH] for i in range(0, len(train), BATCH)]
         xt, yt = test[:, :d], test[:, d:]

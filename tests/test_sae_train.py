@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -33,6 +34,54 @@ class _JumpSTE(torch.autograd.Function):
         return g_z * gate, d_theta, None
 
 
+def textbook_latents(
+    model: SparseAutoencoder, pre: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(z, gate)``: a kind's latents of the pre-activations, written the textbook way, and
+    JumpReLU's gate (``None`` for the other kinds)."""
+    B = pre.shape[0]
+    if model.kind == "topk":
+        vals, idx = pre.topk(model.k, dim=1)
+        return torch.zeros_like(pre).scatter(1, idx, vals.relu()), None
+    if model.kind == "batchtopk":
+        vals, idx = pre.reshape(-1).topk(model.k * B)
+        return torch.zeros_like(pre).reshape(-1).scatter(0, idx, vals.relu()).reshape(B, -1), None
+    if model.kind == "relu":
+        return pre.relu(), None
+    z, gate = _JumpSTE.apply(pre, model.log_threshold.exp(), eps)
+    return z, gate
+
+
+def textbook_loss(
+    model: SparseAutoencoder,
+    target: torch.Tensor,
+    pre: torch.Tensor,
+    out: Callable[[torch.Tensor], torch.Tensor],
+    dead: torch.Tensor | None,
+    aux_k: int,
+    aux_coef: float = 1.0,
+    eps: float = 0.05,
+) -> torch.Tensor:
+    """The training loss of a model whose latents of ``pre`` give the output ``out(z)`` and
+    should give ``target``: squared error, the kind's penalty, AuxK on the ``dead`` latents."""
+    z, gate = textbook_latents(model, pre, eps)
+    xhat = out(z)
+    loss = (xhat - target).square().sum(1).mean()
+    if model.kind == "relu":
+        loss = loss + model.l1 * (z * model.W_dec.norm(dim=1)).sum(1).mean()
+    if gate is not None:
+        loss = loss + model.l0 * gate.sum(1).mean()
+    if dead is not None and int(dead.sum()):
+        n_dead = int(dead.sum())
+        ka = min(aux_k, n_dead)
+        avals, aidx = pre.masked_fill(~dead, -math.inf).topk(ka, dim=1)
+        za = torch.zeros_like(pre).scatter(1, aidx, avals.relu())
+        resid = (target - xhat).detach()
+        aux = (za @ model.W_dec - resid).square().sum(1).mean()
+        loss = loss + aux_coef * min(1.0, n_dead / aux_k) * aux
+    return loss
+
+
 def autograd_loss(
     sae: SparseAutoencoder,
     x: torch.Tensor,
@@ -44,32 +93,9 @@ def autograd_loss(
     """The training loss written the textbook way, differentiated by autograd."""
     xn = x * sae.input_scale
     pre = (xn - sae.b_dec) @ sae.W_enc + sae.b_enc
-    B = x.shape[0]
-    if sae.kind == "topk":
-        vals, idx = pre.topk(sae.k, dim=1)
-        z = torch.zeros_like(pre).scatter(1, idx, vals.relu())
-    elif sae.kind == "batchtopk":
-        vals, idx = pre.reshape(-1).topk(sae.k * B)
-        z = torch.zeros_like(pre).reshape(-1).scatter(0, idx, vals.relu()).reshape(B, -1)
-    elif sae.kind == "relu":
-        z = pre.relu()
-    else:
-        z, gate = _JumpSTE.apply(pre, sae.log_threshold.exp(), eps)
-    xhat = z @ sae.W_dec + sae.b_dec
-    loss = (xhat - xn).square().sum(1).mean()
-    if sae.kind == "relu":
-        loss = loss + sae.l1 * (z * sae.W_dec.norm(dim=1)).sum(1).mean()
-    if sae.kind == "jumprelu":
-        loss = loss + sae.l0 * gate.sum(1).mean()
-    if dead is not None and int(dead.sum()):
-        n_dead = int(dead.sum())
-        ka = min(aux_k, n_dead)
-        avals, aidx = pre.masked_fill(~dead, -math.inf).topk(ka, dim=1)
-        za = torch.zeros_like(pre).scatter(1, aidx, avals.relu())
-        resid = (xn - xhat).detach()
-        aux = (za @ sae.W_dec - resid).square().sum(1).mean()
-        loss = loss + aux_coef * min(1.0, n_dead / aux_k) * aux
-    return loss
+    return textbook_loss(
+        sae, xn, pre, lambda z: z @ sae.W_dec + sae.b_dec, dead, aux_k, aux_coef, eps
+    )
 
 
 def trained_like(kind: str, seed: int = 0) -> SparseAutoencoder:

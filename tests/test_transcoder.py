@@ -10,7 +10,7 @@ import torch
 
 from superposition import SyntheticMLP, Transcoder
 from superposition.sae.train import gradients
-from test_sae_train import _JumpSTE
+from test_sae_train import textbook_loss
 
 KINDS = [("topk", {"k": 3}), ("batchtopk", {"k": 3}), ("jumprelu", {}), ("relu", {})]
 
@@ -20,33 +20,12 @@ def autograd_loss(
 ) -> torch.Tensor:
     """A transcoder's training loss written the textbook way, differentiated by autograd."""
     xn, yn = x * tc.scale, y * tc.output_scale
-    pre = xn @ tc.W_enc + tc.b_enc
-    B = x.shape[0]
-    if tc.kind == "topk":
-        vals, idx = pre.topk(tc.k, dim=1)
-        z = torch.zeros_like(pre).scatter(1, idx, vals.relu())
-    elif tc.kind == "batchtopk":
-        vals, idx = pre.reshape(-1).topk(tc.k * B)
-        z = torch.zeros_like(pre).reshape(-1).scatter(0, idx, vals.relu()).reshape(B, -1)
-    elif tc.kind == "relu":
-        z = pre.relu()
-    else:
-        z, gate = _JumpSTE.apply(pre, tc.log_threshold.exp(), 0.05)
-    yhat = z @ tc.W_dec + tc.b_dec
-    if tc.skip:
-        yhat = yhat + xn @ tc.W_skip.T
-    loss = (yhat - yn).square().sum(1).mean()
-    if tc.kind == "relu":
-        loss = loss + tc.l1 * (z * tc.W_dec.norm(dim=1)).sum(1).mean()
-    if tc.kind == "jumprelu":
-        loss = loss + tc.l0 * gate.sum(1).mean()
-    if dead is not None:
-        n_dead = int(dead.sum())
-        avals, aidx = pre.masked_fill(~dead, -math.inf).topk(min(aux_k, n_dead), dim=1)
-        za = torch.zeros_like(pre).scatter(1, aidx, avals.relu())
-        aux = (za @ tc.W_dec - (yn - yhat).detach()).square().sum(1).mean()
-        loss = loss + min(1.0, n_dead / aux_k) * aux
-    return loss
+
+    def out(z: torch.Tensor) -> torch.Tensor:
+        yhat = z @ tc.W_dec + tc.b_dec
+        return yhat + xn @ tc.W_skip.T if tc.skip else yhat
+
+    return textbook_loss(tc, yn, xn @ tc.W_enc + tc.b_enc, out, dead, aux_k)
 
 
 def trained_like(kind: str, kw: dict[str, int], skip: bool) -> Transcoder:
