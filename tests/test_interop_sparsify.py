@@ -76,10 +76,22 @@ def test_ours_trained_then_opened_by_sparsify(tmp_path: Path) -> None:
     _agree(SparseCoder.load_from_disk(tmp_path / "sae"), ours, x[:64])
 
 
-def test_a_skip_connection_is_refused(tmp_path: Path) -> None:
-    _theirs(_generator(), skip_connection=True).save_to_disk(tmp_path / "skip")
-    with pytest.raises(ValueError, match="skip connection"):
+def test_an_sae_with_a_skip_connection_is_a_skip_transcoder(tmp_path: Path) -> None:
+    """sparsify's SAE with skip_connection=true reconstructs x̂ + x W_skipᵀ from x - b_dec: it
+    loads as a skip Transcoder (d_out = d_in) that agrees with it, not as an SAE."""
+    from superposition import Transcoder
+
+    g = _generator()
+    coder = _theirs(g, skip_connection=True)
+    coder.save_to_disk(tmp_path / "skip")
+    with pytest.raises(ValueError, match="a skip transcoder with d_out = d_in"):
         SparseAutoencoder.load(tmp_path / "skip")
+    ours = Transcoder.load(tmp_path / "skip")
+    assert (ours.skip, ours.d_out) == (True, D_IN)
+    x = torch.randn(64, D_IN, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode(x), _dense(coder, x), atol=TOL, rtol=TOL)
+        torch.testing.assert_close(ours(x), coder(x).sae_out, atol=TOL, rtol=TOL)
 
 
 def test_other_kinds_cannot_be_written_as_sparsify(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ the input) with or without a skip connection (``W_skip [d_in, d_in]``, ``ŷ += x
 a TopK :class:`~superposition.Transcoder` (:func:`load_sparsify_transcoder`,
 :func:`save_sparsify_transcoder`).
 
-Not read (each a clear error): ``activation="groupmax"``, and an SAE (not a transcoder) with a
-skip connection, which this library's SAE has no place for.
+An SAE with a skip connection (``skip_connection=true``, ``transcode=false``) encodes ``x -
+b_dec`` and outputs ``x̂ + x W_skipᵀ``: a skip transcoder with ``d_out = d_in``, ``b_dec W_enc``
+folded into ``b_enc``; it loads with :meth:`superposition.Transcoder.load`. Not read:
+``activation="groupmax"`` (a clear error).
 """
 
 from __future__ import annotations
@@ -75,15 +77,18 @@ def _read(folder: Path, transcoder: bool) -> tuple[dict[str, Any], dict[str, tor
             f"{str(cfg_path)!r} has activation={cfg.get('activation')!r}; this library reads "
             "sparsify's TopK coders only"
         )
-    if bool(cfg.get("transcode")) != transcoder:
-        what = "a transcoder (transcode=true)" if cfg.get("transcode") else "an SAE"
-        use = "superposition.Transcoder.load" if cfg.get("transcode") else "SparseAutoencoder.load"
-        raise ValueError(f"{str(cfg_path)!r} holds {what}; load it with {use}")
-    if cfg.get("skip_connection") and not transcoder:
-        raise ValueError(
-            f"{str(cfg_path)!r} is an SAE with a skip connection (skip_connection=true); this "
-            "library's SAE reconstructs its own input and has no skip path"
+    # A skip connection makes any coder a skip transcoder (its output x̂ + x W_skipᵀ).
+    maps = bool(cfg.get("transcode") or cfg.get("skip_connection"))
+    if maps != transcoder:
+        what = (
+            "a transcoder (transcode=true)"
+            if cfg.get("transcode")
+            else "an SAE with a skip connection, a skip transcoder with d_out = d_in,"
+            if cfg.get("skip_connection")
+            else "an SAE"
         )
+        use = "superposition.Transcoder.load" if maps else "SparseAutoencoder.load"
+        raise ValueError(f"{str(cfg_path)!r} holds {what}; load it with {use}")
     d_in = config_int(cfg, "d_in", cfg_path)
     k = config_int(cfg, "k", cfg_path)
     weights_path = folder / WEIGHTS
@@ -160,18 +165,22 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> Path:
 
 
 def load_sparsify_transcoder(folder: Path, device: torch.device | None) -> Transcoder:
-    """The TopK transcoder in a sparsify folder with ``transcode=true`` (module docstring);
-    its layer from the folder's name."""
+    """The TopK transcoder in a sparsify folder with ``transcode=true``, or the skip
+    transcoder (``d_out = d_in``, ``b_dec W_enc`` folded into ``b_enc``) that an SAE with
+    ``skip_connection=true`` is (module docstring); its layer from the folder's name."""
     from superposition.sae.transcoder import Transcoder
 
     cfg, t = _read(folder, transcoder=True)
     d_sae, d_in = t["encoder.weight"].shape
     skip = "W_skip" in t
     tc = Transcoder(d_in, d_in, d_sae, k=int(cfg["k"]), skip=skip, dtype=t["W_dec"].dtype)
+    b_enc = t["encoder.bias"]
+    if not cfg.get("transcode"):  # an SAE subtracts b_dec before encoding: fold it in
+        b_enc = b_enc - t["encoder.weight"] @ t["b_dec"]
     with torch.no_grad():
         views = tc._views(tc.params)
         views["encT"].copy_(t["encoder.weight"])
-        views["b_enc"].copy_(t["encoder.bias"])
+        views["b_enc"].copy_(b_enc)
         views["W_dec"].copy_(t["W_dec"])
         views["b_dec"].copy_(t["b_dec"])
         if skip:
