@@ -222,8 +222,9 @@ def test_save_and_load_round_trip_and_refuse_the_other_class(tmp_path) -> None: 
     SparseAutoencoder(8, 16, k=2).save(tmp_path / "sae")
     with pytest.raises(ValueError, match="holds a SparseAutoencoder, not a Transcoder"):
         Transcoder.load(tmp_path / "sae")
-    with pytest.raises(ValueError, match="format='native'"):
-        tc.save(tmp_path / "x", format="saelens")
+    with pytest.raises(ValueError, match="format must be 'native', 'saelens' or 'sparsify'"):
+        tc.save(tmp_path / "x", format="onnx")
+    assert not (tmp_path / "x").exists()
 
 
 def test_bad_input_is_refused_with_a_clear_error() -> None:

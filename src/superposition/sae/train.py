@@ -175,7 +175,6 @@ def train(
         v.copy_(resume.v)
         step_.threshold.copy_(resume.threshold)
         start = resume.step
-    denom = torch.empty_like(P)
     beta1, beta2 = config.betas
     steps = config.steps
     ranks: Ranks | None = None
@@ -344,7 +343,9 @@ def train(
                 sqrt_bc2 = math.sqrt(1.0 - beta2**t)
                 m.lerp_(G, 1.0 - beta1)
                 v.mul_(beta2).addcmul_(G, G, value=1.0 - beta2)
-                torch.sqrt(v, out=denom).add_(config.eps * sqrt_bc2)
+                # Adam's denominator goes where the gradient was: the moments hold what the
+                # step needs of it, and the next step zeroes it (one parameter-sized tensor less).
+                denom = torch.sqrt(v, out=G).add_(config.eps * sqrt_bc2)
                 P.addcdiv_(m, denom, value=-lr * sqrt_bc2 / bc1)
                 W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12))
                 bar.update(1)
