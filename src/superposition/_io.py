@@ -14,6 +14,7 @@ same thing, and ``load`` takes either spelling.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -44,17 +45,19 @@ TENSOR_SUFFIX = ".safetensors"
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it onto ``path``.
 
-    Whatever the body writes to the yielded path replaces ``path`` atomically when the block
-    ends without an error; on an error the temporary file is removed and ``path`` is untouched.
-    The file's permissions follow the umask (``0o644`` under the usual ``022``).
+        Whatever the body writes to the yielded path replaces ``path`` atomically when the block
+        ends without an error; on an error the temporary file is removed and ``path`` is untouched.
+    A write that runs out of room (a full disk, ``RLIMIT_FSIZE``, a quota) becomes one
+    ``OSError`` that names ``path`` and says so, whoever wrote the file (safetensors included).
+        The file's permissions follow the umask (``0o644`` under the usual ``022``).
 
-    Examples:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     with atomic_path(f"{d}/out.txt") as tmp:
-        ...         _ = tmp.write_text("hello")
-        ...     sorted(p.name for p in Path(d).iterdir())
-        ['out.txt']
+        Examples:
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     with atomic_path(f"{d}/out.txt") as tmp:
+            ...         _ = tmp.write_text("hello")
+            ...     sorted(p.name for p in Path(d).iterdir())
+            ['out.txt']
     """
     target = Path(path)
     if not target.parent.is_dir():
@@ -75,9 +78,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temp
         os.chmod(temp, mode)
         os.replace(temp, target)
-    except BaseException:
+    except BaseException as err:
         temp.unlink(missing_ok=True)
-        raise
+        full = _out_of_space(err)
+        if full is None:
+            raise
+        raise OSError(
+            full,
+            f"cannot write {str(target)!r}: {os.strerror(full).lower()} (the disk is full or "
+            "a file-size or quota limit was reached); nothing was written and any previous "
+            "file there is unchanged; free some space (or raise the limit) and run again",
+        ) from err
+
+
+# The errors a write that ran out of room gives: the OS's own, or safetensors' (Rust's
+# io::ErrorKind names) wrapped in its SafetensorError.
+_FULL = {
+    errno.ENOSPC: ("StorageFull", "No space left", "os error 28"),
+    errno.EFBIG: ("FileTooLarge", "File too large", "os error 27"),
+    errno.EDQUOT: ("FilesystemQuotaExceeded", "Disk quota exceeded", "os error 122"),
+}
+
+
+def _out_of_space(err: BaseException) -> int | None:
+    """The errno of a write that ran out of room (disk full, file-size limit, quota), else
+    ``None``."""
+    if isinstance(err, OSError) and err.errno in _FULL:
+        return err.errno
+    if type(err).__name__ == "SafetensorError":
+        text = str(err)
+        for code, marks in _FULL.items():
+            if any(mark in text for mark in marks):
+                return code
+    return None
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
