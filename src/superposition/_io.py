@@ -36,6 +36,7 @@ __all__ = [
     "save_with_config",
     "saved_paths",
     "unreadable",
+    "writer_lock",
 ]
 
 TENSOR_SUFFIX = ".safetensors"
@@ -126,6 +127,62 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     with atomic_path(path) as temp:
         temp.write_bytes(payload)
     return Path(path)
+
+
+@contextmanager
+def writer_lock(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` (it holds this process's id) while writing ``what``.
+
+    A lock held by a live process is a ``RuntimeError`` that names the process, before any
+    write; one left by a process that is gone (killed) is taken over. The file is removed when
+    the block ends, also on an error.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with writer_lock(f"{d}/lock", "the cache"):
+        ...         with writer_lock(f"{d}/lock", "the cache"):
+        ...             pass  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: the cache is being written by this process (it holds '.../lock')...
+    """
+    lock = Path(path)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                who = "this process" if pid == os.getpid() else f"process {pid}"
+                raise RuntimeError(
+                    f"{what} is being written by {who} (it holds {str(lock)!r}); wait for it "
+                    "to finish, or use another folder"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a writer that is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise RuntimeError(f"cannot take the lock {str(lock)!r} of {what}; try again")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def saved_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:

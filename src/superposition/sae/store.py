@@ -10,8 +10,10 @@ short); memory is the buffer plus one chunk, whatever the corpus's size.
 With ``cache_dir`` the first pass also writes each chunk's rows to a safetensors shard
 (``shard-00000.safetensors``, ...) and a ``manifest.json`` after every shard. Later epochs,
 and later runs with the same model, layer and corpus, read the shards (memory-mapped) instead
-of running the model; an interrupted first pass resumes after its last complete shard. The
-shards hold exactly what the probe returned, and the same seed shuffles them the same way, so
+of running the model; an interrupted first pass resumes after its last complete shard. One
+store writes a folder at a time (a ``writer.lock`` file holding its process id: a second
+writer is refused, a lock left by a killed process is taken over). The shards hold exactly
+what the probe returned, and the same seed shuffles them the same way, so
 training from the cache is bit-identical to training from the model.
 
 Under ``torch.distributed`` (``distributed=None`` with a process group of several ranks, or
@@ -36,7 +38,7 @@ from torch import Tensor
 from superposition import distributed as _distributed
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
-from superposition._io import atomic_path, atomic_write, unreadable
+from superposition._io import atomic_path, atomic_write, unreadable, writer_lock
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
 
@@ -274,22 +276,29 @@ class ActivationStore:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         manifest = self._read_manifest()
-        shards: list[dict[str, Any]] = list(manifest["shards"]) if manifest else []
-        yield from self._from_cache(shards)
         if manifest and manifest.get("complete"):
+            yield from self._from_cache(list(manifest["shards"]))
             return
-        done = sum(s["texts"] for s in shards)
-        texts = itertools.islice(iter(self.corpus), done, None)  # resume after the last shard
-        from safetensors.torch import save_file
+        # One writer at a time: a second store writing the same folder would interleave
+        # shards. The manifest is read again under the lock (the other may have added some).
+        with writer_lock(self.cache_dir / "writer.lock", f"the activation cache {self.cache_dir}"):
+            manifest = self._read_manifest()
+            shards: list[dict[str, Any]] = list(manifest["shards"]) if manifest else []
+            yield from self._from_cache(shards)
+            if manifest and manifest.get("complete"):
+                return
+            done = sum(s["texts"] for s in shards)
+            texts = itertools.islice(iter(self.corpus), done, None)  # after the last shard
+            from safetensors.torch import save_file
 
-        for n_texts, rows in self._probe_chunks(texts, done):
-            name = f"shard-{len(shards):05d}.safetensors"
-            with atomic_path(self.cache_dir / name) as tmp:
-                save_file({"values": rows.contiguous()}, str(tmp))
-            shards.append({"file": name, "texts": n_texts, "rows": rows.shape[0]})
-            self._write_manifest(shards, complete=False)
-            yield rows
-        self._write_manifest(shards, complete=True)
+            for n_texts, rows in self._probe_chunks(texts, done):
+                name = f"shard-{len(shards):05d}.safetensors"
+                with atomic_path(self.cache_dir / name) as tmp:
+                    save_file({"values": rows.contiguous()}, str(tmp))
+                shards.append({"file": name, "texts": n_texts, "rows": rows.shape[0]})
+                self._write_manifest(shards, complete=False)
+                yield rows
+            self._write_manifest(shards, complete=True)
 
     def _epoch(self, generator: torch.Generator) -> Iterator[Tensor]:
         """One pass: every row once, through a shuffling buffer of ``buffer_rows`` slots.
