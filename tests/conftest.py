@@ -43,6 +43,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 import functools  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
@@ -203,6 +204,19 @@ def minilm(minilm_path: str) -> tuple[Any, Any]:
     from superposition.probe import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT with the shipped tokenizer, saved like any local model."""
+    from transformers import AutoTokenizer
+
+    from superposition.probe.models import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tiny_model("bert")[0].save_pretrained(folder)
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture

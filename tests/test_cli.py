@@ -244,20 +244,6 @@ def test_an_unknown_model_name_fails_in_one_line_without_loading(
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random BERT with the shipped tokenizer, saved like any local model."""
-    from transformers import AutoTokenizer
-
-    from conftest import tiny_model
-    from superposition.probe.models import default_model_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tiny_model("bert")[0].save_pretrained(folder)
-    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(folder)
-    return folder
-
-
 def test_probe_all_layers(
     tmp_path: Path, tiny_bert_folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

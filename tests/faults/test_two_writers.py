@@ -33,19 +33,6 @@ except RuntimeError as err:
 """
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer
-
-    from conftest import tiny_model
-    from superposition.probe.models import default_model_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tiny_model("bert")[0].save_pretrained(folder)
-    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(folder)
-    return folder
-
-
 def _store(folder: Path, cache: Path | None) -> sp.ActivationStore:
     model, tok = sp.load_model(str(folder))
     probe = sp.ActivationProbe(model, layer=0, tokenizer=tok, batch_size=2, progress=False)
