@@ -243,6 +243,18 @@ class _Runner:
         rank, size = share
         row_of = src // S
         texts = torch.tensor(batch.texts, dtype=torch.int64)[row_of]
+        for p in points:  # NaN statistics later say nothing about where they came from
+            v = got[p.layer, p.site]
+            if v.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(v))).all()):
+                bad = ((texts + first) * size + rank)[~torch.isfinite(v).all(1).cpu()]
+                bad = torch.unique(bad)
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                which = f"text {int(bad[0])}{more}"
+                raise ValueError(
+                    f"the model gave NaN or inf activations at the {p.site} of layer {p.layer} "
+                    f"({p.module_name}) in {which} of the texts passed; a float16 or bfloat16 "
+                    "model can overflow: run it in float32 (model.float()), or check its weights"
+                )
         ids = batch.inputs["input_ids"].reshape(-1)[src]
         is_pad = (
             batch.inputs["attention_mask"].reshape(-1)[src] == 0
