@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -18,6 +18,7 @@ from superposition._io import atomic_path, atomic_write
 if TYPE_CHECKING:
     from superposition.probe.sites import Site
     from superposition.sae.model import SparseAutoencoder
+    from superposition.sae.transcoder import Transcoder
 
 __all__ = ["Weights", "build_sae", "plain_weights", "read_config", "read_tensors", "write_folder"]
 
@@ -87,25 +88,38 @@ def build_sae(
     layer: int | None = None,
     site: Site | None = None,
     device: torch.device | None = None,
+    transcoder: bool = False,
 ) -> SparseAutoencoder:
     """A :class:`SparseAutoencoder` of ``kind`` holding ``weights`` (``W_enc [d_in, d_sae]``,
     ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec``, and for JumpReLU ``log_threshold``), all in
-    its normalised space, with ``input_scale``. The parameters are float64 if any weight is,
-    else float32 (bfloat16 and float16 weights are widened exactly)."""
+    its normalised space, with ``input_scale``; with ``transcoder`` a
+    :class:`~superposition.Transcoder` (``W_dec [d_sae, d_out]``, and a skip transcoder when
+    ``weights`` hold ``W_skip``). The parameters are float64 if any weight is, else float32
+    (bfloat16 and float16 weights are widened exactly)."""
     from superposition.sae.model import SparseAutoencoder
+    from superposition.sae.transcoder import Transcoder
 
     W_enc = weights["W_enc"]
     d_in, d_sae = W_enc.shape
     wide = any(t.dtype == torch.float64 for t in weights.values())
     dtype = torch.float64 if wide else torch.float32
-    sae = SparseAutoencoder(d_in, d_sae, kind=kind, dtype=dtype, **settings)  # type: ignore[arg-type]
+    sae = (
+        Transcoder(
+            d_in,
+            weights["W_dec"].shape[1],
+            d_sae,
+            skip="W_skip" in weights,
+            kind=kind,  # type: ignore[arg-type]
+            dtype=dtype,
+            **settings,
+        )
+        if transcoder
+        else SparseAutoencoder(d_in, d_sae, kind=kind, dtype=dtype, **settings)  # type: ignore[arg-type]
+    )
     with torch.no_grad():
         views = sae._views(sae.params)
         views["encT"].copy_(W_enc.T)
-        views["W_dec"].copy_(weights["W_dec"])
-        views["b_enc"].copy_(weights["b_enc"])
-        views["b_dec"].copy_(weights["b_dec"])
-        for name in sae.rule.extra_parameters(d_in, d_sae):
+        for name in ("W_dec", "b_enc", "b_dec", *sae._extra_slots()):
             views[name].copy_(weights[name])
         sae.scale.fill_(input_scale)
         sae.threshold.fill_(threshold)
@@ -115,20 +129,26 @@ def build_sae(
 
 
 def plain_weights(sae: SparseAutoencoder) -> Weights:
-    """``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec`` that act on the
-    user's units directly (``input_scale`` folded in), as CPU tensors in the SAE's dtype:
-    ``pre = (x - b_dec) W_enc + b_enc`` and ``x̂ = z W_dec + b_dec`` give what the SAE's
-    ``pre_activations`` and ``decode`` give."""
-    s = float(sae.scale)
-    if not (math.isfinite(s) and s > 0):
-        raise ValueError(f"the SAE's input_scale must be a positive finite number, got {s}")
+    """``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec``, ``b_dec`` (and a skip transcoder's
+    ``W_skip``) that act on the user's units directly (the scales folded in), as CPU tensors
+    in the SAE's dtype: ``pre = (x - b_dec) W_enc + b_enc`` (a transcoder's ``x W_enc +
+    b_enc``) and ``x̂ = z W_dec + b_dec`` (``+ x W_skipᵀ``) give what the model gives."""
+    s_in = float(sae.scale)
+    s_out = float(cast("Transcoder", sae).output_scale) if sae.transcoder else s_in
+    for name, s in (("input_scale", s_in), ("output_scale", s_out)):
+        if not (math.isfinite(s) and s > 0):
+            raise ValueError(f"the SAE's {name} must be a positive finite number, got {s}")
     with torch.no_grad():
-        return {
-            "W_enc": (sae.W_enc * s).detach().cpu().contiguous(),
+        w = {
+            "W_enc": (sae.W_enc * s_in).detach().cpu().contiguous(),
             "b_enc": sae.b_enc.detach().cpu().clone(),
-            "W_dec": (sae.W_dec / s).detach().cpu().contiguous(),
-            "b_dec": (sae.b_dec / s).detach().cpu().clone(),
+            "W_dec": (sae.W_dec / s_out).detach().cpu().contiguous(),
+            "b_dec": (sae.b_dec / s_out).detach().cpu().clone(),
         }
+        if sae.skip:
+            W_skip = cast("Transcoder", sae).W_skip
+            w["W_skip"] = (W_skip * (s_in / s_out)).detach().cpu().contiguous()
+        return w
 
 
 def write_folder(

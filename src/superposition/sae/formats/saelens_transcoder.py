@@ -20,17 +20,18 @@ has no TopK transcoder, so a ``"topk"`` one is refused. This library's config ri
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from superposition.sae.formats.convert import (
+    build_sae,
     check_dtype,
     check_shapes,
     config_int,
     dtype_name,
+    plain_weights,
     read_tensors,
     write_folder,
 )
@@ -54,7 +55,6 @@ def load_saelens_transcoder(
 ) -> Transcoder:
     """The transcoder in an SAELens folder whose config ``cfg`` has one of
     :data:`TRANSCODER_ARCHITECTURES` (module docstring for the conventions)."""
-    from superposition.sae.transcoder import Transcoder
 
     cfg_path = folder / "cfg.json"
     arch = cfg["architecture"]
@@ -102,25 +102,24 @@ def load_saelens_transcoder(
             settings = {"k": ours.get("k")}
     if isinstance(ours, dict) and ours.get("kind") == kind:
         settings.update({k: ours[k] for k in ("l1", "l0", "k") if ours.get(k) is not None})
-    tc = Transcoder(d_in, d_out, d_sae, kind=kind, skip=skip, dtype=dtype, **settings)  # type: ignore[arg-type]
-    with torch.no_grad():
-        views = tc._views(tc.params)
-        views["encT"].copy_(t["W_enc"].T)
-        for name in ("W_dec", "b_enc", "b_dec") + (("W_skip",) if skip else ()):
-            views[name].copy_(t[name])
-        if kind == "jumprelu":
-            views["log_threshold"].copy_(t["threshold"].clamp_min(0.0).log())
-        tc.threshold.fill_(threshold)
-    tc.fitted = True
-    if isinstance(ours, dict) and isinstance(ours.get("seed"), int):
-        tc.seed = ours["seed"]
+    w: dict[str, torch.Tensor] = {
+        n: t[n] for n in ("W_enc", "W_dec", "b_enc", "b_dec", "W_skip") if n in t
+    }
+    if kind == "jumprelu":
+        w["log_threshold"] = t["threshold"].clamp_min(0.0).log()
+    layer = None
     hook = meta.get("hook_name") or cfg.get("hook_name")
     if isinstance(hook, str):
         from superposition.probe.sites import parse_hook_name
 
         with contextlib.suppress(ValueError):  # a hook this library does not read: no layer
-            tc.layer = parse_hook_name(hook)[0]
-    return tc.to(device) if device is not None else tc
+            layer = parse_hook_name(hook)[0]
+    tc = build_sae(
+        kind, settings, w, threshold=threshold, layer=layer, device=device, transcoder=True
+    )
+    if isinstance(ours, dict) and isinstance(ours.get("seed"), int):
+        tc.seed = ours["seed"]
+    return cast("Transcoder", tc)
 
 
 def save_saelens_transcoder(tc: Transcoder, folder: Path) -> Path:
@@ -130,23 +129,11 @@ def save_saelens_transcoder(tc: Transcoder, folder: Path) -> Path:
             f"SAELens has no transcoder of kind={tc.kind!r} (it has ReLU and JumpReLU ones); "
             "save it with format='native'"
         )
-    s_in, s_out = float(tc.scale), float(tc.output_scale)
-    for name, s in (("input_scale", s_in), ("output_scale", s_out)):
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"the transcoder's {name} must be a positive finite number, got {s}")
-    with torch.no_grad():
-        tensors = {
-            "W_enc": (tc.W_enc * s_in).detach().cpu().contiguous(),
-            "b_enc": tc.b_enc.detach().cpu().clone(),
-            "W_dec": (tc.W_dec / s_out).detach().cpu().contiguous(),
-            "b_dec": (tc.b_dec / s_out).detach().cpu().clone(),
-        }
-        if tc.skip:
-            tensors["W_skip"] = (tc.W_skip * (s_in / s_out)).detach().cpu().contiguous()
-        if tc.kind == "jumprelu":
-            tensors["threshold"] = tc.log_threshold.detach().exp().cpu()
-        elif tc.kind == "batchtopk":
-            tensors["threshold"] = torch.full_like(tensors["b_enc"], max(float(tc.threshold), 0.0))
+    tensors = plain_weights(tc)
+    if tc.kind == "jumprelu":
+        tensors["threshold"] = tc.log_threshold.detach().exp().cpu()
+    elif tc.kind == "batchtopk":
+        tensors["threshold"] = torch.full_like(tensors["b_enc"], max(float(tc.threshold), 0.0))
     arch = ("jumprelu_" if tc.kind != "relu" else "") + ("skip_" if tc.skip else "") + "transcoder"
     meta: dict[str, Any] = {"sae_lens_version": "6.0.0", "superposition": tc.config()}
     if tc.layer is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -139,12 +139,18 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> Path:
             f"sparsify holds TopK coders only; this SAE has kind={sae.kind!r} (save it with "
             "format='saelens' instead)"
         )
-    w = plain_weights(sae)
+    return _write(sae, folder)
+
+
+def _write(model: SparseAutoencoder, folder: Path) -> Path:
+    """``model`` (a TopK SAE or transcoder, scales folded in) as a sparsify folder."""
+    w = plain_weights(model)
     tensors = {
         "encoder.weight": w["W_enc"].T.contiguous(),
         "encoder.bias": w["b_enc"],
         "W_dec": w["W_dec"],
         "b_dec": w["b_dec"],
+        **({"W_skip": w["W_skip"]} if "W_skip" in w else {}),
     }
     # Unit decoder rows are what sparsify keeps while training (normalize_decoder); a loaded
     # SAE whose rows are not unit is written as it is, and says so.
@@ -152,14 +158,14 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> Path:
     unit = bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-4))
     cfg: dict[str, Any] = {
         "activation": "topk",
-        "expansion_factor": max(1, sae.d_sae // sae.d_in),
+        "expansion_factor": max(1, model.d_sae // model.d_in),
         "normalize_decoder": unit,
-        "num_latents": sae.d_sae,
-        "k": sae.k,
+        "num_latents": model.d_sae,
+        "k": model.k,
         "multi_topk": False,
-        "skip_connection": False,
-        "transcode": False,
-        "d_in": sae.d_in,
+        "skip_connection": "W_skip" in w,
+        "transcode": model.transcoder,
+        "d_in": model.d_in,
     }
     return write_folder(folder, WEIGHTS, tensors, cfg)
 
@@ -168,26 +174,23 @@ def load_sparsify_transcoder(folder: Path, device: torch.device | None) -> Trans
     """The TopK transcoder in a sparsify folder with ``transcode=true``, or the skip
     transcoder (``d_out = d_in``, ``b_dec W_enc`` folded into ``b_enc``) that an SAE with
     ``skip_connection=true`` is (module docstring); its layer from the folder's name."""
-    from superposition.sae.transcoder import Transcoder
 
     cfg, t = _read(folder, transcoder=True)
-    d_sae, d_in = t["encoder.weight"].shape
-    skip = "W_skip" in t
-    tc = Transcoder(d_in, d_in, d_sae, k=int(cfg["k"]), skip=skip, dtype=t["W_dec"].dtype)
-    b_enc = t["encoder.bias"]
+    weights = {
+        "W_enc": t["encoder.weight"].T,
+        "b_enc": t["encoder.bias"],
+        "W_dec": t["W_dec"],
+        "b_dec": t["b_dec"],
+    }
+    if "W_skip" in t:
+        weights["W_skip"] = t["W_skip"]
     if not cfg.get("transcode"):  # an SAE subtracts b_dec before encoding: fold it in
-        b_enc = b_enc - t["encoder.weight"] @ t["b_dec"]
-    with torch.no_grad():
-        views = tc._views(tc.params)
-        views["encT"].copy_(t["encoder.weight"])
-        views["b_enc"].copy_(b_enc)
-        views["W_dec"].copy_(t["W_dec"])
-        views["b_dec"].copy_(t["b_dec"])
-        if skip:
-            views["W_skip"].copy_(t["W_skip"])
-    tc.fitted = True
-    tc.layer = hook_of_folder(folder.resolve().name)[0]
-    return tc.to(device) if device is not None else tc
+        weights["b_enc"] = weights["b_enc"] - t["encoder.weight"] @ t["b_dec"]
+    layer = hook_of_folder(folder.resolve().name)[0]
+    tc = build_sae(
+        "topk", {"k": int(cfg["k"])}, weights, layer=layer, device=device, transcoder=True
+    )
+    return cast("Transcoder", tc)
 
 
 def save_sparsify_transcoder(tc: Transcoder, folder: Path) -> Path:
@@ -200,25 +203,4 @@ def save_sparsify_transcoder(tc: Transcoder, folder: Path) -> Path:
             f"kind={tc.kind!r}, d_in={tc.d_in}, d_out={tc.d_out} (save it with format='native' "
             "or, for ReLU and JumpReLU, 'saelens')"
         )
-    s_in, s_out = float(tc.scale), float(tc.output_scale)
-    with torch.no_grad():
-        tensors = {
-            "encoder.weight": (tc.W_enc * s_in).T.detach().cpu().contiguous(),
-            "encoder.bias": tc.b_enc.detach().cpu().clone(),
-            "W_dec": (tc.W_dec / s_out).detach().cpu().contiguous(),
-            "b_dec": (tc.b_dec / s_out).detach().cpu().clone(),
-        }
-        if tc.skip:
-            tensors["W_skip"] = (tc.W_skip * (s_in / s_out)).detach().cpu().contiguous()
-    cfg: dict[str, Any] = {
-        "activation": "topk",
-        "expansion_factor": max(1, tc.d_sae // tc.d_in),
-        "normalize_decoder": s_out == 1.0,
-        "num_latents": tc.d_sae,
-        "k": tc.k,
-        "multi_topk": False,
-        "skip_connection": tc.skip,
-        "transcode": True,
-        "d_in": tc.d_in,
-    }
-    return write_folder(folder, WEIGHTS, tensors, cfg)
+    return _write(tc, folder)
