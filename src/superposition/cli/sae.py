@@ -232,9 +232,11 @@ def train(args: argparse.Namespace) -> int:
     if first is None:
         raise ValueError(f"--corpus {args.corpus!r} holds no text")
     widths = [a.n_neurons for a in probe.run([first])]
-    neurons = ActivationProbe(model, layer=args.layer, tokenizer=tokenizer, progress=False)
-    n_neurons = neurons.run([first]).n_neurons if transcoder else widths[0]
     width = sum(widths)  # of a training row: [mlp_in | mlp_out] for a transcoder
+    n_neurons = widths[0]
+    if transcoder:  # the default d_sae counts the MLP's neurons, which it does not read
+        neurons = ActivationProbe(model, layer=args.layer, tokenizer=tokenizer, progress=False)
+        n_neurons = neurons.run([first]).n_neurons
     kw: dict[str, Any] = {
         "kind": args.kind,
         "k": args.k if "k" in kind_class(args.kind).hyperparameters() else None,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from superposition._checks import all_finite
 
 __all__ = ["check_tensor"]
 
@@ -61,9 +62,7 @@ def check_tensor(
             f"{name} must be a floating-point tensor of shape {shape_doc}, got dtype {x.dtype}; "
             f"use {name}.float()"
         )
-    # aminmax propagates NaN and surfaces ±inf in one pass with O(1) memory; isfinite(x) would
-    # allocate a mask (and temporaries) as large as x, which matters for [1M, 3072] activations.
-    if x.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+    if not all_finite(x):
         raise ValueError(
             f"{name} must be finite, got NaN or inf in a tensor of shape {tuple(x.shape)}"
         )

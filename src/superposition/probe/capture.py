@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from superposition import distributed as _distributed
+from superposition._checks import all_finite
 from superposition.probe.adapters import HookedTransformerCall, is_hooked_transformer
 from superposition.probe.batching import Batch, Encoded, _chunks, _is_empty
 from superposition.probe.hooks import Hook, hooked
@@ -245,7 +246,7 @@ class _Runner:
         texts = torch.tensor(batch.texts, dtype=torch.int64)[row_of]
         for p in points:  # NaN statistics later say nothing about where they came from
             v = got[p.layer, p.site]
-            if v.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(v))).all()):
+            if not all_finite(v):
                 bad = ((texts + first) * size + rank)[~torch.isfinite(v).all(1).cpu()]
                 bad = torch.unique(bad)
                 more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -16,7 +16,7 @@ from superposition._checks import positive_int as _positive_int
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
 
-__all__ = ["Quality", "SAEMetrics", "default_batch_rows", "evaluate"]
+__all__ = ["Quality", "SAEMetrics", "check_outputs", "default_batch_rows", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -80,19 +80,19 @@ class Quality:
         sae = self.sae
         x = sae._check_input(x, move=False)
         if sae.transcoder:
-            y = _outputs(sae, x, y)
+            y = check_outputs(sae, x, y)
         elif y is not None:
             raise ValueError("an SAE reconstructs x itself: pass y=None (y is a transcoder's)")
         step = batch_rows or default_batch_rows(sae.d_sae)
         for start in range(0, x.shape[0], step):
             xb = x[start : start + step].to(sae.params.device, non_blocking=True)
             z, xhat = sae._predict(xb)
-            if y is not None:
-                xb = y[start : start + step].to(sae.params.device, non_blocking=True)
+            # What should have come out: x itself, or a transcoder's y.
+            want = xb if y is None else y[start : start + step].to(xb.device, non_blocking=True)
             self.active += int((z != 0).sum())
             self.fired |= (z != 0).any(0)
             del z
-            xd, xhd = xb.double(), xhat.double()
+            xd, xhd = want.double(), xhat.double()
             del xhat
             self.err_sq += float((xd - xhd).square().sum())
             norm = xd.norm(dim=1)
@@ -125,8 +125,9 @@ class Quality:
         )
 
 
-def _outputs(sae: SparseAutoencoder, x: Tensor, y: object) -> Tensor:
-    """A transcoder's ``y``, checked against its ``x``."""
+def check_outputs(sae: SparseAutoencoder, x: Tensor, y: object) -> Tensor:
+    """A transcoder's outputs ``y: [n, d_out]`` (finite floats, as many rows as its inputs
+    ``x``), in the parameters' dtype; a ValueError saying what is wrong otherwise."""
     if y is None:
         raise ValueError(
             "a transcoder is measured on pairs: pass y, the [n, d_out] outputs it should give"

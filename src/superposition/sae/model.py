@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from superposition._checks import float_rows, optional_device
+from superposition._checks import float_rows, generator, optional_device
 from superposition._checks import positive_int as _positive_int
 from superposition.sae.config import FitHistory, Schedule
 from superposition.sae.evaluate import SAEMetrics, evaluate
@@ -92,6 +92,7 @@ class SparseAutoencoder(nn.Module):
     scale: Tensor
     threshold: Tensor
     transcoder: ClassVar[bool] = False  # True for Transcoder: rows hold [x | y]
+    skip: bool = False  # a linear path x W_skipᵀ beside the latents (skip transcoders only)
 
     def __init__(
         self,
@@ -152,24 +153,16 @@ class SparseAutoencoder(nn.Module):
         self._layer: int | None = None
         self._site: Site | None = None
 
-        g = torch.Generator()
-        if seed is None:
-            g.seed()
-        else:
-            g.manual_seed(seed)
-        extra = sum(math.prod(shape) for shape in self._extra_slots().values())
+        g = generator(seed)
         dtype = dtype or torch.get_default_dtype()
-        size = d_sae * (d_in + d_out) + d_out + d_sae + extra
+        size = sum(math.prod(shape) for shape in self._shapes().values())
         self.params = nn.Parameter(torch.zeros(size, dtype=dtype))
         with torch.no_grad():
             views = self._views(self.params.data)
-            enc = torch.randn(d_sae, d_in, generator=g, dtype=torch.float64)
+            f64 = torch.float64
+            enc = torch.randn(d_sae, d_in, generator=g, dtype=f64)
             # An SAE's decoder starts tied (W_dec = W_encᵀ), a transcoder's independent of it.
-            dec = (
-                torch.randn(d_sae, d_out, generator=g, dtype=torch.float64)
-                if self.transcoder
-                else enc
-            )
+            dec = torch.randn(d_sae, d_out, generator=g, dtype=f64) if self.transcoder else enc
             views["encT"].copy_(enc / enc.norm(dim=1, keepdim=True))
             views["W_dec"].copy_(dec / dec.norm(dim=1, keepdim=True))
             rule.init_parameters(views)
@@ -180,15 +173,24 @@ class SparseAutoencoder(nn.Module):
     def _extra_slots(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the packed parameter's slots after the common four, by name: the
         kind's own (JumpReLU's ``log_threshold``), then a skip transcoder's ``W_skip``."""
-        return {n: (s,) for n, s in self.rule.extra_parameters(self.d_in, self.d_sae).items()}
+        slots: dict[str, tuple[int, ...]] = {
+            n: (s,) for n, s in self.rule.extra_parameters(self.d_in, self.d_sae).items()
+        }
+        if self.skip:
+            slots["W_skip"] = (self.d_out, self.d_in)
+        return slots
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """The packed parameter's layout: ``encT``, ``W_dec``, ``b_dec``, ``b_enc``, then
+        :meth:`_extra_slots`, in order."""
+        n, d, o = self.d_sae, self.d_in, self.d_out
+        common = {"encT": (n, d), "W_dec": (n, o), "b_dec": (o,), "b_enc": (n,)}
+        return {**common, **self._extra_slots()}
 
     def _views(self, P: Tensor) -> dict[str, Tensor]:
-        """Named views of a flat tensor laid out like ``params``: ``encT``, ``W_dec``,
-        ``b_dec``, ``b_enc``, then :meth:`_extra_slots`."""
-        n, d, o = self.d_sae, self.d_in, self.d_out
-        shapes = {"encT": (n, d), "W_dec": (n, o), "b_dec": (o,), "b_enc": (n,)}
+        """Named views of a flat tensor laid out like ``params`` (:meth:`_shapes`)."""
         out, at = {}, 0
-        for name, shape in {**shapes, **self._extra_slots()}.items():
+        for name, shape in self._shapes().items():
             out[name] = P[at : at + math.prod(shape)].view(shape)
             at += math.prod(shape)
         return out
@@ -258,9 +260,12 @@ class SparseAutoencoder(nn.Module):
         return float(self.scale)
 
     def __repr__(self) -> str:
-        args = f"d_in={self.d_in}, d_sae={self.d_sae}, kind={self.kind!r}"
+        out = f"d_out={self.d_out}, " if self.transcoder else ""
+        args = f"d_in={self.d_in}, {out}d_sae={self.d_sae}, kind={self.kind!r}"
         for name, value in self.rule.settings().items():
             args += f", {name}={value}"
+        if self.skip:
+            args += ", skip=True"
         if self.seed is not None:
             args += f", seed={self.seed}"
         if self.params.device.type != "cpu":
@@ -274,23 +279,21 @@ class SparseAutoencoder(nn.Module):
     def _check_input(
         self, x: object, name: str = "x", *, move: bool = True, rows: bool = False
     ) -> Tensor:
-        """Validate ``[batch, d_in]`` finite floats (``rows``: a training row, which for a
-        transcoder is ``[x | y]``); return them as the parameters' dtype, on the parameters'
-        device unless ``move=False``."""
+        """Validate ``[batch, d_in]`` finite floats (``rows``: training rows, a transcoder's
+        ``[x | y]``) as the parameters' dtype, on their device unless ``move=False``."""
         width, label = self.d_in, f"d_in={self.d_in}"
         if rows and self.transcoder:
             width, label = self.d_in + self.d_out, f"d_in + d_out={self.d_in + self.d_out}"
-        built = f"the {type(self).__name__} was built with {label}"
-        x = float_rows(x, width, name, label, built.replace("SparseAutoencoder", "SAE"))
+        built = f"the {'transcoder' if self.transcoder else 'SAE'} was built with {label}"
+        x = float_rows(x, width, name, label, built)
         if move:
             return x.to(self.params.device, self.params.dtype, non_blocking=True)
         return x.to(self.params.dtype)
 
-    # What the training loop asks of a model, answered here for an SAE (a row is one x) and
-    # by Transcoder for rows [x | y].
-
     def _scales(self) -> Tensor:
-        """The normalisation (a copy): ``input_scale`` as a 0-d tensor."""
+        """The normalisation (a copy): ``input_scale`` as a 0-d tensor. This and the next
+        three answer the training loop for an SAE; :class:`~superposition.Transcoder`'s
+        for rows ``[x | y]``."""
         return self.scale.clone()
 
     def _set_scales(self, scales: Tensor) -> None:
@@ -499,7 +502,6 @@ class SparseAutoencoder(nn.Module):
             >>> torch.equal(whole.params, again.params), again.history.fvu == whole.history.fvu
             (True, True)
         """
-        # Every argument but self and source, by name, as fit takes them.
         fit(self, source, **{k: v for k, v in locals().items() if k not in ("self", "source")})
         return self
 

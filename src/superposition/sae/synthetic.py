@@ -166,11 +166,6 @@ class SyntheticFeatures:
         w = torch.arange(1, n_features + 1, dtype=torch.float64).pow(-float(exponent))
         return (w * (mean * n_features / w.sum())).clamp_max(1.0).float()
 
-    @property
-    def width(self) -> int:
-        """Width of a training row: ``d``."""
-        return self.d
-
     def generator(self) -> torch.Generator:
         """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
         return torch.Generator().manual_seed(self._stream_seed)

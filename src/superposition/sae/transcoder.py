@@ -34,9 +34,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from superposition._checks import float_rows, optional_device
+from superposition._checks import optional_device
 from superposition.sae.config import Schedule
-from superposition.sae.evaluate import SAEMetrics, evaluate
+from superposition.sae.evaluate import SAEMetrics, check_outputs, evaluate
 from superposition.sae.kinds import Kind
 from superposition.sae.model import SparseAutoencoder
 from superposition.sae.synthetic import SyntheticMLP
@@ -97,21 +97,6 @@ class Transcoder(SparseAutoencoder):
         self.register_buffer("output_scale", torch.tensor(1.0, dtype=self.params.dtype))
         if where is not None:
             self.to(where)
-
-    def _extra_slots(self) -> dict[str, tuple[int, ...]]:
-        slots = super()._extra_slots()
-        if self.skip:
-            slots["W_skip"] = (self.d_out, self.d_in)
-        return slots
-
-    def __repr__(self) -> str:
-        inner = super().__repr__().split("(", 1)[1]
-        inner = inner.replace(f"d_in={self.d_in}, ", f"d_in={self.d_in}, d_out={self.d_out}, ", 1)
-        if self.skip:
-            settings = "".join(f", {n}={v}" for n, v in self.rule.settings().items())
-            head = f"kind={self.kind!r}{settings}"
-            inner = inner.replace(head, f"{head}, skip=True", 1)
-        return f"Transcoder({inner}"
 
     @property
     def W_skip(self) -> Tensor:
@@ -331,8 +316,4 @@ def _pair_rows(model: Transcoder, pair: tuple[object, ...]) -> Tensor:
     if len(pair) != 2:
         raise ValueError(f"source must be a pair (x, y), got a tuple of {len(pair)}")
     x = model._check_input(pair[0], "x", move=False)
-    label = f"d_out={model.d_out}"
-    y = float_rows(pair[1], model.d_out, "y", label, f"the Transcoder was built with {label}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same rows, got {x.shape[0]} and {y.shape[0]}")
-    return torch.cat([x, y.to(x.dtype)], 1)
+    return torch.cat([x, check_outputs(model, x, pair[1])], 1)
