@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,44 @@ def test_batch_size_does_not_change_values(tokenizer: Any) -> None:
         torch.testing.assert_close(a.values, b.values, atol=2e-5, rtol=1e-4)
         assert torch.equal(a.text_index, b.text_index)
         assert torch.equal(a.position, b.position)
+
+
+@pytest.mark.parametrize("keep_padding", [False, True])
+@pytest.mark.parametrize("max_tokens", [1, 9, 20, 40])
+def test_max_tokens_bounds_each_forward_pass_and_changes_no_value(
+    tokenizer: Any, max_tokens: int, keep_padding: bool
+) -> None:
+    model, _ = tiny_model("bert")
+    free = ActivationProbe(model, tokenizer=tokenizer, batch_size=4, keep_padding=keep_padding)
+    bound = ActivationProbe(
+        model, tokenizer=tokenizer, batch_size=4, keep_padding=keep_padding, max_tokens=max_tokens
+    )
+    lengths = [len(x) for x in tokenizer(TEXTS)["input_ids"]]
+    batches = bound.batches(TEXTS)
+    placed = sorted(i for b in batches for i in b.texts)
+    assert placed == list(range(len(TEXTS)))  # every text once
+    for b in batches:
+        B, S = b.inputs["input_ids"].shape
+        assert B <= 4
+        assert S == max(lengths[i] for i in b.texts)  # padded to its longest text, no more
+        assert B * S <= max_tokens or B == 1  # a text over the budget goes alone
+    # Greedy: no batch could have taken the next text in the plan's order.
+    order = [i for b in batches for i in b.texts]
+    for b, after in itertools.pairwise(batches):
+        grown = [*b.texts, after.texts[0]]
+        assert len(grown) > 4 or len(grown) * max(lengths[i] for i in grown) > max_tokens
+    assert order == [i for b in free.batches(TEXTS) for i in b.texts]
+    a, c = free.run(TEXTS), bound.run(TEXTS)
+    # Kept padding follows the batches (as with batch_size); the texts' own rows do not.
+    a_real, c_real = ~a.is_pad, ~c.is_pad
+    torch.testing.assert_close(c.values[c_real], a.values[a_real], atol=2e-5, rtol=1e-4)
+    assert torch.equal(c.text_index[c_real], a.text_index[a_real])
+
+
+def test_max_tokens_must_be_a_positive_int() -> None:
+    model, _ = tiny_model("bert")
+    with pytest.raises(ValueError, match="max_tokens"):
+        ActivationProbe(model, max_tokens=0)
 
 
 def test_rows_follow_the_order_of_the_texts(tokenizer: Any) -> None:

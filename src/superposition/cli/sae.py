@@ -27,6 +27,9 @@ EXAMPLE = (
     "  superposition sae train --layer 0 --out sae-out --checkpoint-every 100 [--resume]"
 )
 
+# Token positions per forward pass of the training probe (see ActivationProbe's max_tokens).
+PROBE_TOKENS = 4096
+
 
 def add_parser(sub: Any) -> None:
     """Add ``sae`` (with ``train`` and ``eval`` below it) to the subcommands ``sub``."""
@@ -225,8 +228,15 @@ def train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model)
     sites = ["mlp_in", "mlp_out"] if transcoder else ["neurons"]
+    # A bounded forward pass: a batch of 32 long texts (512 tokens) held ~300 MB of MLP
+    # intermediates at MiniLM's width, the largest transient of a run.
     probe = ActivationProbe(
-        model, layer=args.layer, site=sites, tokenizer=tokenizer, progress=False
+        model,
+        layer=args.layer,
+        site=sites,
+        tokenizer=tokenizer,
+        max_tokens=PROBE_TOKENS,
+        progress=False,
     )
     first = next(iter(train_texts), None)
     if first is None:

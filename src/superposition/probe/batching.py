@@ -92,6 +92,7 @@ class TextBatching:
     batch_size: int
     keep_padding: bool
     max_length: int | None
+    max_tokens: int | None = None
     # Inside truncation_summary: (truncated, texts, [first truncated], limit) per chunk.
     _truncation_log: list[tuple[int, int, list[int], int | None]] | None = None
     # While a rank streams its share: (rank, world_size), so messages name corpus indices.
@@ -356,8 +357,7 @@ class TextBatching:
         pad_id = self._pad_id()
         with_types = any(s.type_ids is not None for s in seqs)
         batches = []
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in self._groups(order, [len(s.ids) for s in seqs]):
             lengths = [len(seqs[i].ids) for i in rows]
             ids, placed = pad_rows([seqs[i].ids for i in rows], pad_id, side=side)
             B, S = ids.shape
@@ -384,6 +384,24 @@ class TextBatching:
                 )
             )
         return batches
+
+    def _groups(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+        """``order`` cut into batches of at most ``batch_size`` texts and, with ``max_tokens``,
+        at most that many padded positions (texts x the longest); a text longer than the
+        budget goes alone."""
+        budget = self.max_tokens
+        rows: list[int] = []
+        longest = 0
+        for i in order:
+            n = max(longest, lengths[i])
+            over = budget is not None and n * (len(rows) + 1) > budget
+            if rows and (len(rows) == self.batch_size or over):
+                yield rows
+                rows, n = [], lengths[i]
+            rows.append(i)
+            longest = n
+        if rows:
+            yield rows
 
 
 def pad_rows(

@@ -76,6 +76,9 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
             index (``"encoder.layer.{layer}.output.dense"``), for architectures not in the table;
             or a mapping from site to such a path (see :func:`~superposition.probe.locate_sites`).
         batch_size: texts per forward pass.
+        max_tokens: at most this many token positions (padding included) per forward pass: a
+            batch of long texts holds fewer than ``batch_size``, which bounds the memory of a
+            forward pass (a text longer than this goes alone). Default: no bound.
         keep_padding: keep pad positions as rows, as the seed paper did. Batches then follow
             the given order and are padded on the tokenizer's side.
         max_length: truncate longer texts (one warning per run); default: the model's limit.
@@ -115,6 +118,7 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         tokenizer: Any = None,
         module: str | Mapping[str, str] | None = None,
         batch_size: int = 32,
+        max_tokens: int | None = None,
         keep_padding: bool = False,
         max_length: int | None = None,
         progress: bool | None = None,
@@ -130,6 +134,7 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         tokenizer: Any = None,
         module: str | Mapping[str, str] | None = None,
         batch_size: int = 32,
+        max_tokens: int | None = None,
         keep_padding: bool = False,
         max_length: int | None = None,
         progress: bool | None = None,
@@ -145,6 +150,7 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         tokenizer: Any = None,
         module: str | Mapping[str, str] | None = None,
         batch_size: int = 32,
+        max_tokens: int | None = None,
         keep_padding: bool = False,
         max_length: int | None = None,
         progress: bool | None = None,
@@ -159,11 +165,13 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         tokenizer: Any = None,
         module: str | Mapping[str, str] | None = None,
         batch_size: int = 32,
+        max_tokens: int | None = None,
         keep_padding: bool = False,
         max_length: int | None = None,
         progress: bool | None = None,
     ) -> None:
         positive_int(batch_size, "batch_size")
+        optional_positive_int(max_tokens, "max_tokens")
         optional_positive_int(max_length, "max_length")
         if progress not in (None, True, False):
             raise TypeError(f"progress must be True, False or None, got {progress!r}")
@@ -172,6 +180,7 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         self.tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
         self.module = module
         self.batch_size = batch_size
+        self.max_tokens = max_tokens
         self.keep_padding = bool(keep_padding)
         self.max_length = max_length
         self.progress = progress
@@ -192,7 +201,8 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         return (
             f"ActivationProbe({type(self.model).__name__}, layer={layers!r}{site}, "
             f"modules={[s.module_name for s in self.sites]!r}, batch_size={self.batch_size}, "
-            f"keep_padding={self.keep_padding})"
+            + (f"max_tokens={self.max_tokens}, " if self.max_tokens is not None else "")
+            + f"keep_padding={self.keep_padding})"
         )
 
     @property
