@@ -90,7 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     owned = False
     try:
         if launched:
+            import faulthandler
+
             from superposition.distributed import init_from_env
+
+            # A rank killed by a signal from native code (gloo, NCCL) shows torchrun only an
+            # exit code; with this its own output names the Python line it was on.
+            if not faulthandler.is_enabled():
+                faulthandler.enable()
 
             owned = init_from_env()
         return run(args)
