@@ -554,6 +554,35 @@ def test_explore_writes_one_page_of_neurons_and_sae_latents(
     assert "must be an .html file" in err
 
 
+def test_explore_shows_transcoder_latents_beside_the_neurons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import superposition as sp
+
+    tc = sp.Transcoder(384, 384, 48, k=4, seed=0)  # MiniLM's MLP: 384 in, 384 out
+    (tmp_path / "tc").mkdir()
+    tc.save(tmp_path / "tc" / "transcoder")
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("The cat sat on the mat.\nThe dog sat on the log.\n")
+    page = tmp_path / "p.html"
+    argv = ["explore", "--transcoder", str(tmp_path / "tc"), "--corpus", str(corpus)]
+    code, stdout, err = run(
+        [*argv, "--coherence-units", "0", "--no-progress", "--out", str(page)], capsys
+    )
+    assert code == 0, err
+    text = page.read_text("utf-8")
+    assert '"label":"tc latent","n":48' in text
+    # Its directions over the neurons come through the MLP's output projection: loadings shown.
+    assert "neurons its decoder direction loads on most" in text
+    assert "48 transcoder latents" in stdout
+    wrong = sp.Transcoder(100, 384, 48, k=4, seed=0)
+    wrong.save(tmp_path / "tc" / "transcoder")
+    code, _, err = run([*argv, "--out", str(tmp_path / "q.html")], capsys)
+    assert code == 2
+    assert "maps 100 -> 384 values but layer 0's MLP maps 384 -> 384" in err
+    assert not (tmp_path / "q.html").exists()
+
+
 def test_units_rejects_bad_arguments_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,13 @@ def unit_arguments(parser: argparse.ArgumentParser) -> None:
     model_arguments(parser)
     parser.add_argument("--sae", type=Path, default=None, help="a folder written by `sae train`")
     parser.add_argument(
+        "--transcoder",
+        type=Path,
+        default=None,
+        help="a folder written by `transcoder train` (or an SAELens / sparsify transcoder): "
+        "its latents, read from what the MLP reads, beside the neurons",
+    )
+    parser.add_argument(
         "--rotation", action="store_true", help="also score a random rotation of the neurons"
     )
     parser.add_argument(

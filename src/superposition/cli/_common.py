@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from superposition.sae import SparseAutoencoder
+    from superposition.sae import SparseAutoencoder, Transcoder
 
 __all__ = [
     "USER_ERRORS",
@@ -17,6 +17,7 @@ __all__ = [
     "check_out_once",
     "fail",
     "load_sae_folder",
+    "load_transcoder_folder",
     "make_out",
     "rank",
     "torchrun_world",
@@ -99,6 +100,21 @@ def torchrun_world() -> int:
         return int(os.environ.get("WORLD_SIZE", "1")) if "RANK" in os.environ else 1
     except ValueError:
         return 1
+
+
+def load_transcoder_folder(folder: Path) -> Transcoder:
+    """The transcoder in a folder written by ``superposition transcoder train``, or an SAELens
+    or sparsify transcoder folder (``--transcoder FOLDER``)."""
+    from superposition.sae import Transcoder
+
+    if (folder / "transcoder.safetensors").is_file() and (folder / "transcoder.json").is_file():
+        return Transcoder.load(folder / "transcoder")
+    if not (folder / "cfg.json").is_file():
+        raise ValueError(
+            f"--transcoder {str(folder)!r} holds no transcoder.safetensors (a folder written by "
+            "`superposition transcoder train`) nor cfg.json (an SAELens or sparsify transcoder)"
+        )
+    return Transcoder.load(folder)
 
 
 def load_sae_folder(folder: Path) -> SparseAutoencoder:

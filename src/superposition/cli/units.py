@@ -15,7 +15,13 @@ from typing import Any
 from superposition._checks import positive_int
 from superposition._io import atomic_write
 from superposition.cli._args import FORMAT, unit_arguments
-from superposition.cli._common import check_out_once, load_sae_folder, make_out, rank
+from superposition.cli._common import (
+    check_out_once,
+    load_sae_folder,
+    load_transcoder_folder,
+    make_out,
+    rank,
+)
 
 __all__ = ["EXAMPLE", "add_parser", "run", "unit_records"]
 
@@ -61,6 +67,7 @@ def unit_records(
     if args.coherence_units < 0:
         raise ValueError(f"--coherence-units must be 0 or more, got {args.coherence_units}")
     sae = None if args.sae is None else load_sae_folder(args.sae)
+    tc = None if args.transcoder is None else load_transcoder_folder(args.transcoder)
     labels: list[str] | None
     if args.corpus is None:
         texts, labels = book_texts(args.texts)
@@ -73,14 +80,18 @@ def unit_records(
     check_out_once(out)
     progress = not args.no_progress
     model, tokenizer = load_model(args.model)
+    # A transcoder reads what the MLP reads: both sites come from one pass.
     probe = ActivationProbe(
         model,
         layer=args.layer,
+        site=["neurons", "mlp_in"] if tc is not None else "neurons",
         tokenizer=tokenizer,
         batch_size=args.batch_size,
         progress=progress or None,
     )
-    width = probe.run(texts[:1]).n_neurons
+    first = probe.run(texts[:1])
+    widths = [a.n_neurons for a in first] if isinstance(first, list) else [first.n_neurons]
+    width = widths[0]
     if sae is not None and sae.d_in != width:
         raise ValueError(
             f"the SAE in {str(args.sae)!r} reads {sae.d_in} neurons but layer {args.layer} has "
@@ -89,6 +100,8 @@ def unit_records(
     bases: dict[str, Any] = {"neurons": None}
     if sae is not None:
         bases["SAE latents"] = sae
+    if tc is not None:
+        bases["transcoder latents"] = transcoder_basis(tc, probe, widths[1], args)
     if args.rotation:
         bases["rotated neurons"] = UnitBasis.rotation(width, seed=args.seed)
     stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
@@ -96,7 +109,28 @@ def unit_records(
         return None
     named = dict(zip(bases, stats, strict=True))
     tables = score_bases(named, context_embedder(model, tokenizer), args.coherence_units, args.seed)
-    return named, tables, [UnitBasis.of(u, width) for u in bases.values()]
+    return (
+        named,
+        tables,
+        [u if isinstance(u, UnitBasis) else UnitBasis.of(u, width) for u in bases.values()],
+    )
+
+
+def transcoder_basis(tc: Any, probe: Any, width: int, args: argparse.Namespace) -> Any:
+    """The transcoder's latents as units, with directions over the neurons through the MLP's
+    output projection (the module the neurons feed); its widths checked against the layer."""
+    from superposition.probe.locate import linear_weight
+    from superposition.units import UnitBasis
+
+    w_out = linear_weight(probe.sites[0].module)
+    if tc.d_in != width or (w_out is not None and tc.d_out != w_out.shape[0]):
+        d_out = "?" if w_out is None else w_out.shape[0]
+        raise ValueError(
+            f"the transcoder in {str(args.transcoder)!r} maps {tc.d_in} -> {tc.d_out} values "
+            f"but layer {args.layer}'s MLP maps {width} -> {d_out}; pass a transcoder trained "
+            "on this model and layer"
+        )
+    return UnitBasis.transcoder(tc, neurons_out=w_out)
 
 
 def run(args: argparse.Namespace) -> int:

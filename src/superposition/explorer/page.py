@@ -334,7 +334,7 @@ def _payload(
             "hist": pk.add(f"{i}.hist", r.histogram, "<u4"),
             "loads": None,
         }
-        if b is not None and n_load and b.kind != "neurons":
+        if b is not None and n_load and b.kind != "neurons" and b.has_directions:
             idx, w = _loadings(b.directions.float(), n_load)
             entry["loads"] = {
                 "title": "neurons its decoder direction loads on most",
@@ -349,7 +349,14 @@ def _payload(
     if neuron_slot is not None and n_load:
         src = next(
             (i for i, b in enumerate(bases) if b is not None and b.kind == "sae"),
-            next((i for i, b in enumerate(bases) if b is not None and b.kind != "neurons"), None),
+            next(
+                (
+                    i
+                    for i, b in enumerate(bases)
+                    if b is not None and b.kind != "neurons" and b.has_directions
+                ),
+                None,
+            ),
         )
         if src is not None:
             b = bases[src]

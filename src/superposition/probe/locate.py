@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "LayerSpec", "MLPSite", "locate_mlp", "n_layers"]
+__all__ = ["ARCHITECTURES", "LayerSpec", "MLPSite", "linear_weight", "locate_mlp", "n_layers"]
 
 LayerSpec = int | Sequence[int] | Literal["all"]
 """A layer index (negative counts from the end), several, or ``"all"``."""
@@ -114,6 +114,26 @@ def _features(mod: nn.Module) -> tuple[int, int] | None:
     if type(mod).__name__ == "Conv1D" and isinstance(nx, int) and isinstance(nf, int):
         return nx, nf
     return None
+
+
+def linear_weight(mod: nn.Module) -> Tensor | None:
+    """The ``[out, in]`` weight of an ``nn.Linear`` or a GPT-2 style ``Conv1D`` (whose own
+    weight is ``[in, out]``), detached; ``None`` for any other module. For the module the
+    neurons feed, this is the MLP's output projection ``W_out``.
+
+    Examples:
+        >>> linear_weight(nn.Linear(3, 2)).shape
+        torch.Size([2, 3])
+        >>> linear_weight(nn.ReLU()) is None
+        True
+    """
+    if _features(mod) is None:
+        return None
+    weight = getattr(mod, "weight", None)
+    if not isinstance(weight, Tensor):
+        return None
+    w = weight.detach()
+    return w if isinstance(mod, nn.Linear) else w.T
 
 
 def _join(*parts: str) -> str:

@@ -1,15 +1,16 @@
-"""Unit bases: the neurons of a layer, the latents of an SAE, or a random rotation of the neurons.
+"""Unit bases: the neurons of a layer, the latents of an SAE or a transcoder, or a random
+rotation of the neurons.
 
 Everything that looks at *units* (top contexts, scores, plots, the explorer) takes a
-:class:`UnitBasis` and never asks which kind it holds: a basis turns a ``[tokens, neurons]``
-batch of MLP activations into ``[tokens, units]`` and knows each unit's direction over the
-neurons.
+:class:`UnitBasis` and never asks which kind it holds: a basis turns a ``[tokens, width]``
+batch of activations read at one site of the block (the MLP's neurons, or for a transcoder
+what the MLP reads) into ``[tokens, units]`` and knows each unit's direction over the neurons.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import Tensor
@@ -18,23 +19,27 @@ from superposition._checks import positive_int
 
 if TYPE_CHECKING:
     from superposition.sae.model import SparseAutoencoder
+    from superposition.sae.transcoder import Transcoder
 
 __all__ = ["BasisKind", "UnitBasis", "unit_norm_tokens"]
 
-BasisKind = Literal["neurons", "sae", "rotation"]
+BasisKind = Literal["neurons", "sae", "transcoder", "rotation"]
 
 
 class UnitBasis:
     """Units over the ``n_neurons`` MLP neurons of one layer.
 
-    Build one with :meth:`neurons`, :meth:`sae` or :meth:`rotation`; :meth:`of` turns ``None``
-    (neurons), a :class:`~superposition.SparseAutoencoder` or a basis into a basis.
+    Build one with :meth:`neurons`, :meth:`sae`, :meth:`transcoder` or :meth:`rotation`;
+    :meth:`of` turns ``None`` (neurons), a :class:`~superposition.SparseAutoencoder` (or
+    :class:`~superposition.Transcoder`) or a basis into a basis.
 
     Attributes:
-        kind: ``"neurons"``, ``"sae"`` or ``"rotation"``.
+        kind: ``"neurons"``, ``"sae"``, ``"transcoder"`` or ``"rotation"``.
         n_neurons: the width of the activations it reads.
         n_units: how many units it has.
         name: a short label for plots and tables (``"neurons"``, ``"SAE latents"``...).
+        site: the site of the block whose activations it reads (``"mlp_in"`` for a
+            transcoder), or ``None``: whichever site the probe reads (its first).
 
     Examples:
         >>> import torch
@@ -52,10 +57,11 @@ class UnitBasis:
         n_neurons: int,
         n_units: int,
         encode: Callable[[Tensor], Tensor] | None,
-        directions: Callable[[], Tensor],
+        directions: Callable[[], Tensor] | None,
         *,
         name: str,
         unit_label: str,
+        site: str | None = None,
     ) -> None:
         self.kind: BasisKind = kind
         self.n_neurons = n_neurons
@@ -64,9 +70,11 @@ class UnitBasis:
         self._directions = directions
         self.name = name
         self.unit_label = unit_label
+        self.site = site
 
     def __repr__(self) -> str:
-        return f"UnitBasis({self.kind!r}, n_neurons={self.n_neurons}, n_units={self.n_units})"
+        site = "" if self.site is None else f", site={self.site!r}"
+        return f"UnitBasis({self.kind!r}, n_neurons={self.n_neurons}, n_units={self.n_units}{site})"
 
     # ------------------------------------------------------------------ constructors
 
@@ -99,23 +107,62 @@ class UnitBasis:
             raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
         if sae.transcoder:
             raise TypeError(
-                "a Transcoder reads what the MLP reads (mlp_in), not its neurons, so it is not "
-                "a basis of the neurons; pass a SparseAutoencoder trained on the neurons"
+                "a Transcoder reads what the MLP reads (mlp_in), not its neurons; use "
+                "UnitBasis.transcoder(tc, neurons_out=W_out) (or UnitBasis.of(tc))"
             )
-
-        def encode(x: Tensor) -> Tensor:
-            with torch.no_grad():
-                z: Tensor = sae.encode(x)
-            return z.float()
-
         return cls(
             "sae",
             sae.d_in,
             sae.d_sae,
-            encode,
+            _latents(sae),
             lambda: sae.W_dec.detach().float().clone(),
             name="SAE latents",
             unit_label="latent",
+        )
+
+    @classmethod
+    def transcoder(cls, tc: Transcoder, *, neurons_out: Tensor | None = None) -> UnitBasis:
+        """The latents of a trained transcoder: unit ``i`` is ``tc.encode(x)[:, i]`` for ``x``
+        read where the MLP reads (site ``"mlp_in"``), so a probe must capture that site.
+
+        A transcoder latent stands in for the MLP's neurons: it writes ``W_dec[i]`` where the
+        neurons write ``W_out n``. Its direction over the neurons is ``W_dec[i] W_out``: how
+        much each neuron's output column agrees with what the latent writes.
+
+        Args:
+            tc: the transcoder (``d_in``: the MLP's input width, ``d_out``: its output width).
+            neurons_out: the MLP's output projection, ``[d_out, n_neurons]`` as an
+                ``nn.Linear`` weight (:func:`~superposition.probe.locate.linear_weight` of
+                the neurons' module). Without it the basis has no directions
+                (:attr:`has_directions` is ``False``).
+
+        Raises:
+            TypeError: ``tc`` is not a :class:`~superposition.Transcoder`.
+            ValueError: ``neurons_out`` is not ``[tc.d_out, n]``.
+        """
+        from superposition.sae.model import SparseAutoencoder
+
+        if not isinstance(tc, SparseAutoencoder) or not tc.transcoder:
+            raise TypeError(f"tc must be a Transcoder, got {type(tc).__name__}")
+        directions: Callable[[], Tensor] | None = None
+        if neurons_out is not None:
+            w = neurons_out.detach()
+            if w.ndim != 2 or w.shape[0] != tc.d_out:
+                raise ValueError(
+                    f"neurons_out must be the MLP's output projection, [d_out={tc.d_out}, "
+                    f"n_neurons], got shape {tuple(w.shape)}; pass the nn.Linear weight of "
+                    "the module the neurons feed"
+                )
+            directions = lambda: tc.W_dec.detach().float() @ w.float()  # noqa: E731
+        return cls(
+            "transcoder",
+            tc.d_in,
+            tc.d_sae,
+            _latents(tc),
+            directions,
+            name="transcoder latents",
+            unit_label="tc latent",
+            site="mlp_in",
         )
 
     @classmethod
@@ -153,18 +200,22 @@ class UnitBasis:
 
     @classmethod
     def of(cls, units: UnitBasis | SparseAutoencoder | None, n_neurons: int) -> UnitBasis:
-        """``units`` as a basis over ``n_neurons`` neurons: ``None`` means the neurons.
+        """``units`` as a basis reading ``n_neurons`` values per token: ``None`` means the
+        neurons; a :class:`~superposition.Transcoder` becomes :meth:`transcoder` (without
+        directions).
 
         Raises:
             TypeError: ``units`` is none of these.
-            ValueError: the basis reads a different number of neurons.
+            ValueError: the basis reads a different number of values.
         """
         from superposition.sae.model import SparseAutoencoder
 
         if units is None:
             basis = cls.neurons(n_neurons)
         elif isinstance(units, SparseAutoencoder):
-            basis = cls.sae(units)
+            basis = (
+                cls.transcoder(cast("Transcoder", units)) if units.transcoder else cls.sae(units)
+            )
         elif isinstance(units, UnitBasis):
             basis = units
         else:
@@ -173,8 +224,9 @@ class UnitBasis:
                 f"{type(units).__name__}"
             )
         if basis.n_neurons != n_neurons:
+            where = "neurons" if basis.site is None else f"values at {basis.site}"
             raise ValueError(
-                f"the units read {basis.n_neurons} neurons but the layer has {n_neurons}; "
+                f"the units read {basis.n_neurons} {where} but the layer has {n_neurons}; "
                 "train the SAE (or build the basis) on this layer's activations"
             )
         return basis
@@ -189,13 +241,39 @@ class UnitBasis:
         return x.float() if self._encode is None else self._encode(x)
 
     @property
+    def has_directions(self) -> bool:
+        """Whether :attr:`directions` is known (a transcoder built without the MLP's output
+        projection has none)."""
+        return self._directions is not None
+
+    @property
     def directions(self) -> Tensor:
-        """``[n_units, n_neurons]``: each unit's direction over the neurons (a copy)."""
+        """``[n_units, n_neurons]``: each unit's direction over the neurons (a copy).
+
+        Raises:
+            ValueError: the basis has none (:attr:`has_directions`).
+        """
+        if self._directions is None:
+            raise ValueError(
+                f"this {self.name} basis has no directions over the neurons; build it with "
+                "UnitBasis.transcoder(tc, neurons_out=W_out)"
+            )
         return self._directions()
 
     def label(self, unit: int) -> str:
         """``"neuron 12"``, ``"latent 12"`` or ``"rotated 12"``."""
         return f"{self.unit_label} {unit}"
+
+
+def _latents(sae: SparseAutoencoder) -> Callable[[Tensor], Tensor]:
+    """``x -> sae.encode(x)`` as float32, without autograd."""
+
+    def encode(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            z: Tensor = sae.encode(x)
+        return z.float()
+
+    return encode
 
 
 def unit_norm_tokens(x: Tensor) -> Tensor:

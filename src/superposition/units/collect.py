@@ -16,6 +16,7 @@ from superposition.units.records import UnitStatistics, context_rows
 if TYPE_CHECKING:
     from superposition.probe.capture import Captured
     from superposition.probe.probe import ActivationProbe
+    from superposition.probe.sites import SitePoint
     from superposition.sae.model import SparseAutoencoder
 
 __all__ = ["collect_units"]
@@ -115,11 +116,10 @@ def collect_units(
         >>> s.n_units, s.count, len(s.top(0))
         (32, 4, 3)
     """
-    if len(probe.sites) != 1:
+    if len({p.layer for p in probe.sites}) != 1:
         raise ValueError(
-            f"collect_units needs a probe of one layer and one site, got layers "
-            f"{probe.layers} and sites {[p.site for p in probe.sites]}; build "
-            "ActivationProbe(model, layer=L, site=S) for each"
+            f"collect_units needs a probe of one layer, got layers {probe.layers}; build "
+            "ActivationProbe(model, layer=L) for each"
         )
     many = isinstance(units, (list, tuple))
     wanted: list[Units] = list(units) if isinstance(units, (list, tuple)) else [units]
@@ -138,14 +138,15 @@ def collect_units(
     names, label_index = _categories(texts, categories)  # of the whole corpus, not a share
     share = _distributed.resolve(distributed)
     size = share[1] if share is not None else 1
-    site = probe.sites[0]
+    # The site each basis reads: its own (a transcoder reads mlp_in), else the probe's first.
+    points: dict[str, SitePoint] = {p.site: p for p in probe.sites}
+    reads = [points[_site_of(u, list(points))] for u in wanted]
     pairs: list[tuple[UnitBasis, UnitStatistics]] = []
 
     def consume(c: Captured) -> None:
-        x = c.values[site.layer, site.site]
-        if not pairs:  # the width is known from the first batch
-            for u in wanted:
-                basis = UnitBasis.of(u, int(x.shape[1]))
+        if not pairs:  # the widths are known from the first batch
+            for u, site in zip(wanted, reads, strict=True):
+                basis = UnitBasis.of(u, int(c.values[site.layer, site.site].shape[1]))
                 pairs.append(
                     (
                         basis,
@@ -176,11 +177,14 @@ def collect_units(
                         "arrived; pass one label per text"
                     )
                 category = label_index[t]
-            x_rows = x[lo:hi].to("cpu", torch.float32)
+            rows = {
+                p.site: c.values[p.layer, p.site][lo:hi].to("cpu", torch.float32)
+                for p in dict.fromkeys(reads)
+            }
             neighbours = context_rows(t, *pairs[0][1].window)
-            for basis, stats in pairs:
+            for (basis, stats), site in zip(pairs, reads, strict=True):
                 stats.update(
-                    basis.encode(x_rows),
+                    basis.encode(rows[site.site]),
                     text_index=t,
                     position=c.position[lo:hi],
                     token_ids=c.token_ids[lo:hi],
@@ -203,6 +207,26 @@ def collect_units(
     for stats in out:
         stats.tokenizer = tokenizer
     return out if many else out[0]
+
+
+def _site_of(units: Units, sites: list[str]) -> str:
+    """The probe's site that ``units`` read: a basis's own site (a transcoder's ``mlp_in``),
+    else the first of ``sites``; a site the probe does not capture is refused."""
+    from superposition.sae.model import SparseAutoencoder as SAE
+
+    own = units.site if isinstance(units, UnitBasis) else None
+    if isinstance(units, SAE) and units.transcoder:
+        own = "mlp_in"
+    if own is None:
+        return sites[0]
+    if own not in sites:
+        what = "a transcoder" if own == "mlp_in" else "these units"
+        raise ValueError(
+            f"{what} read the {own!r} site, which the probe does not capture (it reads "
+            f"{sites}); build the probe with ActivationProbe(model, layer=L, "
+            f"site=[{sites[0]!r}, {own!r}])"
+        )
+    return own
 
 
 def _categories(
