@@ -77,6 +77,23 @@ def test_atomic_path_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves its temporary file (named with its process id); the
+    next write to the folder removes it, and keeps a live writer's and any other file."""
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    hexes = "0123456789abcdef" * 2
+    dead = tmp_path / f".ckpt.safetensors.{gone.pid}-{hexes}.tmp.safetensors"
+    live = tmp_path / f".ckpt.safetensors.{os.getppid()}-{hexes}.tmp.safetensors"
+    other = tmp_path / f".notes.{gone.pid}-tmp.json"
+    for p in (dead, live, other):
+        p.write_bytes(b"half")
+    atomic_write(tmp_path / "x.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "x.json"])
+
+
 def test_atomic_path_into_a_missing_folder_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
         atomic_write(tmp_path / "nope" / "x.json", "{}")

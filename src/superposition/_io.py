@@ -5,7 +5,9 @@ Every file the library writes (figures, reports, JSON, safetensors) goes through
 and moved into place with :func:`os.replace`, so a reader sees either the old file or the whole
 new one, and a failure leaves nothing behind. The temporary file is created with mode ``0o666``
 filtered by the process umask, exactly like :func:`open`, so results are readable by whoever
-could read a file the user wrote by hand (``tempfile`` would make them ``0o600``).
+could read a file the user wrote by hand (``tempfile`` would make them ``0o600``). Its name holds
+the writer's process id, so a temporary file left by a writer that was killed mid-write
+(``SIGKILL``, an out-of-memory kill) is removed by the next process that writes to that folder.
 
 Saved objects follow one convention: ``save("run/acts")`` writes ``run/acts.safetensors`` (the
 tensors) and ``run/acts.json`` (everything else); passing ``"run/acts.safetensors"`` means the
@@ -14,9 +16,11 @@ same thing, and ``load`` takes either spelling.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import re
 import stat
 import uuid
 from collections.abc import Iterator
@@ -67,8 +71,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             "create it first"
         )
     # Same folder, so os.replace is a rename within one filesystem; the suffix is kept because
-    # some writers (matplotlib) choose the format from it.
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp{target.suffix}")
+    # some writers (matplotlib) choose the format from it. The process id tells a later writer
+    # whether the file's writer is gone (killed mid-write): then its temporary file is removed.
+    _remove_dead_writers_files(target.parent)
+    temp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp{target.suffix}")
     # os.open applies the umask to 0o666, as open() does (tempfile would force 0o600). Some
     # writers (safetensors) replace the file with one of their own 0o600 files, so the mode
     # read here, which is the umask's without touching the process-wide umask, is set again
@@ -90,6 +96,37 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             "a file-size or quota limit was reached); nothing was written and any previous "
             "file there is unchanged; free some space (or raise the limit) and run again",
         ) from err
+
+
+# What atomic_path names its temporary files: .NAME.PID-HEX.tmpSUFFIX
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)-[0-9a-f]{32}\.tmp(?P<suffix>.*)")
+_SWEPT: set[str] = set()  # the folders this process has cleared of dead writers' files
+
+
+def _remove_dead_writers_files(folder: Path) -> None:
+    """Remove the temporary files of :func:`atomic_path` in ``folder`` whose writer is gone.
+
+    A writer killed mid-write (``SIGKILL``: no ``except`` or ``finally`` runs) leaves its
+    temporary file; this removes it the first time this process writes to ``folder`` (a killed
+    run leaves nothing behind once it is resumed or rerun). Files of live processes, and any
+    name not of the form ``.NAME.PID-HEX.tmpSUFFIX``, are kept.
+    """
+    key = os.path.abspath(folder)
+    if key in _SWEPT:
+        return
+    _SWEPT.add(key)
+    try:
+        entries = [e.name for e in os.scandir(folder) if e.name.startswith(".")]
+    except OSError:
+        return
+    for name in entries:
+        match = _TEMP_NAME.fullmatch(name)
+        if match is None or match["suffix"] != Path(match["name"]).suffix:
+            continue
+        pid = int(match["pid"])
+        if pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(OSError):  # another process removed it first
+                os.unlink(os.path.join(folder, name))
 
 
 # The errors a write that ran out of room gives: the OS's own, or safetensors' (Rust's
