@@ -80,18 +80,24 @@ def test_atomic_path_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
     """A writer killed mid-write leaves its temporary file (named with its process id); the
     next write to the folder removes it, and keeps a live writer's and any other file."""
+    import hashlib
+    import socket
     import subprocess
 
     gone = subprocess.Popen(["true"])
     gone.wait()
     hexes = "0123456789abcdef" * 2
-    dead = tmp_path / f".ckpt.safetensors.{gone.pid}-{hexes}.tmp.safetensors"
-    live = tmp_path / f".ckpt.safetensors.{os.getppid()}-{hexes}.tmp.safetensors"
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    far = "0" * 8 if host != "0" * 8 else "1" * 8  # a writer on another machine (NFS)
+    dead = tmp_path / f".ckpt.safetensors.{host}-{gone.pid}-{hexes}.tmp.safetensors"
+    live = tmp_path / f".ckpt.safetensors.{host}-{os.getppid()}-{hexes}.tmp.safetensors"
+    remote = tmp_path / f".ckpt.safetensors.{far}-{gone.pid}-{hexes}.tmp.safetensors"
     other = tmp_path / f".notes.{gone.pid}-tmp.json"
-    for p in (dead, live, other):
+    for p in (dead, live, remote, other):
         p.write_bytes(b"half")
     atomic_write(tmp_path / "x.json", "{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "x.json"])
+    kept = sorted([live.name, remote.name, other.name, "x.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
 
 
 def test_atomic_path_into_a_missing_folder_says_so(tmp_path: Path) -> None:

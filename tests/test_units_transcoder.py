@@ -47,7 +47,8 @@ def test_a_transcoder_basis_reads_mlp_in_and_points_through_the_output_projectio
     )
     torch.testing.assert_close(basis.directions.double(), want_dirs, atol=1e-4, rtol=1e-4)
     bare = UnitBasis.of(tc, 6)
-    assert bare.kind == "transcoder" and not bare.has_directions
+    assert bare.kind == "transcoder"
+    assert not bare.has_directions
     with pytest.raises(ValueError, match="no directions over the neurons"):
         _ = bare.directions
 
@@ -72,11 +73,13 @@ def test_neurons_and_transcoder_latents_in_one_pass_equal_separate_runs(
     )
     neurons, mlp_in = both.run(TEXTS)
     w_out = linear_weight(both.sites[0].module)
-    assert w_out is not None and w_out.shape[1] == n
+    assert w_out is not None
+    assert w_out.shape[1] == n
     tc = _relu_tc(mlp_in.n_neurons, w_out.shape[0], seed=2)
     basis = UnitBasis.transcoder(tc, neurons_out=w_out)
     got_n, got_t = collect_units(both, TEXTS, [None, basis], top_k=4, samples=2)
-    assert got_t.module_name == mlp_in.module_name and got_n.module_name == neurons.module_name
+    assert got_t.module_name == mlp_in.module_name
+    assert got_n.module_name == neurons.module_name
     # Independently: each latent's largest value over the corpus, from the probe's mlp_in rows.
     z = F.relu(mlp_in.values.double() @ tc.W_enc.double() + tc.b_enc.double())
     torch.testing.assert_close(got_t.max_activation.double(), z.max(0).values, atol=1e-4, rtol=1e-4)

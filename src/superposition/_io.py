@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
+import socket
 import stat
 import uuid
 from collections.abc import Iterator
@@ -74,7 +76,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     # some writers (matplotlib) choose the format from it. The process id tells a later writer
     # whether the file's writer is gone (killed mid-write): then its temporary file is removed.
     _remove_dead_writers_files(target.parent)
-    temp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp{target.suffix}")
+    tag = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
+    temp = target.with_name(f".{target.name}.{tag}.tmp{target.suffix}")
     # os.open applies the umask to 0o666, as open() does (tempfile would force 0o600). Some
     # writers (safetensors) replace the file with one of their own 0o600 files, so the mode
     # read here, which is the umask's without touching the process-wide umask, is set again
@@ -98,8 +101,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         ) from err
 
 
-# What atomic_path names its temporary files: .NAME.PID-HEX.tmpSUFFIX
-_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)-[0-9a-f]{32}\.tmp(?P<suffix>.*)")
+# What atomic_path names its temporary files: .NAME.HOST-PID-HEX.tmpSUFFIX. The host's tag
+# keeps a process on another machine sharing the folder (NFS) from being taken for a dead one.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(
+    r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{32}\.tmp(?P<suffix>.*)"
+)
 _SWEPT: set[str] = set()  # the folders this process has cleared of dead writers' files
 
 
@@ -109,7 +116,7 @@ def _remove_dead_writers_files(folder: Path) -> None:
     A writer killed mid-write (``SIGKILL``: no ``except`` or ``finally`` runs) leaves its
     temporary file; this removes it the first time this process writes to ``folder`` (a killed
     run leaves nothing behind once it is resumed or rerun). Files of live processes, and any
-    name not of the form ``.NAME.PID-HEX.tmpSUFFIX``, are kept.
+    name not of the form ``.NAME.HOST-PID-HEX.tmpSUFFIX`` of this host, are kept.
     """
     key = os.path.abspath(folder)
     if key in _SWEPT:
@@ -122,6 +129,8 @@ def _remove_dead_writers_files(folder: Path) -> None:
     for name in entries:
         match = _TEMP_NAME.fullmatch(name)
         if match is None or match["suffix"] != Path(match["name"]).suffix:
+            continue
+        if match["host"] != _HOST:  # another machine's writer: its liveness is unknown here
             continue
         pid = int(match["pid"])
         if pid != os.getpid() and not _alive(pid):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def uninterrupted(
 
 
 def _strays(folder: Path) -> list[str]:
-    """The temporary files of atomic_path (".NAME.PID-HEX.tmpSUFFIX") in ``folder``."""
+    """The temporary files of atomic_path (".NAME.HOST-PID-HEX.tmpSUFFIX") in ``folder``."""
     return sorted(p.name for p in folder.glob(".*.tmp*"))
 
 
@@ -238,8 +239,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
         if kill[0] == "write":  # it died holding its temporary file, cut short
             folder = cache if kill[1].startswith(("shard", "manifest")) else out
             assert folder is not None
-            mark = f".{kill[1]}.{runner.pids[-1]}-"
-            assert any(name.startswith(mark) for name in _strays(folder)), _strays(folder)
+            mark = re.compile(rf"\.{re.escape(kill[1])}\.[0-9a-f]{{8}}-{runner.pids[-1]}-")
+            assert any(mark.match(name) for name in _strays(folder)), _strays(folder)
     if not (out / "checkpoint.safetensors").exists():
         code, log = runner([*command, "--resume"])  # refused, in one line, before any work
         assert code == 2, log
