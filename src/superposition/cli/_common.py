@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "USER_ERRORS",
+    "bounded_heap",
     "check_out",
     "check_out_once",
     "fail",
@@ -25,6 +26,41 @@ __all__ = [
 
 USER_ERRORS = (ValueError, TypeError, IndexError, LookupError, OSError, ImportError)
 """Errors a library call raises for bad input; anything else is a bug and keeps its traceback."""
+
+
+# Allocations of this size or more get their own mapping, given back to the system when freed.
+HEAP_MMAP_BYTES = 4 << 20
+
+
+def bounded_heap() -> bool:
+    """With glibc, give every allocation of :data:`HEAP_MMAP_BYTES` or more its own mapping
+    (``mallopt(M_MMAP_THRESHOLD)``), returned to the system when it is freed.
+
+    glibc's default threshold rises with the largest block freed (up to 32 MiB), after which
+    tensors of a few MiB to 32 MiB come from the heap and stay there when freed: a default
+    ``sae train`` then peaked ~0.4 GB above what it held (2.26 vs 1.85 GB in a shorter run),
+    for ~5% of its training speed (fresh pages for a batch's 25 MB tensors). Left alone when
+    ``MALLOC_MMAP_THRESHOLD_`` is set, and elsewhere than glibc.
+
+    Returns:
+        Whether the threshold was set.
+    """
+    import ctypes
+    import os
+
+    if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl), or no mallopt
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    ok = bool(mallopt(m_mmap_threshold, HEAP_MMAP_BYTES))
+    # Free memory at the top of the heap is given back above this (the fixed threshold no
+    # longer moves it with the mmap threshold).
+    mallopt(m_trim_threshold, HEAP_MMAP_BYTES)
+    return ok
 
 
 def fail(prog: str, err: BaseException) -> int:

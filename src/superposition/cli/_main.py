@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from superposition.cli import explore, probe, reproduce, sae, stream, toy, transcoder, units
 from superposition.cli._args import Parser
-from superposition.cli._common import USER_ERRORS, fail, torchrun_world
+from superposition.cli._common import USER_ERRORS, bounded_heap, fail, torchrun_world
 
 __all__ = ["main"]
 
@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    bounded_heap()  # a command's peak memory is what it holds, not what it once freed
     prog = f"superposition {args.command}" + (
         f" {args.sae_command}" if args.command in ("sae", "transcoder") else ""
     )
