@@ -259,7 +259,7 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
         Transcoder(8, 0, 32, k=2)
     from superposition import UnitBasis
 
-    with pytest.raises(TypeError, match="not a basis of the neurons"):
+    with pytest.raises(TypeError, match=r"reads what the MLP reads.*UnitBasis.transcoder"):
         UnitBasis.sae(tc)
     assert "d_out=6" in repr(tc)
     assert "skip=True" in repr(tc)
