@@ -407,9 +407,7 @@ def test_double_descent_section_in_report_and_metrics(quick_runs: tuple[Path, Pa
         assert f"alt='{name}'" in page or f'alt="{name}"' in page
 
 
-def test_units_section_in_report_and_metrics(
-    quick_runs: tuple[Path, Path], tokenizer: Any
-) -> None:
+def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path], tokenizer: Any) -> None:
     from superposition.report.units import QUICK, book_texts
 
     out = quick_runs[0]

@@ -61,9 +61,7 @@ class UnitsSetting:
     top_k: int = 20
 
 
-QUICK = UnitsSetting(
-    texts=120, sae_texts=200, expansion=2, k=32, samples=20_000, coherence_units=8
-)
+QUICK = UnitsSetting(texts=120, sae_texts=200, expansion=2, k=32, samples=20_000, coherence_units=8)
 """``--quick``: a 2x SAE trained on 20k tokens of 200 paragraphs, units read on 120, context
 coherence on 8 units per basis; about 20 s."""
 STANDARD = UnitsSetting(
