@@ -130,7 +130,8 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    timeout = datetime.timedelta(seconds=60 if mode == "main" else 20)
+    seconds = 8 if mode.startswith("hang") else 60 if mode == "main" else 20
+    timeout = datetime.timedelta(seconds=seconds)
     dist.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=size, timeout=timeout
     )
@@ -151,6 +152,27 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
                 (folder / f"sae{rank}.txt").write_text(f"{type(err).__name__}: {err}")
             probe = _probe(model_dir)
             probe.stream([*TEXTS[:3], 42, *TEXTS[3:]])  # index 3: on rank 1's share
+            return
+        if mode.startswith("hang"):  # rank 1 hangs mid-way: its model, or its SAE's source
+            hangs = rank == 1
+            if mode == "hang_fit":
+                from superposition.sae import SparseAutoencoder
+
+                def batches() -> Any:
+                    for t in range(50):
+                        if hangs and t == 3:
+                            time.sleep(3600)
+                        yield torch.rand(8, 4)
+
+                SparseAutoencoder(4, 8, k=2, seed=0).fit(batches(), samples=400, batch_size=8)
+                return
+            probe = _probe(model_dir)
+            if hangs:
+                probe.model.register_forward_pre_hook(lambda *_: time.sleep(3600))
+            if mode == "hang_stream":
+                probe.stream(TEXTS)
+            else:
+                collect_units(probe, TEXTS, **SETTINGS)
             return
         probe = _probe(model_dir, progress=True)
         if mode == "crash":
@@ -508,6 +530,44 @@ def torchrun(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[s
         assert proc.returncode == 0, f"torchrun {name} failed:\n{err[-3000:]}"
         done[name] = (out, err)
     return {"dir": tmp, **done}
+
+
+HANGS = ("stream", "units", "fit")
+
+
+@pytest.fixture(scope="module")
+def hung(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[str, Any]:
+    """Rank 1 hangs inside ``stream``, ``collect_units`` (its model sleeps) or a data-parallel
+    SAE ``fit`` (its source sleeps), the three pairs at once; for each, rank 0's exit status,
+    its output and how long it waited. A launcher (torchrun) then stops the hung rank, which
+    this does by hand."""
+    tmp = tmp_path_factory.mktemp("hang")
+    start = time.monotonic()
+    procs = {where: _launch(f"hang_{where}", tmp, model_dir) for where in HANGS}
+    out = {}
+    try:
+        for where, (rank0, rank1) in procs.items():
+            _, err0 = rank0.communicate(timeout=WAIT_S)
+            out[where] = (rank0.returncode, err0, time.monotonic() - start, rank1.poll())
+    finally:
+        for _, rank1 in procs.values():
+            rank1.kill()
+            rank1.communicate()
+    return out
+
+
+@pytest.mark.parametrize("where", HANGS)
+def test_a_hung_rank_makes_the_others_fail_within_the_timeout(
+    hung: dict[str, Any], where: str
+) -> None:
+    """Rank 0 must not wait for ever but fail, saying so, once the process group's timeout
+    (8 s here) runs out."""
+    code, err0, waited, rank1 = hung[where]
+    assert rank1 is None  # still hung: it is rank 0 that gave up
+    assert code != 0
+    assert waited < 8 + 60, f"rank 0 took {waited:.0f} s to give up"  # start-up and one timeout
+    assert "rank 0 of 2 waited for the other ranks" in err0, err0[-2000:]
+    assert "a rank is hung or far behind" in err0
 
 
 def test_torchrun_units_equals_one_process(torchrun: dict[str, Any]) -> None:

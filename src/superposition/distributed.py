@@ -52,6 +52,7 @@ __all__ = [
     "reduce_units",
     "resolve",
     "shard",
+    "waiting",
     "world",
 ]
 
@@ -270,6 +271,30 @@ class Interleaved(Iterable[_T]):
 # --------------------------------------------------------------------------- failures
 
 
+@contextlib.contextmanager
+def waiting(what: str) -> Iterator[None]:
+    """Around a collective: a wait that outlasted the process group's timeout (a rank hung,
+    died or fell far behind) becomes one ``RuntimeError`` that says so, with ``what`` the
+    others were waiting for (``"to finish their share"``); other errors pass unchanged.
+
+    Examples:
+        >>> with waiting("at a training step"):
+        ...     pass
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        if "timed out" not in str(err).lower():
+            raise
+        rank, size = world()
+        raise RuntimeError(
+            f"rank {rank} of {size} waited for the other ranks {what} longer than the "
+            "process group's timeout and gave up: a rank is hung or far behind (its own "
+            "output says where it is); give the ranks more time with "
+            f"init_process_group(timeout=...) if it is only slow ({err})"
+        ) from err
+
+
 def check_all_ranks(error: BaseException | None) -> None:
     """Every rank says whether its part failed; if any did, every rank raises.
 
@@ -293,7 +318,8 @@ def check_all_ranks(error: BaseException | None) -> None:
         return
     report = None if error is None else (type(error).__name__, str(error).strip())
     reports: list[Any] = [None] * size
-    dist.all_gather_object(reports, report)
+    with waiting("to finish their share"):
+        dist.all_gather_object(reports, report)
     if error is not None:
         raise error
     failed = [(r, rep) for r, rep in enumerate(reports) if rep is not None]

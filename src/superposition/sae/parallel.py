@@ -44,7 +44,7 @@ class Ranks:
         a rank's source ran dry (every rank stops)."""
         import torch.distributed as dist
 
-        from superposition.distributed import check_all_ranks
+        from superposition.distributed import check_all_ranks, waiting
 
         G = step_.G
         G.zero_()
@@ -73,7 +73,8 @@ class Ranks:
                 step_.threshold.view(1).to(G.dtype),
             ]
         )
-        dist.all_reduce(buf)
+        with waiting("at a training step"):
+            dist.all_reduce(buf)
         total, failed, dry, threshold = buf[-4:].tolist()
         if failed:
             check_all_ranks(error)
