@@ -25,7 +25,7 @@ import re
 import socket
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,11 +36,15 @@ if TYPE_CHECKING:
 __all__ = [
     "atomic_path",
     "atomic_write",
+    "check_digest",
     "damaged",
     "load_saved",
     "read_json",
+    "read_tensors",
+    "save_tensors",
     "save_with_config",
     "saved_paths",
+    "tensor_digest",
     "unreadable",
     "writer_lock",
 ]
@@ -250,6 +254,81 @@ def saved_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return base.with_name(base.name + TENSOR_SUFFIX), base.with_name(base.name + ".json")
 
 
+# The key of a safetensors header that holds :func:`tensor_digest` of the file's tensors.
+DIGEST_KEY = "superposition_digest"
+
+
+def tensor_digest(tensors: Mapping[str, Tensor]) -> str:
+    """A checksum of ``tensors``: names, dtypes, shapes and bytes, in name order (BLAKE2b,
+    128 bits, hex). Written into the header of every safetensors file the library saves and
+    checked on load, so a bit that flipped on disk or in a copy is an error, not a wrong
+    number.
+
+    Examples:
+        >>> import torch
+        >>> a = {"w": torch.ones(2, 3)}
+        >>> tensor_digest(a) == tensor_digest({"w": torch.ones(2, 3)})
+        True
+        >>> tensor_digest(a) == tensor_digest({"w": torch.ones(3, 2)})
+        False
+    """
+    import torch
+
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            data: Any = t.reshape(-1).view(torch.uint8).numpy()  # a buffer, no copy
+            h.update(data)
+    return h.hexdigest()
+
+
+def save_tensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, Tensor],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """safetensors' ``save_file`` of ``tensors`` (detached, on the CPU, contiguous) with
+    ``metadata`` and their :func:`tensor_digest` in the header. ``path`` is written as it is:
+    pass the temporary path of :func:`atomic_path`."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(flat, str(path), metadata={**(metadata or {}), DIGEST_KEY: tensor_digest(flat)})
+
+
+def check_digest(
+    path: str | os.PathLike[str],
+    header: Mapping[str, str] | None,
+    tensors: Mapping[str, Tensor],
+    fix: str,
+) -> None:
+    """Raise a ValueError naming ``path`` when ``tensors`` (read from it) do not match the
+    digest its ``header`` holds; a file written before digests (none in the header) passes.
+    ``fix`` says what to do ("save the SparseAutoencoder again")."""
+    want = (header or {}).get(DIGEST_KEY)
+    if want is not None and tensor_digest(tensors) != want:
+        raise ValueError(
+            f"{str(path)!r} is damaged: its tensors do not match the checksum written with "
+            f"them (a bit flipped on disk or in a copy, or the file was edited); {fix}"
+        )
+
+
+def read_tensors(
+    path: str | os.PathLike[str], what: str, fix: str | None = None
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(tensors, header metadata)`` of a safetensors file, its digest checked; a file that
+    cannot be read is one ValueError naming it (:func:`damaged`)."""
+    from safetensors import safe_open
+
+    with damaged(path, what), safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    check_digest(path, header, tensors, fix or f"save the {what} again")
+    return tensors, header
+
+
 def save_with_config(
     path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]
 ) -> Path:
@@ -258,11 +337,9 @@ def save_with_config(
     The convention of every model's ``save``: tensors are detached and moved to the CPU, nothing
     is pickled. Returns the tensor file's path.
     """
-    from safetensors.torch import save_file
-
     weights, config = saved_paths(path)
     with atomic_path(weights) as temp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
+        save_tensors(temp, tensors)
     atomic_write(config, json.dumps(meta, indent=2) + "\n")
     return weights
 
@@ -281,8 +358,6 @@ def load_saved(
         FileNotFoundError: either file is missing.
         ValueError: the files were written in another format version.
     """
-    from safetensors.torch import load_file
-
     weights, config = saved_paths(path)
     for p in (weights, config):
         if not p.exists():
@@ -296,8 +371,7 @@ def load_saved(
             f"{str(config)!r} has format_version {got!r}, expected {format_version}; "
             f"it was not written by this version's {what}.save"
         )
-    with damaged(weights, what):
-        return load_file(str(weights)), meta
+    return read_tensors(weights, what)[0], meta
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:

@@ -98,6 +98,42 @@ def test_a_damaged_weights_file_names_itself(
     assert "damaged" in str(err.value) or "not a safetensors file" in str(err.value)
 
 
+def _flip(path: Path) -> None:
+    """One bit of the last byte flipped: tensor data (it ends the file), the header intact, so
+    the file still parses and only a checksum can tell."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+# The library's own formats carry a checksum of their tensors; SAELens's and sparsify's do not.
+OWN = ["SparseAutoencoder", "ToyModel", "Activations", "StreamingStatistics", "UnitStatistics"]
+
+
+@pytest.mark.parametrize("fmt", OWN)
+def test_a_flipped_bit_is_caught_by_the_checksum(tmp_path: Path, fmt: str) -> None:
+    weights, load = FORMATS[fmt](tmp_path)
+    load()
+    _flip(weights)
+    with pytest.raises(ValueError, match=re.escape(str(weights))) as err:
+        load()
+    assert "do not match the checksum written with them" in str(err.value)
+
+
+def test_a_flipped_bit_in_a_checkpoint_stops_the_resume(tmp_path: Path) -> None:
+    x = torch.rand(256, 4)
+    ckpt = tmp_path / "ckpt"
+    sp.SparseAutoencoder(4, 8, k=2, seed=0).fit(
+        x, samples=256, batch_size=32, checkpoint=ckpt, checkpoint_every=4, progress=False
+    )
+    _flip(ckpt.with_name("ckpt.safetensors"))
+    with pytest.raises(ValueError, match="do not match the checksum") as err:
+        sp.SparseAutoencoder(4, 8, k=2, seed=0).fit(
+            x, samples=256, batch_size=32, resume=ckpt, progress=False
+        )
+    assert "start afresh without resume=" in str(err.value)
+
+
 @pytest.mark.parametrize(
     "fmt", ["SparseAutoencoder", "ToyModel", "Activations", "SAELens folder", "UnitStatistics"]
 )
@@ -123,8 +159,8 @@ def _replaced(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    [_cut, _empty, _garbage, Path.unlink, _replaced],
-    ids=["cut", "empty", "garbage", "deleted", "replaced"],
+    [_cut, _empty, _garbage, Path.unlink, _replaced, _flip],
+    ids=["cut", "empty", "garbage", "deleted", "replaced", "bit-flip"],
 )
 def test_a_damaged_activation_cache_shard_names_itself(
     tmp_path: Path, tokenizer: Any, damage: Callable[[Path], None]

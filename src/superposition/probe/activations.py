@@ -18,7 +18,17 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
-from superposition._io import atomic_path, atomic_write, damaged, read_json, saved_paths
+from superposition._io import (
+    DIGEST_KEY,
+    atomic_path,
+    atomic_write,
+    check_digest,
+    damaged,
+    read_json,
+    read_tensors,
+    saved_paths,
+    tensor_digest,
+)
 from superposition.metrics import NeuronStatistics
 from superposition.probe.streaming import StreamingStatistics
 
@@ -265,6 +275,7 @@ class Activations:
             ...     Activations.load(acts.save(f"{d}/acts.safetensors")).tokens
             ['a']
         """
+
         from safetensors.torch import save_file
 
         path, side = saved_paths(path)
@@ -276,9 +287,12 @@ class Activations:
             "is_pad": self.is_pad.to("cpu").contiguous(),
         }
         with atomic_path(path) as temp:
+            # One header key keeps the file byte-identical between runs (safetensors orders a
+            # header of several keys at random); the checksum goes in the sidecar.
             save_file(tensors, str(temp), metadata={"format": _FORMAT})
         sidecar = {
             "format": _FORMAT,
+            "digest": tensor_digest(tensors),
             "layer": self.layer,
             "module_name": self.module_name,
             "model_name": self.model_name,
@@ -297,7 +311,6 @@ class Activations:
             ValueError: the files are not a saved :class:`Activations`.
         """
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         path, side = saved_paths(path)
         if not side.is_file() and path.with_name(path.name + ".json").is_file():
@@ -316,8 +329,9 @@ class Activations:
                 f"{path} is not a saved Activations (expected format {_FORMAT!r}, got {fmt!r}); "
                 "write it with Activations.save"
             )
-        with damaged(path, "Activations"):
-            t = load_file(str(path))
+        t, _ = read_tensors(path, "Activations")
+        if "digest" in meta:  # files written before checksums have none
+            check_digest(path, {DIGEST_KEY: meta["digest"]}, t, "save the Activations again")
         return cls(
             t["values"],
             tokens=[str(s) for s in meta["tokens"]],

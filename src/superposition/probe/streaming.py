@@ -15,7 +15,14 @@ import torch
 from torch import Tensor
 
 from superposition import metrics
-from superposition._io import atomic_path, damaged, saved_paths
+from superposition._io import (
+    DIGEST_KEY,
+    atomic_path,
+    check_digest,
+    damaged,
+    save_tensors,
+    saved_paths,
+)
 from superposition.metrics import NeuronStatistics
 
 __all__ = ["StreamingStatistics"]
@@ -312,15 +319,13 @@ class StreamingStatistics:
 
         ``path`` may be given with or without the suffix; the file is written atomically.
         """
-        from safetensors.torch import save_file
-
         self._require()  # an empty accumulator is not worth a file
         tensors, meta = self.state_dict()
         tensors = {k: v.cpu() for k, v in tensors.items()}
         meta["format"] = _STATS_FORMAT
         target = saved_paths(path)[0]
         with atomic_path(target) as temp:
-            save_file(tensors, str(temp), metadata=meta)
+            save_tensors(temp, tensors, meta)
         return target
 
     @classmethod
@@ -361,6 +366,8 @@ class StreamingStatistics:
                     f"{_STATS_FORMAT!r}, got {fmt!r})"
                 )
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        check_digest(path, meta, t, "save the StreamingStatistics again")
+        meta.pop(DIGEST_KEY, None)
         return cls.from_state(t, meta, str(path))
 
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, str]]:

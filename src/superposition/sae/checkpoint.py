@@ -137,14 +137,13 @@ def write_checkpoint(
 
     from superposition import _io
 
-    text = json.dumps(meta, indent=1)
+    flat = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
+    # The checksum rides in the state's JSON: one header key keeps the file byte-identical
+    # between runs (safetensors orders a header of several keys at random).
+    text = json.dumps({**meta, "digest": _io.tensor_digest(flat)}, indent=1)
     weights, sidecar = _io.saved_paths(path)
     with _io.atomic_path(weights) as temp:
-        save_file(
-            {k: t.detach().cpu().contiguous() for k, t in tensors.items()},
-            str(temp),
-            metadata={"checkpoint": text},
-        )
+        save_file(flat, str(temp), metadata={"checkpoint": text})
     _io.atomic_write(sidecar, text + "\n")
 
 
@@ -163,7 +162,6 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
             SAE, other fit arguments, another number of ranks or another kind of source.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     from superposition import _io
 
@@ -197,8 +195,14 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
                 f"{_differences(meta[part], identity[part])}; resume with the SAE, fit "
                 "arguments and source of the run that wrote it (or start afresh without resume=)"
             )
-    with _io.damaged(weights, "checkpoint (rerun without resume=)"):
-        t = load_file(str(weights))
+    t, _ = _io.read_tensors(weights, "checkpoint (rerun without resume=)")
+    if "digest" in meta:
+        _io.check_digest(
+            weights,
+            {_io.DIGEST_KEY: meta["digest"]},
+            t,
+            "start afresh without resume= (or resume from a copy of an earlier checkpoint)",
+        )
     history = FitHistory(**{k: meta["history"][k] for k in HISTORY_FIELDS})
     pending = meta["pending"]
     return Resume(

@@ -38,7 +38,15 @@ from torch import Tensor
 from superposition import distributed as _distributed
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
-from superposition._io import atomic_path, atomic_write, unreadable, writer_lock
+from superposition._io import (
+    DIGEST_KEY,
+    atomic_path,
+    atomic_write,
+    save_tensors,
+    tensor_digest,
+    unreadable,
+    writer_lock,
+)
 from superposition.probe.corpus import Corpus, load_corpus
 from superposition.probe.probe import ActivationProbe
 
@@ -221,11 +229,20 @@ class ActivationStore:
             path = self.cache_dir / shard["file"]
             try:
                 with safe_open(str(path), framework="pt") as fh:
+                    header = fh.metadata()
                     values: Tensor = fh.get_tensor("values")
             except Exception as err:  # a missing shard too (OSError), or one with no values
                 if not (unreadable(err) or isinstance(err, KeyError)):
                     raise
                 raise ValueError(self._bad_shard(path, f"cannot be read ({err})")) from err
+            if header and header.get(DIGEST_KEY) not in (None, tensor_digest({"values": values})):
+                raise ValueError(
+                    self._bad_shard(
+                        path,
+                        "does not match the checksum written with it (a bit flipped on disk "
+                        "or in a copy)",
+                    )
+                )
             if values.ndim != 2 or values.shape[0] != shard["rows"]:
                 raise ValueError(
                     self._bad_shard(
@@ -298,12 +315,10 @@ class ActivationStore:
                 return
             done = sum(s["texts"] for s in shards)
             texts = itertools.islice(iter(self.corpus), done, None)  # after the last shard
-            from safetensors.torch import save_file
-
             for n_texts, rows in self._probe_chunks(texts, done):
                 name = f"shard-{len(shards):05d}.safetensors"
                 with atomic_path(self.cache_dir / name) as tmp:
-                    save_file({"values": rows.contiguous()}, str(tmp))
+                    save_tensors(tmp, {"values": rows})
                 shards.append({"file": name, "texts": n_texts, "rows": rows.shape[0]})
                 self._write_manifest(shards, complete=False)
                 yield rows
