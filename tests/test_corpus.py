@@ -80,6 +80,26 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
         list(load_corpus(numbers))
 
 
+def test_line_endings_and_invalid_utf8(tmp_path: Path) -> None:
+    """\\n, \\r\\n and \\r end lines as in text mode (a line separator inside a line does
+    not); a line that is not UTF-8 names the file and the line, in a jsonl file too."""
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_bytes("one\r\ntwo\rthree\n\nfour \u2028 still four\n".encode())
+    assert list(load_corpus(mixed)) == ["one", "two", "three", "four \u2028 still four"]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\r\n\r\nalso fine\ncaf\xe9 latin-1\nnever read\n")
+    texts = iter(load_corpus(bad))
+    assert [next(texts), next(texts)] == ["fine", "also fine"]
+    with pytest.raises(
+        ValueError, match=r"bad\.txt:4 is not valid UTF-8 \(byte 0xe9 at column 4\)"
+    ):
+        next(texts)
+    rows = tmp_path / "bad.jsonl"
+    rows.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2 is not valid UTF-8"):
+        list(load_corpus(rows))
+
+
 def test_bad_sources_and_items() -> None:
     with pytest.raises(TypeError, match="source must be a list of strings"):
         load_corpus(3)

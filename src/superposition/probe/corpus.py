@@ -116,36 +116,54 @@ def default_corpus(split: str = "train", books: Iterable[str] | None = None) -> 
     return Corpus(name, lambda: iter(selected), len(selected))
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, lines ended by ``\\n``, ``\\r\\n`` or
+    ``\\r`` as in text mode; a line that is not valid UTF-8 is a ValueError naming the file
+    and line (text mode's own error names neither)."""
+    number = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}:{number + 1} is not valid UTF-8 (byte {raw[err.start]:#04x} at "
+                    f"column {err.start + 1}); convert the file to UTF-8 (for example with "
+                    "`iconv -f latin1 -t utf-8`) or remove the line"
+                ) from None
+            for line in text.rstrip("\n").removesuffix("\r").split("\r"):
+                number += 1
+                yield number, line
+
+
 def _read_txt(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            text = line.strip()
-            if text:
-                yield text
+    for _, line in _lines(path):
+        text = line.strip()
+        if text:
+            yield text
 
 
 def _read_jsonl(path: Path, column: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict) or column not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise ValueError(
-                    f"{path}:{number} has no {column!r} field (got {keys}); pass "
-                    f"text_column= naming the field that holds the text"
-                )
-            text = record[column]
-            if not isinstance(text, str):
-                raise ValueError(
-                    f"{path}:{number}: field {column!r} must be a string, got {type(text).__name__}"
-                )
-            if text.strip():
-                yield text
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from err
+        if not isinstance(record, dict) or column not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(
+                f"{path}:{number} has no {column!r} field (got {keys}); pass "
+                f"text_column= naming the field that holds the text"
+            )
+        text = record[column]
+        if not isinstance(text, str):
+            raise ValueError(
+                f"{path}:{number}: field {column!r} must be a string, got {type(text).__name__}"
+            )
+        if text.strip():
+            yield text
 
 
 def _read_parquet(path: Path, column: str) -> Iterator[str]:
