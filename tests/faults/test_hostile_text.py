@@ -1,7 +1,7 @@
 """Hostile text (issue 26): tokens that are markup (``</script><script>…``, ``<img onerror=…>``),
 NUL bytes, right-to-left marks, empty documents and a 5 MB line, in a corpus file, go through
-``collect_units`` into the explorer page, which is then opened in a real headless Chromium: no script of theirs
-runs, no alert opens, the page renders and shows the hostile tokens as text.
+``collect_units`` into the explorer page, which is then opened in a real headless Chromium: no
+script of theirs runs, no alert opens, the page renders and shows the hostile tokens as text.
 
 The tokenizer is a word-level one whose vocabulary *is* the hostile strings, so each reaches
 the page whole, as one token (a BERT tokenizer would cut ``<script>`` into harmless pieces).
