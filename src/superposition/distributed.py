@@ -274,8 +274,9 @@ class Interleaved(Iterable[_T]):
 @contextlib.contextmanager
 def waiting(what: str) -> Iterator[None]:
     """Around a collective: a wait that outlasted the process group's timeout (a rank hung,
-    died or fell far behind) becomes one ``RuntimeError`` that says so, with ``what`` the
-    others were waiting for (``"to finish their share"``); other errors pass unchanged.
+    died or fell far behind), or a connection a dead rank closed, becomes one ``RuntimeError``
+    that says so, with ``what`` the others were waiting for (``"to finish their share"``);
+    other errors pass unchanged.
 
     Examples:
         >>> with waiting("at a training step"):
@@ -284,13 +285,20 @@ def waiting(what: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as err:
-        if "timed out" not in str(err).lower():
-            raise
+        text = str(err).lower()
         rank, size = world()
+        if "connection closed by peer" in text or "connection reset by peer" in text:
+            raise RuntimeError(
+                f"rank {rank} of {size} lost its connection to another rank while waiting for "
+                f"the other ranks {what}: that rank died (killed, out of memory or crashed; its "
+                f"own output says why), so every rank stops ({err})"
+            ) from err
+        if "timed out" not in text:
+            raise
         raise RuntimeError(
             f"rank {rank} of {size} waited for the other ranks {what} longer than the "
-            "process group's timeout and gave up: a rank is hung or far behind (its own "
-            "output says where it is); give the ranks more time with "
+            "process group's timeout and gave up: a rank hung, died or fell far behind (its "
+            "own output says where it is); give the ranks more time with "
             f"init_process_group(timeout=...) if it is only slow ({err})"
         ) from err
 
