@@ -120,6 +120,40 @@ def test_a_flipped_bit_is_caught_by_the_checksum(tmp_path: Path, fmt: str) -> No
     assert "do not match the checksum written with them" in str(err.value)
 
 
+def _other_version(weights: Path, fmt: str) -> None:
+    """The file as a future (or past) version of the library would write it: the version or
+    format its reader checks, changed, everything else intact."""
+    import json
+
+    if fmt == "StreamingStatistics":  # the format lives in the safetensors header
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(str(weights), framework="pt") as f:
+            header = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        header["format"] = "superposition.StreamingStatistics/99"
+        save_file(tensors, str(weights), metadata=header)
+        return
+    sidecar = weights.with_name(weights.name.removesuffix(".safetensors") + ".json")
+    meta = json.loads(sidecar.read_text())
+    key = "format" if fmt == "Activations" else "format_version"
+    meta[key] = "superposition.Activations/99" if fmt == "Activations" else 99
+    sidecar.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("fmt", OWN)
+def test_a_file_of_another_version_says_so(tmp_path: Path, fmt: str) -> None:
+    weights, load = FORMATS[fmt](tmp_path)
+    load()
+    _other_version(weights, fmt)
+    with pytest.raises(ValueError, match=r"99") as err:
+        load()
+    text = str(err.value)
+    assert str(weights.stem) in text
+    assert any(w in text for w in ("expected", "not a saved"))
+
+
 def test_a_flipped_bit_in_a_checkpoint_stops_the_resume(tmp_path: Path) -> None:
     x = torch.rand(256, 4)
     ckpt = tmp_path / "ckpt"

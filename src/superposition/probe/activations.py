@@ -324,10 +324,13 @@ class Activations:
         with damaged(path, "Activations"), safe_open(str(path), framework="pt") as f:
             fmt = (f.metadata() or {}).get("format")
         meta = read_json(side, "Activations")
-        if fmt != _FORMAT or not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        side_fmt = meta.get("format") if isinstance(meta, dict) else None
+        if fmt != _FORMAT or side_fmt != _FORMAT:
+            # Name the file whose format is wrong (the header's, or the sidecar's).
+            where, got = (path, fmt) if fmt != _FORMAT else (side, side_fmt)
             raise ValueError(
-                f"{path} is not a saved Activations (expected format {_FORMAT!r}, got {fmt!r}); "
-                "write it with Activations.save"
+                f"{where} is not a saved Activations (expected format {_FORMAT!r}, got "
+                f"{got!r}); write it with Activations.save"
             )
         t, _ = read_tensors(path, "Activations")
         if "digest" in meta:  # files written before checksums have none
