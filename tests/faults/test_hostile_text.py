@@ -62,7 +62,13 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
         warnings.simplefilter("always")
         recs = collect_units(probe, texts, units=[None, sae], top_k=4, samples=2, window=(3, 2))
     assert any("truncated" in str(w.message) for w in caught)  # the 5 MB line, with a warning
-    path = tmp_path_factory.mktemp("hostile") / "page.html"
+    folder = tmp_path_factory.mktemp("hostile")
+    # The report's units section renders top contexts too (reproduce --model takes any model).
+    from superposition.report.units import _examples_html
+
+    examples = _examples_html(recs[0], score_units(recs[0]), HOSTILE[1])
+    (folder / "report.html").write_text(f"<!doctype html><title>r</title>{examples}", "utf-8")
+    path = folder / "page.html"
     sp.explore(
         recs,
         path,
@@ -73,11 +79,16 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_the_file_holds_no_markup_of_the_texts(page: Path) -> None:
+def test_the_files_hold_no_markup_of_the_texts(page: Path) -> None:
     text = page.read_text("utf-8")
     for word in HOSTILE[:4]:
         assert word not in text  # escaped, in the JSON payload as in the title
     assert text.count("</script>") == text.count("<script")  # no script element was closed early
+    report = page.with_name("report.html").read_text("utf-8")
+    assert "<mark" in report  # contexts were rendered, the hostile tokens among them
+    for word in HOSTILE[:4]:
+        assert word not in report
+    assert "&lt;img src=x onerror=" in report
 
 
 def test_no_hostile_script_runs_and_the_tokens_show_as_text(
@@ -98,3 +109,7 @@ def test_no_hostile_script_runs_and_the_tokens_show_as_text(
     assert driver.execute_script("return window.__pwned === undefined")
     severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
+    driver.get("about:blank")
+    driver.get(page.with_name("report.html").as_uri())
+    assert driver.execute_script("return window.__pwned === undefined")
+    assert "onerror" in driver.find_element("tag name", "body").text
