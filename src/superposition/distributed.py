@@ -26,7 +26,6 @@ these functions by themselves once a process group is initialised.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import itertools
 import os
@@ -35,6 +34,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_chec
 
 import torch
 from torch import Tensor
+
+from superposition._collectives import (
+    broadcast_outcome,
+    broadcast_tensors,
+    recv_tensors,
+    same_type,
+    send_tensors,
+    tensor_spec,
+)
 
 if TYPE_CHECKING:
     from superposition.probe.corpus import Corpus
@@ -339,88 +347,10 @@ def check_all_ranks(error: BaseException | None) -> None:
         f"rank {r} of {size} failed{others}, so every rank stops: {name}: {message}; fix the "
         f"error on rank {r} (its own traceback is in its output)"
     )
-    raise _same_type(name, text)
+    raise same_type(name, text)
 
 
 # --------------------------------------------------------------------------- reductions
-
-
-def _device() -> torch.device:
-    """Where collectives want their tensors: the current GPU under NCCL, else the CPU."""
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _send_tensors(tensors: dict[str, Tensor], dst: int) -> None:
-    import torch.distributed as dist
-
-    device = _device()
-    for name in sorted(tensors):
-        dist.send(tensors[name].contiguous().to(device), dst=dst)
-
-
-def _recv_tensors(spec: dict[str, tuple[tuple[int, ...], str]], src: int) -> dict[str, Tensor]:
-    import torch.distributed as dist
-
-    device = _device()
-    out = {}
-    for name in sorted(spec):
-        shape, dtype = spec[name]
-        buf = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
-        dist.recv(buf, src=src)
-        out[name] = buf.cpu()
-    return out
-
-
-def _broadcast_tensors(tensors: dict[str, Tensor], spec: dict[str, Any]) -> dict[str, Tensor]:
-    import torch.distributed as dist
-
-    device = _device()
-    out = {}
-    for name in sorted(spec):
-        shape, dtype = spec[name]
-        if name in tensors:
-            buf = tensors[name].contiguous().to(device)
-        else:
-            buf = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
-        dist.broadcast(buf, src=0)
-        out[name] = buf.cpu()
-    return out
-
-
-def _broadcast_outcome(result: Any, error: BaseException | None) -> Any:
-    """Rank 0's ``result`` (or its ``error``) to every rank, so a fold that failed on rank 0
-    stops the others too (with the same built-in type) instead of leaving them waiting."""
-    import torch.distributed as dist
-
-    failure = None if error is None else (type(error).__name__, str(error).strip())
-    box = [failure, result]
-    dist.broadcast_object_list(box, src=0)  # on rank 0, box is left as it is
-    if error is not None:
-        raise error
-    if box[0] is not None:
-        name, message = box[0]
-        raise _same_type(name, f"rank 0 failed while merging the ranks' results: {message}")
-    return box[1]
-
-
-def _same_type(name: str, text: str) -> Exception:
-    """An exception of the built-in type called ``name`` (else ``RuntimeError``) saying ``text``."""
-    kind = getattr(builtins, name, None)
-    same: Exception = RuntimeError(text)
-    if isinstance(kind, type) and issubclass(kind, Exception):
-        # A built-in that needs other arguments (UnicodeDecodeError) stays a RuntimeError.
-        with contextlib.suppress(TypeError):
-            same = kind(text)
-    return same
-
-
-def _spec(tensors: dict[str, Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Shape and dtype name of each tensor: what the receiving rank allocates."""
-    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()}
 
 
 def reduce(obj: _M | None, *, all_ranks: bool = False) -> _M | None:
@@ -460,7 +390,7 @@ def reduce(obj: _M | None, *, all_ranks: bool = False) -> _M | None:
     import torch.distributed as dist
 
     tensors, meta = ({}, {}) if obj is None else obj.state_dict()
-    mine = None if obj is None else (type(obj), meta, _spec(tensors))
+    mine = None if obj is None else (type(obj), meta, tensor_spec(tensors))
     infos: list[Any] = [None] * size
     dist.all_gather_object(infos, mine)
     merged = obj
@@ -471,7 +401,7 @@ def reduce(obj: _M | None, *, all_ranks: bool = False) -> _M | None:
                 continue
             kind, their_meta, spec = infos[r]
             try:
-                received = _recv_tensors(spec, src=r)
+                received = recv_tensors(spec, src=r)
             except Exception as err:  # the link failed: stop folding, tell the other ranks
                 error = error or err
                 break
@@ -490,22 +420,22 @@ def reduce(obj: _M | None, *, all_ranks: bool = False) -> _M | None:
             except Exception as err:  # told to the other ranks below, then raised
                 error = err
     elif obj is not None:
-        _send_tensors(tensors, dst=0)
+        send_tensors(tensors, dst=0)
     out_tensors: dict[str, Tensor] = {}
     out: tuple[Any, dict[str, Any], dict[str, Any]] | None = None
     if rank == 0 and all_ranks and error is None and merged is not None:
         try:
             out_tensors, out_meta = merged.state_dict()
-            out = (type(merged), out_meta, _spec(out_tensors))
+            out = (type(merged), out_meta, tensor_spec(out_tensors))
         except Exception as err:  # told to the other ranks below, then raised
             error = err
     # Every rank learns whether the fold failed (and, with all_ranks, what to rebuild).
-    out = _broadcast_outcome(out, error)
+    out = broadcast_outcome(out, error)
     if not all_ranks:
         return merged if rank == 0 else None
     if out is None:  # no rank had an accumulator
         return None
-    received = _broadcast_tensors(out_tensors, out[2])
+    received = broadcast_tensors(out_tensors, out[2])
     if rank == 0:
         return merged
     rebuilt: _M = out[0].from_state(received, out[1], "rank 0")
