@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,10 +289,15 @@ def test_is_pad_survives_save_and_load_and_old_files_load(tmp_path: Any, tokeniz
     assert bool(acts.is_pad.any())
     path = acts.save(tmp_path / "acts.safetensors")
     assert torch.equal(Activations.load(path).is_pad, acts.is_pad)
-    # A file written before is_pad existed: the same tensors without it.
+    # A file written before is_pad existed: the same tensors without it, and (older still
+    # than checksums) a sidecar without the digest of the tensors.
     tensors = load_file(path)
     del tensors["is_pad"]
     save_file(tensors, path, metadata={"format": "superposition.Activations/1"})
+    sidecar = path.with_name("acts.json")
+    meta = json.loads(sidecar.read_text())
+    del meta["digest"]
+    sidecar.write_text(json.dumps(meta))
     old = Activations.load(path)
     assert old.is_pad.dtype == torch.bool
     assert old.is_pad.tolist() == [False] * acts.n_tokens
