@@ -6,7 +6,7 @@ and moved into place with :func:`os.replace`, so a reader sees either the old fi
 new one, and a failure leaves nothing behind. The temporary file is created with mode ``0o666``
 filtered by the process umask, exactly like :func:`open`, so results are readable by whoever
 could read a file the user wrote by hand (``tempfile`` would make them ``0o600``). Its name holds
-the writer's process id, so a temporary file left by a writer that was killed mid-write
+the writer's host and process id, so a temporary file left by a writer that was killed mid-write
 (``SIGKILL``, an out-of-memory kill) is removed by the next process that writes to that folder.
 
 Saved objects follow one convention: ``save("run/acts")`` writes ``run/acts.safetensors`` (the
@@ -56,19 +56,19 @@ TENSOR_SUFFIX = ".safetensors"
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it onto ``path``.
 
-        Whatever the body writes to the yielded path replaces ``path`` atomically when the block
-        ends without an error; on an error the temporary file is removed and ``path`` is untouched.
+    Whatever the body writes to the yielded path replaces ``path`` atomically when the block
+    ends without an error; on an error the temporary file is removed and ``path`` is untouched.
     A write that runs out of room (a full disk, ``RLIMIT_FSIZE``, a quota) becomes one
     ``OSError`` that names ``path`` and says so, whoever wrote the file (safetensors included).
-        The file's permissions follow the umask (``0o644`` under the usual ``022``).
+    The file's permissions follow the umask (``0o644`` under the usual ``022``).
 
-        Examples:
-            >>> import tempfile
-            >>> with tempfile.TemporaryDirectory() as d:
-            ...     with atomic_path(f"{d}/out.txt") as tmp:
-            ...         _ = tmp.write_text("hello")
-            ...     sorted(p.name for p in Path(d).iterdir())
-            ['out.txt']
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with atomic_path(f"{d}/out.txt") as tmp:
+        ...         _ = tmp.write_text("hello")
+        ...     sorted(p.name for p in Path(d).iterdir())
+        ['out.txt']
     """
     target = Path(path)
     if not target.parent.is_dir():
@@ -299,15 +299,11 @@ def save_tensors(
 
 
 def check_digest(
-    path: str | os.PathLike[str],
-    header: Mapping[str, str] | None,
-    tensors: Mapping[str, Tensor],
-    fix: str,
+    path: str | os.PathLike[str], want: str | None, tensors: Mapping[str, Tensor], fix: str
 ) -> None:
     """Raise a ValueError naming ``path`` when ``tensors`` (read from it) do not match the
-    digest its ``header`` holds; a file written before digests (none in the header) passes.
+    digest ``want`` written with them; ``None`` (a file written before digests) passes.
     ``fix`` says what to do ("save the SparseAutoencoder again")."""
-    want = (header or {}).get(DIGEST_KEY)
     if want is not None and tensor_digest(tensors) != want:
         raise ValueError(
             f"{str(path)!r} is damaged: its tensors do not match the checksum written with "
@@ -316,7 +312,7 @@ def check_digest(
 
 
 def read_tensors(
-    path: str | os.PathLike[str], what: str, fix: str | None = None
+    path: str | os.PathLike[str], what: str
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """``(tensors, header metadata)`` of a safetensors file, its digest checked; a file that
     cannot be read is one ValueError naming it (:func:`damaged`)."""
@@ -325,7 +321,7 @@ def read_tensors(
     with damaged(path, what), safe_open(str(path), framework="pt") as f:
         header = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
-    check_digest(path, header, tensors, fix or f"save the {what} again")
+    check_digest(path, header.get(DIGEST_KEY), tensors, f"save the {what} again")
     return tensors, header
 
 

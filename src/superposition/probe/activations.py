@@ -19,7 +19,6 @@ from torch import Tensor
 
 from superposition import metrics
 from superposition._io import (
-    DIGEST_KEY,
     atomic_path,
     atomic_write,
     check_digest,
@@ -275,7 +274,6 @@ class Activations:
             ...     Activations.load(acts.save(f"{d}/acts.safetensors")).tokens
             ['a']
         """
-
         from safetensors.torch import save_file
 
         path, side = saved_paths(path)
@@ -333,8 +331,7 @@ class Activations:
                 f"{got!r}); write it with Activations.save"
             )
         t, _ = read_tensors(path, "Activations")
-        if "digest" in meta:  # files written before checksums have none
-            check_digest(path, {DIGEST_KEY: meta["digest"]}, t, "save the Activations again")
+        check_digest(path, meta.get("digest"), t, "save the Activations again")
         return cls(
             t["values"],
             tokens=[str(s) for s in meta["tokens"]],

@@ -348,17 +348,18 @@ class TextBatching:
 
     def _plan(self, seqs: list[Encoded]) -> list[Batch]:
         """Group rows into batches: by length unless padding is kept (then in given order)."""
+        all_lengths = [len(s.ids) for s in seqs]
         order = list(range(len(seqs)))
         side = "right"
         if self.keep_padding:
             side = str(getattr(self.tokenizer, "padding_side", "right") or "right")
         else:
-            order = length_order([len(s.ids) for s in seqs])
+            order = length_order(all_lengths)
         pad_id = self._pad_id()
         with_types = any(s.type_ids is not None for s in seqs)
         batches = []
-        for rows in self._groups(order, [len(s.ids) for s in seqs]):
-            lengths = [len(seqs[i].ids) for i in rows]
+        for rows in self._groups(order, all_lengths):
+            lengths = [all_lengths[i] for i in rows]
             ids, placed = pad_rows([seqs[i].ids for i in rows], pad_id, side=side)
             B, S = ids.shape
             mask = torch.zeros(B, S, dtype=torch.int64)

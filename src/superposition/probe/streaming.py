@@ -366,8 +366,7 @@ class StreamingStatistics:
                     f"{_STATS_FORMAT!r}, got {fmt!r})"
                 )
             t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
-        check_digest(path, meta, t, "save the StreamingStatistics again")
-        meta.pop(DIGEST_KEY, None)
+        check_digest(path, meta.pop(DIGEST_KEY, None), t, "save the StreamingStatistics again")
         return cls.from_state(t, meta, str(path))
 
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, str]]:

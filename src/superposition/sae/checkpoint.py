@@ -196,13 +196,12 @@ def read_checkpoint(path: str | os.PathLike[str], identity: dict[str, Any]) -> R
                 "arguments and source of the run that wrote it (or start afresh without resume=)"
             )
     t, _ = _io.read_tensors(weights, "checkpoint (rerun without resume=)")
-    if "digest" in meta:
-        _io.check_digest(
-            weights,
-            {_io.DIGEST_KEY: meta["digest"]},
-            t,
-            "start afresh without resume= (or resume from a copy of an earlier checkpoint)",
-        )
+    _io.check_digest(
+        weights,
+        meta.get("digest"),
+        t,
+        "start afresh without resume= (or resume from a copy of an earlier checkpoint)",
+    )
     history = FitHistory(**{k: meta["history"][k] for k in HISTORY_FIELDS})
     pending = meta["pending"]
     return Resume(

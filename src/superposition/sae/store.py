@@ -42,8 +42,8 @@ from superposition._io import (
     DIGEST_KEY,
     atomic_path,
     atomic_write,
+    check_digest,
     save_tensors,
-    tensor_digest,
     unreadable,
     writer_lock,
 )
@@ -235,14 +235,12 @@ class ActivationStore:
                 if not (unreadable(err) or isinstance(err, KeyError)):
                     raise
                 raise ValueError(self._bad_shard(path, f"cannot be read ({err})")) from err
-            if header and header.get(DIGEST_KEY) not in (None, tensor_digest({"values": values})):
-                raise ValueError(
-                    self._bad_shard(
-                        path,
-                        "does not match the checksum written with it (a bit flipped on disk "
-                        "or in a copy)",
-                    )
-                )
+            check_digest(
+                path,
+                (header or {}).get(DIGEST_KEY),
+                {"values": values},
+                f"delete the cache folder {str(self.cache_dir)!r} and run again to rebuild it",
+            )
             if values.ndim != 2 or values.shape[0] != shard["rows"]:
                 raise ValueError(
                     self._bad_shard(
