@@ -72,7 +72,7 @@ print("same latents:", torch.allclose(loaded.encode(x), sae.encode(x), atol=1e-5
 # ----------------------
 # Fidelity finds the layer and the site in the SAE itself: next-token loss with the neurons
 # replaced by the SAE's reconstruction, against zero- and mean-ablating them.
-fidelity = loaded.fidelity(model, texts[:64])
+fidelity = loaded.fidelity(model, texts[:32])
 print(fidelity)
 
 # %%

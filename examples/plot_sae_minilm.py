@@ -44,7 +44,7 @@ sae.plot.training()
 # Quality on held-out text
 # ------------------------
 # Every tenth paragraph of the novels is held out of training.
-held_out = sp.default_corpus("test").head(200)
+held_out = sp.default_corpus("test").head(100)
 acts = probe.run(list(held_out))
 print(sae.evaluate(acts.values))
 

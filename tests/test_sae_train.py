@@ -230,17 +230,18 @@ def test_every_tensor_of_fit_follows_the_parameters(kind: str, kw: dict[str, int
 
 @pytest.mark.parametrize("kind", ["topk", "relu"])
 def test_bf16_autocast_trains_nearly_as_well_as_float32(kind: str) -> None:
-    # Measured with 128 features in 48 dimensions, 1M samples in batches of 500, seeds 0-2:
-    # |ΔFVU| <= 0.0044 and |ΔMCC| <= 0.0144 for TopK (the run-to-run spread of which latents
-    # win near-ties), <= 0.0011 and 0.0046 for ReLU. Batches of 500 keep the loop on one
-    # thread (below _SINGLE_THREAD_BELOW), whose speed a busy machine does not wreck.
+    # Measured with 128 features in 48 dimensions, 400k samples in batches of 500, seeds 0-4:
+    # |ΔFVU| <= 0.0024 and |ΔMCC| <= 0.0078 for TopK (the run-to-run spread of which latents
+    # win near-ties; MCC 0.95-0.98), <= 0.0001 and 0.0004 for ReLU (MCC 0.83-0.87). Batches of
+    # 500 keep the loop on one thread (below _SINGLE_THREAD_BELOW), whose speed a busy machine
+    # does not wreck.
     truth = SyntheticFeatures(128, 48, firing_probability=4 / 128, seed=0)
     held_out = truth.sample(8000, torch.Generator().manual_seed(99))
     kw = {"k": 4} if kind == "topk" else {}
     runs = {}
     for autocast in (None, torch.bfloat16):
         sae = SparseAutoencoder(48, 128, kind=kind, seed=0, **kw)  # type: ignore[arg-type]
-        sae.fit(truth, samples=1_000_000, batch_size=500, autocast=autocast)
+        sae.fit(truth, samples=400_000, batch_size=500, autocast=autocast)
         mcc = metrics.mean_correlation_coefficient(truth.directions, sae.W_dec.detach())
         runs[autocast] = (sae, sae.evaluate(held_out).fvu, mcc)
     (fp32, fvu32, mcc32), (bf16, fvu16, mcc16) = runs[None], runs[torch.bfloat16]
@@ -248,7 +249,7 @@ def test_bf16_autocast_trains_nearly_as_well_as_float32(kind: str) -> None:
     assert not torch.equal(bf16.params, fp32.params)  # the low-precision products did run
     assert fvu16 == pytest.approx(fvu32, abs=0.01)
     assert mcc16 == pytest.approx(mcc32, abs=0.02)
-    assert mcc32 > 0.9
+    assert mcc32 > 0.8  # trained: an untrained dictionary scores 0.38 here
 
 
 @cuda
