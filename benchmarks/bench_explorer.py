@@ -5,6 +5,9 @@ The issue's bars are absolute: the page under 25 MB and open (parsed, decompress
 shown) in under 2 s. Load times are the median of several fresh loads; a side-by-side
 baseline, a plain page of the same number of bytes, shows what any browser pays to read a
 file that size.
+
+Then memory (issue 27): the peak RSS of ``superposition units`` and ``explore`` with their
+defaults (bar: at most 2 GB each), and how it grows when the corpus doubles (bar: 1.2x).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, row
+from benchmarks.common import Row, cli_peak_gb, row
 
 LATENTS = 12_288
 
@@ -67,7 +70,7 @@ def _build(folder: Path, n_texts: int) -> tuple[Path, int]:
     return page, sum(r.n_units for r in recs)
 
 
-def run(quick: bool = False) -> list[Row]:
+def _page_rows(quick: bool) -> list[Row]:
     if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
         print("explorer: skipped, needs chromium and chromium-driver", file=sys.stderr)
         return []
@@ -128,6 +131,62 @@ def run(quick: bool = False) -> list[Row]:
             "s",
         ),
     ]
+
+
+MEMORY_BAR_GB = 2.0
+GROWTH_BAR = 1.2
+# Each unit's coherence embeds its 20 contexts with the model: 200 units (the default) cost
+# minutes of compute and no memory that 50 do not.
+COHERENCE_UNITS = 50
+
+
+def _memory_rows(quick: bool) -> list[Row]:
+    """Peak RSS of ``superposition units`` and ``explore`` with their defaults on the default
+    corpus (1,200 held-out paragraphs, top 20 contexts) but 50 units' coherence, scoring the
+    neurons, a 4x TopK SAE and a rotation of the neurons; and of ``units`` on half the
+    paragraphs, for growth with the corpus (bar: at most 1.2x). The SAE is untrained: memory
+    depends on its size, not on its weights."""
+    from superposition import SparseAutoencoder
+
+    texts = 120 if quick else 1200
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "sae").mkdir()
+        SparseAutoencoder(1536, 6144, kind="topk", k=32, seed=0).save(Path(tmp) / "sae" / "sae")
+        common = ["--sae", str(Path(tmp) / "sae"), "--rotation", "--no-progress"]
+        common += ["--coherence-units", str(COHERENCE_UNITS)]
+        peaks = {
+            (cmd, n): cli_peak_gb(
+                [cmd, *common, "--texts", str(n), "--out", f"{tmp}/{cmd}{n}.html"]
+            )
+            for cmd, n in [("units", texts), ("explore", texts), ("units", texts // 2)]
+        }
+    what = f"({texts:,} paragraphs; neurons + a 4x SAE + a rotation): peak RSS"
+    rows = [
+        row(
+            f"superposition {cmd} {what}",
+            peaks[cmd, texts],
+            "GB",
+            f"<= {MEMORY_BAR_GB:g} GB",
+            peaks[cmd, texts] <= MEMORY_BAR_GB,
+        )
+        for cmd in ("units", "explore")
+    ]
+    growth = peaks["units", texts] / peaks["units", texts // 2]
+    rows.append(
+        row(
+            f"superposition units: peak RSS on {texts:,} / {texts // 2:,} paragraphs",
+            growth,
+            "x",
+            f"<= {GROWTH_BAR:g}x",
+            growth <= GROWTH_BAR,
+        )
+    )
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    """The page's size and speed in Chromium, then the memory of the commands that build it."""
+    return _page_rows(quick) + _memory_rows(quick)
 
 
 if __name__ == "__main__":

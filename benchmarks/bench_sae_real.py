@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Row, row, side_by_side
+from benchmarks.common import Row, cli_peak_gb, row, side_by_side
 from superposition import SparseAutoencoder
 
 BATCH = 4096
@@ -216,11 +216,6 @@ def _compare(train: torch.Tensor, test: torch.Tensor, d_sae: int, repeat: int) -
     return rows
 
 
-# A child's own peak resident set (KiB on Linux), printed after it runs the command line.
-_PEAK_CHILD = (
-    "import resource, sys; from superposition.cli import main; code = main(sys.argv[1:]); "
-    "print('PEAK', code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-)
 MEMORY_BAR_GB = 2.0
 
 
@@ -230,25 +225,11 @@ def _train_peak_gb(samples: int) -> float:
     no cache) on ``samples`` tokens, in a fresh process. The peak is reached once the
     shuffling buffer is full and training runs (after ~65k tokens); the rest of the run holds
     it flat."""
-    import os
-    import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
         argv = ["sae", "train", "--samples", str(samples), "--eval-texts", "50"]
-        argv += ["--no-progress", "--out", str(Path(out) / "sae")]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        done = subprocess.run(
-            [sys.executable, "-c", _PEAK_CHILD, *argv],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    fields = next(ln for ln in done.stdout.splitlines() if ln.startswith("PEAK")).split()
-    if fields[1] != "0":
-        raise RuntimeError(f"sae train failed:\n{done.stderr[-2000:]}")
-    return int(fields[2]) / 1e6
+        return cli_peak_gb([*argv, "--no-progress", "--out", str(Path(out) / "sae")])
 
 
 def run(quick: bool = False) -> list[Row]:

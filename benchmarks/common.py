@@ -82,6 +82,28 @@ def peak_extra_mb(fn: Callable[[], T]) -> tuple[float, T]:
     return peak_rss_mb() - base, out
 
 
+_PEAK_CHILD = (
+    "import resource, sys; from superposition.cli import main; code = main(sys.argv[1:]); "
+    "print('PEAK', code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
+
+
+def cli_peak_gb(argv: list[str]) -> float:
+    """Peak RSS (GB: KiB / 1e6, as ``/usr/bin/time`` is read) of ``superposition *argv`` run
+    in a fresh process, offline; raises with its output if the command fails."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, *argv], env=env, capture_output=True, text=True
+    )
+    peak = [ln.split() for ln in done.stdout.splitlines() if ln.startswith("PEAK")]
+    if done.returncode != 0 or not peak or peak[0][1] != "0":
+        raise RuntimeError(f"superposition {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    return int(peak[0][2]) / 1e6
+
+
 def machine() -> dict[str, object]:
     """The machine and library versions, for the results file."""
     import numpy

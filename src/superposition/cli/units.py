@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
         "Writes per basis a table (CSV and JSON: max activation, density, kurtosis, token "
         "diversity, context coherence, category spread), the records of its top contexts "
         "(.units.safetensors and .units.json), a figure of the score distributions and, for "
-        "two or more bases, comparison.json (medians with 95%% bootstrap intervals).",
+        "two or more bases, comparison.json (medians with 95% bootstrap intervals).",
         epilog=EXAMPLE,
         formatter_class=FORMAT,
     )
