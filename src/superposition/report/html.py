@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import re
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
     from superposition.report.config import ReproduceConfig
 
-__all__ = ["Claim", "Report", "Section", "png", "render"]
+__all__ = ["Claim", "Report", "Section", "render"]
 
 Width = Literal["wide", "full", "half", "third"]
 
@@ -85,12 +84,6 @@ class Report:
         t0 = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - t0, 2)
-
-
-def png(fig: Figure, dpi: int) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def _anchor(title: str) -> str:

@@ -26,9 +26,10 @@ from torch import Tensor
 
 from superposition import metrics
 from superposition._io import atomic_write
+from superposition.report._pngs import PngEncoder
 from superposition.report.config import ReproduceConfig, rounded
 from superposition.report.double_descent import double_descent
-from superposition.report.html import Claim, Report, Section, png, render
+from superposition.report.html import Claim, Report, Section, render
 from superposition.report.real import BELOW, SHARE
 from superposition.report.section5 import section5
 from superposition.report.units import FULL, units_section
@@ -354,35 +355,41 @@ def reproduce(config: ReproduceConfig | None = None, **kwargs: Any) -> dict[str,
         sae = _load_sae(cfg, loaded) if cfg.units and cfg.sae is not None else None
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    with rep.timed("section3"):
-        _section3(cfg, rep)
-    with rep.timed("section5"):
-        section5(cfg, rep, loaded)
-    with rep.timed("double_descent"):
-        double_descent(rep, quick=not cfg.full_double_descent, seed=cfg.seed, progress=cfg.progress)
-    if cfg.units:
-        with rep.timed("units"):
-            units_section(
-                rep,
-                loaded,
-                layer=cfg.layer,
-                quick=cfg.quick,
-                seed=cfg.seed,
-                progress=cfg.progress,
-                sae=sae,
-                setting=FULL if cfg.full_units else None,
+    # each section's figures are encoded as PNG in a child process while the next one runs
+    with PngEncoder(cfg.dpi) as pngs:
+        with rep.timed("section3"):
+            _section3(cfg, rep)
+        pngs.submit(rep.figures)
+        with rep.timed("section5"):
+            section5(cfg, rep, loaded)
+        pngs.submit(rep.figures)
+        with rep.timed("double_descent"):
+            double_descent(
+                rep, quick=not cfg.full_double_descent, seed=cfg.seed, progress=cfg.progress
             )
-    rep.metrics["config"] = {
-        **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-        "versions": _versions(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    with rep.timed("figures"):
-        dpi = cfg.dpi
-        images = {name: png(fig, dpi) for name, fig in rep.figures.items()}
-        _note_resolution(rep, dpi)
-        for name, data in images.items():
-            atomic_write(cfg.out / f"{name}.png", data)
+        pngs.submit(rep.figures)
+        if cfg.units:
+            with rep.timed("units"):
+                units_section(
+                    rep,
+                    loaded,
+                    layer=cfg.layer,
+                    quick=cfg.quick,
+                    seed=cfg.seed,
+                    progress=cfg.progress,
+                    sae=sae,
+                    setting=FULL if cfg.full_units else None,
+                )
+        rep.metrics["config"] = {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "versions": _versions(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        with rep.timed("figures"):  # what is left: waiting for the child, the last section's
+            images, widths = pngs.results(rep.figures)
+    _note_resolution(rep, cfg.dpi, widths)
+    for name, data in images.items():
+        atomic_write(cfg.out / f"{name}.png", data)
     rep.metrics["timings_s"] = rep.timings
     for name, text in rep.pages.items():
         atomic_write(cfg.out / name, text)
@@ -419,17 +426,17 @@ def _load_sae(cfg: ReproduceConfig, loaded: tuple[Any, Any, str]) -> Any:
     return sae
 
 
-def _note_resolution(rep: Report, dpi: int) -> None:
-    """Say in each heatmap's caption how many PNG pixels its neurons got (after drawing)."""
+def _note_resolution(rep: Report, dpi: int, widths: dict[str, float]) -> None:
+    """Say in each heatmap's caption how many PNG pixels its neurons got (``widths``: each
+    figure's first axes' width in inches as drawn)."""
     for name, fig in rep.figures.items():
         if not name.endswith("_fig4"):
             continue
-        ax = fig.axes[0]
-        shown = ax.images[0].get_array()
+        shown = fig.axes[0].images[0].get_array()
         if shown is None:
             continue
         n = shown.shape[0]
-        px = round(ax.get_window_extent().width / fig.dpi * dpi)
+        px = round(widths[name] * dpi)
         rep.captions[name] += f" The PNG draws these {n} neurons across {px} pixels" + (
             ", at least one pixel per neuron."
             if px >= n
