@@ -705,4 +705,9 @@ def test_distributed_true_without_a_process_group_says_how_to_start_one(
 
 
 if __name__ == "__main__":
+    import faulthandler
+
+    # A rank that aborts in native code (a rare "terminate called without an active
+    # exception" at shutdown, under CI load) then names the Python line it was on.
+    faulthandler.enable()
     _worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:7])
