@@ -24,9 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 from matplotlib.figure import Figure
+
+from superposition._io import atomic_write
 
 __all__ = ["PngEncoder", "encode"]
 
@@ -37,12 +39,6 @@ def encode(fig: Figure, dpi: int) -> tuple[bytes, float]:
     fig.savefig(buf, format="png", dpi=dpi)
     width = fig.axes[0].get_window_extent().width / fig.dpi if fig.axes else 0.0
     return buf.getvalue(), float(width)
-
-
-def _write(path: Path, data: bytes) -> None:
-    part = path.with_suffix(path.suffix + ".part")
-    part.write_bytes(data)
-    os.replace(part, path)
 
 
 class PngEncoder:
@@ -58,7 +54,6 @@ class PngEncoder:
         self._dir = Path(self._tmp.name)
         self._names: dict[str, int] = {}
         self._proc: subprocess.Popen[str] | None = None
-        self._stdin: IO[str] | None = None
 
     def __enter__(self) -> PngEncoder:
         return self
@@ -75,7 +70,7 @@ class PngEncoder:
         import matplotlib as mpl
 
         rc = {k: v for k, v in mpl.rcParams.items() if not k.startswith("backend")}
-        _write(self._dir / "rc.pickle", pickle.dumps(rc))
+        atomic_write(self._dir / "rc.pickle", pickle.dumps(rc))
         argv = [sys.executable, "-m", "superposition.report._pngs", str(self._dir), str(self.dpi)]
         env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
         with open(self._dir / "stderr", "w") as err:
@@ -87,7 +82,6 @@ class PngEncoder:
                 text=True,
                 env=env,
             )
-        self._stdin = self._proc.stdin
 
     def submit(self, figures: dict[str, Figure]) -> None:
         """Hand over the figures of ``figures`` not handed over yet (they must not change
@@ -104,10 +98,11 @@ class PngEncoder:
             try:
                 if self._proc is None:
                     self._start()
-                _write(self._dir / f"{i}.fig", data)
-                assert self._stdin is not None
-                self._stdin.write(f"{i}\n")
-                self._stdin.flush()
+                atomic_write(self._dir / f"{i}.fig", data)
+                assert self._proc is not None
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(f"{i}\n")
+                self._proc.stdin.flush()
             except OSError:  # no child (no interpreter, or it died): encoded here at the end
                 continue
 
@@ -117,8 +112,8 @@ class PngEncoder:
         self.submit(figures)
         if self._proc is not None:
             with contextlib.suppress(OSError):
-                assert self._stdin is not None
-                self._stdin.close()
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
             self._proc.wait()
         images: dict[str, bytes] = {}
         widths: dict[str, float] = {}
@@ -149,8 +144,8 @@ def _child(folder: Path, dpi: int) -> None:
         i = int(line)
         fig = pickle.loads((folder / f"{i}.fig").read_bytes())
         png, width = encode(fig, dpi)
-        _write(folder / f"{i}.png", png)
-        _write(folder / f"{i}.width", repr(width).encode())
+        atomic_write(folder / f"{i}.png", png)
+        atomic_write(folder / f"{i}.width", repr(width).encode())
         (folder / f"{i}.fig").unlink()
 
 
