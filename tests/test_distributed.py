@@ -226,6 +226,11 @@ def _worker(mode: str, rank: int, size: int, store: str, model_dir: str, out: st
             "outside": outside,
         }
         (folder / f"flags{rank}.json").write_text(json.dumps(flags))
+        # Both ranks are alive and done: neither closes its connections while the other may
+        # still be finishing the last collective (a gloo context torn down mid-exchange can
+        # abort the peer; pytorch/gloo#155). Seen once in CI as rank 0's SIGABRT after every
+        # result was written.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

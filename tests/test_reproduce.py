@@ -432,7 +432,13 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path], toke
 
     out = quick_runs[0]
     m = json.loads((out / "metrics.json").read_text())["units"]
-    bases = {"neurons", "SAE latents", "rotated neurons", "random-weights neurons"}
+    bases = {
+        "neurons",
+        "SAE latents",
+        "transcoder latents",
+        "rotated neurons",
+        "random-weights neurons",
+    }
     summaries = m["comparison"]["summaries"]
     assert {s["basis"] for s in summaries} == bases
     assert {s["score"] for s in summaries} == {
@@ -450,6 +456,16 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path], toke
     assert 1400 <= counts["neurons"] <= 1536
     assert 1400 <= counts["rotated neurons"] <= 1536
     assert counts["SAE latents"] <= 2 * 1536
+    assert counts["transcoder latents"] <= 2 * 1536
+    # the dictionaries' fidelity, stated beside them: reconstructions far better than the
+    # mean (FVU 1), at the setting's k; the quick run measures no loss recovered
+    for what in ("sae", "transcoder"):
+        fit = m[what]
+        assert 0.0 < fit["fvu"] < 0.9, fit
+        assert 0.0 < fit["l0"] <= QUICK.k, fit
+        assert 0.0 <= fit["dead_fraction"] < 1.0, fit
+        assert fit["fidelity_texts"] == QUICK.fidelity_texts
+        assert "loss_recovered" not in fit
     assert m["setting"]["quick"] is True
     # Every token of the quick setting's paragraphs was read (counted here by the tokenizer).
     texts, _ = book_texts(QUICK.texts)
@@ -459,9 +475,11 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path], toke
     assert "Beyond the paper: what makes a neuron fire" in page
     assert "Quick run" in page
     assert "alt='units_scores'" in page
-    assert page.count("<mark") >= 12  # 3 + 3 neurons and latents, several contexts each
+    assert page.count("<mark") >= 18  # 3 + 3 of each of neurons, SAE and transcoder latents
     section = page[page.index("<h2 id='beyond-the-paper") :]
-    assert section.count("Verdict:") == 4
+    assert section.count("Verdict:") == 5
+    assert "Examples: transcoder latents" in section
+    assert "a transcoder&#x27;s latents" in section or "a transcoder's latents" in section
     # the norm-controlled null: its own comparison, and a claim that says whether the
     # verdict of neurons vs the plain rotation changed under the control
     norm = m["comparison_norm_controlled"]["summaries"]
@@ -478,4 +496,5 @@ def test_units_section_in_report_and_metrics(quick_runs: tuple[Path, Path], toke
     explorer = (out / "explorer.html").read_text("utf-8")
     assert '"label":"neuron","n":1536' in explorer
     assert f'"label":"latent","n":{2 * 1536}' in explorer
+    assert f'"label":"tc latent","n":{2 * 1536}' in explorer
     assert "://" not in explorer

@@ -32,7 +32,7 @@ from superposition.report.double_descent import double_descent
 from superposition.report.html import Claim, Report, Section, render
 from superposition.report.real import BELOW, SHARE
 from superposition.report.section5 import section5
-from superposition.report.units import FULL, units_section
+from superposition.report.units import FULL, NAMES, units_section
 from superposition.toy import SparseFeatureDataset, ToyModel
 
 __all__ = ["phase_losses", "reproduce", "summary"]
@@ -508,9 +508,7 @@ def summary(result: dict[str, Any]) -> str:
     if units is not None:
         meds = {(s["basis"], s["score"]): s["median"] for s in units["comparison"]["summaries"]}
         cells = ", ".join(
-            f"{b} {meds[b, 'token_diversity']:.3g}"
-            for b in ("neurons", "SAE latents", "rotated neurons", "random-weights neurons")
-            if (b, "token_diversity") in meds
+            f"{b} {meds[b, 'token_diversity']:.3g}" for b in NAMES if (b, "token_diversity") in meds
         )
         lines.append(f"Units, median token diversity (lower = monosemantic): {cells}")
     return "\n".join(lines)

@@ -4,10 +4,13 @@ The seed paper measures polysemanticity by proxy (cosine distances between neuro
 vectors). This section measures it directly from what makes each unit fire, on real prose
 (:func:`~superposition.default_corpus`), for four sets of units of the same layer:
 
-(a) the MLP neurons, (b) the latents of a TopK SAE trained on them, (c) a random orthogonal
-rotation of the neurons (same information, no privileged directions) and (d) the neurons of the
-same architecture with random weights. Scores: token diversity, context coherence, category
-spread (the two books), compared by medians with bootstrap intervals.
+(a) the MLP neurons, (b) the latents of a TopK SAE trained on them, (c) the latents of a skip
+transcoder trained to do the MLP's job (from what it reads to what it writes: a drop-in
+replacement for the neurons), (d) a random orthogonal rotation of the neurons (same
+information, no privileged directions) and (e) the neurons of the same architecture with random
+weights; and a norm-controlled pair (neurons and a rotation read on unit-length tokens). Scores:
+token diversity, context coherence, category spread (the two books), compared by medians with
+bootstrap intervals, each dictionary's fidelity stated beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 
+from superposition.report._units_html import examples_html, fidelity_text, summary_table
 from superposition.report.config import rounded
 from superposition.report.html import Claim, Report, Section
 
@@ -30,6 +34,7 @@ __all__ = [
     "book_texts",
     "score_bases",
     "train_sae",
+    "train_transcoder",
     "units_section",
 ]
 
@@ -50,6 +55,10 @@ class UnitsSetting:
         coherence_units: units per basis whose context coherence is computed (it embeds every
             top context with the full model, the slow part).
         top_k: top contexts per unit.
+        fidelity_texts: the first held-out paragraphs on which the SAE's and the transcoder's
+            reconstruction (and loss recovered) are measured.
+        loss_recovered: measure the loss recovered with each dictionary spliced in (several
+            passes of the whole model over ``fidelity_texts``).
     """
 
     texts: int
@@ -59,20 +68,42 @@ class UnitsSetting:
     samples: int
     coherence_units: int
     top_k: int = 20
+    fidelity_texts: int = 200
+    loss_recovered: bool = True
 
 
-QUICK = UnitsSetting(texts=60, sae_texts=200, expansion=2, k=32, samples=20_000, coherence_units=6)
-"""``--quick``: a 2x SAE trained on 20k tokens of 200 paragraphs, units read on 60, context
-coherence on 6 units per basis; about 20 s on 2 cores."""
+QUICK = UnitsSetting(
+    texts=60,
+    sae_texts=200,
+    expansion=2,
+    k=32,
+    samples=20_000,
+    coherence_units=6,
+    fidelity_texts=30,
+    loss_recovered=False,
+)
+"""``--quick``: a 2x SAE and a 2x transcoder trained on 20k tokens of 200 paragraphs, units read
+on 60, context coherence on 6 units per basis, FVU on 30 (no loss recovered)."""
 STANDARD = UnitsSetting(
     texts=600, sae_texts=None, expansion=4, k=32, samples=200_000, coherence_units=64
 )
-"""The default: a 4x SAE (6,144 latents for MiniLM) trained on 200k tokens."""
+"""The default: a 4x SAE and a 4x transcoder (6,144 latents each for MiniLM) trained on 200k
+tokens."""
 FULL = UnitsSetting(
     texts=1_200, sae_texts=None, expansion=4, k=32, samples=784_000, coherence_units=200
 )
-"""``--full-units``: the 4x SAE trained on one pass over the train split (784k tokens)."""
+"""``--full-units``: the 4x SAE and transcoder trained on one pass over the train split (784k
+tokens)."""
 
+
+NAMES = (
+    "neurons",
+    "SAE latents",
+    "transcoder latents",
+    "rotated neurons",
+    "random-weights neurons",
+)
+"""The section's bases, in the order of its table and figure."""
 
 NORM_CONTROLLED = ("neurons (unit-norm tokens)", "rotated neurons (unit-norm tokens)")
 """The norm-controlled pair: neurons and a random rotation, both read on each token's
@@ -116,6 +147,33 @@ def train_sae(
     # run needs more than low-noise gradients.
     sae.fit(store, samples=s.samples, batch_size=1024, progress=progress)
     return sae
+
+
+def train_transcoder(
+    model: Any, tokenizer: Any, layer: int, s: UnitsSetting, seed: int, progress: bool
+) -> Any:
+    """The section's skip transcoder of ``layer``'s MLP: as many latents as the SAE
+    (``s.expansion`` per neuron), ``s.k`` active, mapping ``mlp_in`` to ``mlp_out``, trained
+    as :func:`train_sae` is (same tokens, batches and seed), both sites read in one pass."""
+    from superposition.probe.corpus import default_corpus
+    from superposition.probe.probe import ActivationProbe
+    from superposition.sae.store import ActivationStore
+    from superposition.sae.transcoder import Transcoder
+
+    probe = ActivationProbe(
+        model, layer=layer, site=["mlp_in", "mlp_out"], tokenizer=tokenizer, progress=False
+    )
+    corpus = default_corpus("train")
+    if s.sae_texts is not None:
+        corpus = corpus.head(s.sae_texts)
+    store = ActivationStore(probe, corpus, batch_size=1024, seed=seed, epochs=8)
+    first = probe.run([next(iter(corpus))])
+    d_in, d_out = (int(a.values.shape[1]) for a in first)
+    neurons = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=False)
+    n_neurons = int(neurons.run([next(iter(corpus))]).values.shape[1])
+    tc = Transcoder(d_in, d_out, s.expansion * n_neurons, k=s.k, skip=True, seed=seed)
+    tc.fit(store, samples=s.samples, batch_size=1024, progress=progress)
+    return tc
 
 
 def score_bases(
@@ -184,6 +242,7 @@ def _run(
     s: UnitsSetting,
 ) -> None:
     from superposition.explorer import explorer_html
+    from superposition.probe.locate import linear_weight
     from superposition.probe.probe import ActivationProbe
     from superposition.report.real import random_like
     from superposition.units import UnitBasis, collect_units, context_embedder
@@ -193,13 +252,25 @@ def _run(
         trained_here = sae is None
         if sae is None:
             sae = train_sae(model, tokenizer, layer, s, seed, progress)
+    with rep.timed("units.transcoder"):
+        tc = train_transcoder(model, tokenizer, layer, s, seed, progress)
     texts, labels = book_texts(s.texts)
-    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False)
+    # The transcoder reads what the MLP reads: both sites come from one pass.
+    probe = ActivationProbe(
+        model,
+        layer=layer,
+        site=["neurons", "mlp_in"],
+        tokenizer=tokenizer,
+        batch_size=32,
+        progress=False,
+    )
     with rep.timed("units.collect"):
         n_neurons = int(sae.d_in)
+        tc_basis = UnitBasis.transcoder(tc, neurons_out=linear_weight(probe.sites[0].module))
         bases = [
             None,
             sae,
+            tc_basis,
             UnitBasis.rotation(n_neurons, seed=seed),
             UnitBasis.neurons(n_neurons, unit_norm=True),
             UnitBasis.rotation(n_neurons, seed=seed, unit_norm=True),
@@ -211,14 +282,10 @@ def _run(
         base_probe = ActivationProbe(
             baseline, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False
         )
-        by_name = dict(
-            zip(["neurons", "SAE latents", "rotated neurons", *NORM_CONTROLLED], stats, strict=True)
-        )
-        by_name["random-weights neurons"] = collect_units(
-            base_probe, texts, top_k=s.top_k, categories=labels
-        )
+        by_name = dict(zip([*NAMES[:3], NAMES[3], *NORM_CONTROLLED], stats, strict=True))
+        by_name[NAMES[4]] = collect_units(base_probe, texts, top_k=s.top_k, categories=labels)
         del baseline
-    names = ["neurons", "SAE latents", "rotated neurons", "random-weights neurons"]
+    names = list(NAMES)
     stats = [by_name[n] for n in names]
     with rep.timed("units.score"):
         embed = context_embedder(model, tokenizer)
@@ -227,14 +294,18 @@ def _run(
         tables = score_bases(ordered, embed, s.coherence_units, seed)
         cmp = compare_units({n: tables[n] for n in names}, seed=seed)
         cmp_norm = compare_units({n: tables[n] for n in NORM_CONTROLLED}, seed=seed)
-    acts = probe.run(texts[: min(len(texts), 200)])
-    fit = sae.evaluate(acts.values)
+    with rep.timed("units.fidelity"):
+        held_out = texts[: s.fidelity_texts]
+        fits = {
+            what: _fit_metrics(d, model, tokenizer, held_out, layer, s.loss_recovered)
+            for what, d in (("sae", sae), ("transcoder", tc))
+        }
     with rep.timed("units.explorer"):
         rep.pages[EXPLORER] = explorer_html(
-            stats[:2],
-            tables=[tables[n] for n in names[:2]],
-            bases=[UnitBasis.neurons(n_neurons), UnitBasis.sae(sae)],
-            title=f"Neurons and SAE latents of {name}, layer {layer}",
+            stats[:3],
+            tables=[tables[n] for n in names[:3]],
+            bases=[UnitBasis.neurons(n_neurons), UnitBasis.sae(sae), tc_basis],
+            title=f"Neurons, SAE latents and transcoder latents of {name}, layer {layer}",
         )
     _add(
         rep,
@@ -243,7 +314,7 @@ def _run(
         tables,
         (cmp, cmp_norm),
         names,
-        fit,
+        fits,
         trained_here,
         quick,
         name,
@@ -259,7 +330,7 @@ def _add(
     tables: dict[str, Any],
     comparisons: tuple[Any, Any],
     names: list[str],
-    fit: Any,
+    fits: dict[str, dict[str, float]],
     trained_here: bool,
     quick: bool,
     model_name: str,
@@ -274,11 +345,7 @@ def _add(
         "layer": layer,
         "texts": n_texts,
         "tokens": stats[0].count,
-        "sae": {
-            "fvu": rounded(fit.fvu),
-            "l0": rounded(fit.l0),
-            "dead_fraction": rounded(fit.dead_fraction),
-        },
+        **fits,
         "comparison": cmp.to_dict(),
         "comparison_norm_controlled": cmp_norm.to_dict(),
     }
@@ -286,75 +353,100 @@ def _add(
         "units_scores",
         score_distributions({n: tables[n] for n in names}, seed=0),
         "Per-unit polysemanticity scores of the layer's neurons, the latents of an SAE trained "
-        "on them, a random rotation of the neurons, and the neurons of the same architecture "
-        "with random weights. Context coherence is computed for a random sample of "
+        "on them, the latents of a skip transcoder trained to do the MLP's job, a random "
+        "rotation of the neurons, and the neurons of the same architecture with random "
+        "weights. Context coherence is computed for a random sample of "
         f"{s.coherence_units} units of each (it embeds every top context with the model).",
         "full",
     )
-    table = _summary_table(cmp, names)
+    table = summary_table(cmp, names)
+    small = "quick, small " if quick else ""
     size = (
-        f"a {'quick, small' if quick else ''} TopK SAE with {stats[1].n_units} latents (k = "
-        f"{s.k}) trained on {s.samples:,} tokens"
+        f"a {small}TopK SAE with {stats[1].n_units} latents (k = {s.k}) trained on "
+        f"{s.samples:,} tokens"
         if trained_here
         else f"the given SAE ({stats[1].n_units} latents)"
+    )
+    sae_fit, tc_fit = fits["sae"], fits["transcoder"]
+    damage = (
+        "; loss recovered is the share of the damage of zero-ablating the site that splicing "
+        "the dictionary in avoids (1 = harmless)"
+        if s.loss_recovered
+        else ""
     )
     intro = (
         f"The seed paper's question asked directly: what makes each unit of layer {layer} of "
         f"{html.escape(model_name)} fire? Units are read on {n_texts} held-out paragraphs of "
         f"two public-domain novels ({stats[0].count:,} tokens; half Sherlock Holmes, half War "
-        f"and Peace). Four sets of units: the {stats[0].n_units} MLP neurons; the latents of "
-        f"{size} of the default corpus (held-out FVU {fit.fvu:.3f}, dead "
-        f"{100 * fit.dead_fraction:.1f}%); a random orthogonal rotation of the neurons (a null "
-        "with the same information and no privileged directions); and the neurons of the same "
-        "architecture with random weights. Scores (no language model as a judge): <b>token "
+        f"and Peace). Five sets of units: the {stats[0].n_units} MLP neurons; the latents of "
+        f"{size} of the default corpus ({fidelity_text(sae_fit, 'the neurons')}); the latents "
+        f"of a {small}skip transcoder with as many latents and the same k, trained on the same "
+        "tokens to map what the MLP reads to what it writes, so its latents stand in for the "
+        f"neurons themselves (Dunefsky et al. 2024; Paulo et al. 2025; "
+        f"{fidelity_text(tc_fit, 'the MLP output')}); a random orthogonal rotation of the "
+        "neurons (a null with the same information and no privileged directions); and the "
+        "neurons of the same architecture with random weights. Fidelity is measured on the "
+        f"first {int(sae_fit['fidelity_texts'])} of those paragraphs{damage}. Scores (no "
+        "language model as a judge): <b>token "
         "diversity</b>, the effective number of distinct tokens among a unit's top "
         f"{s.top_k} activations (1 = a single token); <b>context coherence</b>, the "
         "activation-weighted mean cosine similarity of the model's embeddings of those "
         "contexts (Pach et al. 2025); <b>category spread</b>, how evenly it fires across the "
         "two books (0 = one book only). Medians with 95% bootstrap intervals."
         + (
-            " <b>Quick run</b>: a small SAE trained briefly and few texts, so the SAE's numbers "
-            "say little; run without --quick for the real comparison."
+            " <b>Quick run</b>: a small SAE and transcoder trained briefly and few texts, so "
+            "their numbers say little; run without --quick for the real comparison."
             if quick
             else ""
         )
     )
-    # (hypothesis, the other basis, whether the neurons are the more polysemantic one)
+    # (hypothesis, the other basis, whether the neurons are the more polysemantic one, and
+    # the fidelity at which the comparison is made)
     hypotheses = [
         (
             "MLP neurons are polysemantic: a sparse autoencoder's latents are more monosemantic "
             "than the neurons they are trained on.",
             "SAE latents",
             True,
+            f" The SAE: {fidelity_text(sae_fit, 'the neurons')}.",
+        ),
+        (
+            "MLP neurons are polysemantic: a transcoder's latents, trained to do the MLP's job "
+            "in its place, are more monosemantic than the MLP's neurons.",
+            "transcoder latents",
+            True,
+            f" The transcoder: {fidelity_text(tc_fit, 'the MLP output')}.",
         ),
         (
             "The neuron basis is privileged: neurons are more monosemantic than random "
             "directions in the same space.",
             "rotated neurons",
             False,
+            "",
         ),
         (
             "Training makes neurons more monosemantic than the same architecture with random "
             "weights.",
             "random-weights neurons",
             False,
+            "",
         ),
     ]
     claims = []
-    for i, (hypothesis, other, neurons_polysemantic) in enumerate(hypotheses):
+    for i, (hypothesis, other, neurons_polysemantic, fidelity) in enumerate(hypotheses):
         verdict, because = _claim_verdict(cmp, "neurons", other, neurons_polysemantic)
         claims.append(
             Claim(
                 hypothesis,
                 verdict,
-                because,
+                because + fidelity,
                 cmp.verdict("neurons", other),
                 ("units_scores",) if i == 0 else (),
                 table if i == 0 else "",
                 source="Hypothesis",
             )
         )
-    raw_verdict = claims[1].verdict
+    raw_verdict = claims[2].verdict  # neurons vs the plain rotation
     norm_verdict, because = _claim_verdict(cmp_norm, *NORM_CONTROLLED, False)
     change = (
         "the same verdict as without the control"
@@ -372,21 +464,21 @@ def _add(
             "mean; scaling every token to unit length takes that away from both bases.",
             cmp_norm.verdict(*NORM_CONTROLLED),
             (),
-            _summary_table(cmp_norm, list(NORM_CONTROLLED)),
+            summary_table(cmp_norm, list(NORM_CONTROLLED)),
             source="Hypothesis",
         )
     )
     browse = (
-        f'<p class="verdict"><a href="{EXPLORER}"><b>Browse every neuron and SAE latent</b></a> '
-        f"({stats[0].n_units} neurons, {stats[1].n_units} latents) in the explorer: their top "
-        "contexts shaded by activation, random active samples, histograms, scores, the "
-        "neurons each latent's decoder direction loads on, sorting, token search and a "
-        f"permalink per unit ({EXPLORER}#latent-12). One file; it works offline.</p>"
+        f'<p class="verdict"><a href="{EXPLORER}"><b>Browse every neuron, SAE latent and '
+        f"transcoder latent</b></a> ({stats[0].n_units} neurons, {stats[1].n_units} and "
+        f"{stats[2].n_units} latents) in the explorer: their top contexts shaded by "
+        "activation, random active samples, histograms, scores, the neurons each latent's "
+        "direction loads on (a transcoder latent's: its output direction through the MLP's "
+        "output projection), sorting, token search and a permalink per unit "
+        f"({EXPLORER}#latent-12). One file; it works offline.</p>"
     )
-    after = (
-        browse
-        + _examples_html(stats[0], tables["neurons"], "neurons")
-        + _examples_html(stats[1], tables["SAE latents"], "SAE latents")
+    after = browse + "".join(
+        examples_html(st, tables[n], n) for st, n in zip(stats[:3], names[:3], strict=True)
     )
     rep.sections.append(
         Section(
@@ -396,6 +488,39 @@ def _add(
             after,
         )
     )
+
+
+def _fit_metrics(
+    d: Any, model: Any, tokenizer: Any, texts: list[str], layer: int, loss: bool
+) -> dict[str, float]:
+    """A dictionary's held-out quality on ``texts`` (an SAE's of the neurons, a transcoder's of
+    the MLP output) and, with ``loss``, its loss recovered spliced in (several passes of the
+    whole model: the section's slowest measurement, so ``--quick`` leaves it out)."""
+    from superposition.probe.probe import ActivationProbe
+    from superposition.sae.corpus_evaluation import evaluate_on_corpus
+    from superposition.sae.evaluate import Quality
+
+    out: dict[str, float] = {}
+    if loss:
+        ev = evaluate_on_corpus(d, model, texts, layer, tokenizer=tokenizer)
+        q = ev.quality
+        out["loss_recovered"] = rounded(ev.fidelity.loss_recovered)
+        out["loss_recovered_mean"] = rounded(ev.fidelity.loss_recovered_mean)
+    else:
+        sites = ["mlp_in", "mlp_out"] if d.transcoder else ["neurons"]
+        probe = ActivationProbe(model, layer=layer, site=sites, tokenizer=tokenizer)
+        quality = Quality(d)
+        with probe.capture(texts, distributed=False) as batches:
+            for captured in batches:
+                quality.add(*(captured[site] for site in sites))
+        q = quality.result()
+    return {
+        "fvu": rounded(q.fvu),
+        "l0": rounded(q.l0),
+        "dead_fraction": rounded(q.dead_fraction),
+        **out,
+        "fidelity_texts": len(texts),
+    }
 
 
 def _claim_verdict(cmp: Any, a: str, b: str, a_polysemantic: bool) -> tuple[str, str]:
@@ -422,60 +547,3 @@ def _claim_verdict(cmp: Any, a: str, b: str, a_polysemantic: bool) -> tuple[str,
         f"{cmp.summary(a, cc.score).median:.3g} vs {cmp.summary(b, cc.score).median:.3g}."
     )
     return verdict, because
-
-
-def _summary_table(cmp: Any, names: list[str]) -> str:
-    scores = sorted({s.score for s in cmp.summaries}, key=lambda x: list(_ORDER).index(x))
-    head = "".join(f"<th>{html.escape(sc.replace('_', ' '))}</th>" for sc in scores)
-    rows = []
-    for nm in names:
-        cells = []
-        for sc in scores:
-            s = cmp.summary(nm, sc)
-            cells.append(f"<td>{s.median:.3g} <small>[{s.low:.3g}, {s.high:.3g}]</small></td>")
-        n = cmp.summary(nm, scores[0]).n
-        rows.append(f"<tr><td>{html.escape(nm)} <small>({n})</small></td>{''.join(cells)}</tr>")
-    return (
-        f"<table><tr><th>units (count)</th>{head}</tr>{''.join(rows)}<caption>Medians over "
-        "units with 95% bootstrap intervals. Token diversity: lower is more monosemantic; "
-        "context coherence: higher is; category spread: lower is more specific to one "
-        "book.</caption></table>"
-    )
-
-
-_ORDER = ("token_diversity", "context_coherence", "category_spread")
-
-
-def _examples_html(stats: Any, table: Any, what: str, n: int = 3, shown: int = 4) -> str:
-    """The ``n`` most and least polysemantic units (by token diversity, among units with all
-    their top contexts active) with their top contexts, the firing token highlighted."""
-    full = stats.top_arrays()["value"][-1] > stats.threshold
-    cand = table.sort("token_diversity")
-    order = [int(u) for u in cand["unit"] if bool(full[int(u)])]
-    if not order:
-        return ""
-    picks = [("least polysemantic", order[:n]), ("most polysemantic", order[::-1][:n])]
-    out = [f"<h3>Examples: {html.escape(what)}</h3>"]
-    td = table["token_diversity"]
-    for title, units in picks:
-        out.append(f"<h4>The {n} {title} {html.escape(what)} (by token diversity)</h4>")
-        for u in units:
-            out.append(
-                f"<p><b>{html.escape(stats.unit_label)} {u}</b> — token diversity "
-                f"{float(td[u]):.2f}</p><ul>"
-            )
-            for c in stats.top(u)[:shown]:
-                out.append(f"<li><small>{c.value:.2f}</small> {_context_html(c)}</li>")
-            out.append("</ul>")
-    return "\n".join(out)
-
-
-def _context_html(c: Any) -> str:
-    tokens = c.tokens or [str(t) for t in c.token_ids]
-    parts = []
-    for i, tok in enumerate(tokens):
-        text = html.escape(tok)
-        parts.append(
-            f"<mark style='background:#fc6'><b>{text}</b></mark>" if i == c.center else text
-        )
-    return " ".join(parts)
