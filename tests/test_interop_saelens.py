@@ -291,14 +291,52 @@ def test_explore_takes_an_saelens_folder_of_the_neurons(
     assert main(argv) == 0, capsys.readouterr().err
     assert '"label":"latent","n":32' in page.read_text("utf-8")
 
-    # An SAE of another site cannot stand beside the neurons: one line says why.
+
+def test_units_and_explore_read_an_saelens_sae_of_another_site_at_its_own_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], minilm: tuple[Any, Any]
+) -> None:
+    """An SAE of the MLP's output (as SAELens releases of hook_mlp_out or hook_resid_post
+    are) is read where it was trained, in the same pass as the neurons: each latent's peak
+    equals its encoding of that site's activations computed by hand."""
+    from superposition import ActivationProbe
+    from superposition.cli import main
+    from superposition.units import UnitStatistics
+
+    cfg = TopKSAEConfig(d_in=384, d_sae=32, k=4)
     cfg.metadata.hook_name = "blocks.0.hook_mlp_out"
-    cfg.d_in = 384
-    TopKSAE(cfg).save_model(tmp_path / "out")
-    argv[2] = str(tmp_path / "out")
+    sl = TopKSAE(cfg)
+    with torch.no_grad():
+        sl.b_enc.normal_(0.0, 0.1)  # latents that do fire, and not all alike
+    sl.save_model(tmp_path / "sl")
+    texts = ["The cat sat on the mat.", "A dog barked at the owl.", "Rain fell all night."]
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    argv = ["units", "--sae", str(tmp_path / "sl"), "--corpus", str(corpus)]
+    argv += ["--coherence-units", "0", "--no-progress", "--out", str(tmp_path / "u")]
+    assert main(argv) == 0, capsys.readouterr().err
+    got = UnitStatistics.load(tmp_path / "u" / "sae_latents.units")
+    model, tokenizer = minilm
+    out = ActivationProbe(model, layer=0, site="mlp_out", tokenizer=tokenizer).run(texts)
+    x = out.values.double()
+    w = {k: v.detach().double() for k, v in sl.state_dict().items()}
+    pre = torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    top = pre.topk(4, dim=1)
+    by_hand = torch.zeros_like(pre).scatter(1, top.indices, top.values).amax(0)
+    assert got.n_units == 32
+    assert got.count == out.n_tokens
+    torch.testing.assert_close(got.max_activation.double(), by_hand, rtol=1e-4, atol=1e-5)
+    assert (by_hand > 0).sum() >= 8  # the check compares latents that fired
+
+    page = tmp_path / "p.html"
+    argv = ["explore", "--sae", str(tmp_path / "sl"), "--corpus", str(corpus)]
+    argv += ["--coherence-units", "0", "--no-progress", "--out", str(page)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert '"label":"latent","n":32' in page.read_text("utf-8")
+
+    # Another layer than the SAE's: one line says which, before the model runs.
     argv[-1] = str(tmp_path / "q.html")
-    assert main(argv) == 2
-    assert "reads the site 'mlp_out' of layer 0" in capsys.readouterr().err
+    assert main([*argv, "--layer", "1"]) == 2
+    assert "reads layer 0 but --layer is 1; pass --layer 0" in capsys.readouterr().err
     assert not (tmp_path / "q.html").exists()
 
 

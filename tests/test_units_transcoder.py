@@ -111,3 +111,42 @@ def test_a_transcoder_without_its_site_is_refused_before_the_model_runs(tokenize
     finally:
         handle.remove()
     assert not calls
+
+
+@pytest.mark.parametrize("site", ["resid_post", "mlp_out"])
+def test_an_sae_of_another_site_reads_that_site_beside_the_neurons(
+    site: str, tokenizer: Any
+) -> None:
+    """An SAE made for another site of the block (as SAELens's residual-stream releases are)
+    reads it in the same pass as the neurons; its basis has no directions over the neurons,
+    and a probe without its site is refused before the model runs."""
+    model, n = tiny_model("gpt2")
+    probe = sp.ActivationProbe(
+        model, site=["neurons", site], tokenizer=tokenizer, batch_size=4, progress=False
+    )
+    neurons, acts = probe.run(TEXTS)
+    sae = sp.SparseAutoencoder(acts.n_neurons, 24, kind="relu", seed=4)
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.randn(24, generator=torch.Generator().manual_seed(4)))
+    sae.site, sae.layer = site, 0
+    basis = UnitBasis.sae(sae)
+    assert basis.site == site
+    assert not basis.has_directions
+    with pytest.raises(ValueError, match="no directions over the neurons"):
+        basis.directions  # noqa: B018
+    for units in (sae, basis):
+        got_n, got_s = collect_units(probe, TEXTS, [None, units], top_k=3, samples=2)
+        z = sae.encode(acts.values).double()
+        torch.testing.assert_close(got_s.max_activation.double(), z.max(0).values)
+        torch.testing.assert_close(got_n.max_activation, neurons.values.max(0).values)
+        assert got_n.n_units == n
+        assert got_s.n_units == 24
+    only_neurons = sp.ActivationProbe(model, tokenizer=tokenizer, progress=False)
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=f"this SAE read the '{site}' site"):
+            collect_units(only_neurons, TEXTS, [None, sae])
+    finally:
+        handle.remove()
+    assert not calls

@@ -155,7 +155,8 @@ def load_transcoder_folder(folder: Path) -> Transcoder:
 
 def load_sae_folder(folder: Path) -> SparseAutoencoder:
     """The SAE in a folder written by ``superposition sae train``, or an SAELens or sparsify
-    folder (``--sae FOLDER``) of the neuron site."""
+    folder (``--sae FOLDER``), of the neurons or of another site of the block (whose layer and
+    site the folder says)."""
     from superposition.sae import SparseAutoencoder
 
     if (folder / "sae.safetensors").is_file() and (folder / "sae.json").is_file():
@@ -165,11 +166,4 @@ def load_sae_folder(folder: Path) -> SparseAutoencoder:
             f"--sae {str(folder)!r} holds no sae.safetensors (a folder written by "
             "`superposition sae train`) nor cfg.json (an SAELens or sparsify folder)"
         )
-    sae = SparseAutoencoder.load(folder)
-    if sae.site not in (None, "neurons"):
-        raise ValueError(
-            f"the SAE in {str(folder)!r} reads the site {sae.site!r} of layer {sae.layer}; "
-            "this command compares bases of the MLP's neurons, so it needs an SAE of the "
-            "neuron site (SAELens's blocks.<layer>.mlp.hook_post)"
-        )
-    return sae
+    return SparseAutoencoder.load(folder)

@@ -79,29 +79,42 @@ def unit_records(
     positive_int(args.batch_size, "--batch-size")
     check_out_once(out)
     progress = not args.no_progress
+    for d, flag in ((sae, "--sae"), (tc, "--transcoder")):
+        if d is not None and d.layer is not None and d.layer != args.layer:
+            raise ValueError(
+                f"the dictionary in {flag} {str(getattr(args, flag[2:]))!r} reads layer "
+                f"{d.layer} but --layer is {args.layer}; pass --layer {d.layer}"
+            )
     model, tokenizer = load_model(args.model)
-    # A transcoder reads what the MLP reads: both sites come from one pass.
+    # Every basis reads its own site, all from one pass: a transcoder what the MLP reads, an
+    # SAE of another site (an SAELens hook_resid_post release) that site.
+    sae_site = None if sae is None or sae.site in (None, "neurons") else str(sae.site)
+    sites = ["neurons", *(["mlp_in"] if tc is not None else []), *([sae_site] if sae_site else [])]
+    sites = list(dict.fromkeys(sites))
     probe = ActivationProbe(
         model,
         layer=args.layer,
-        site=["neurons", "mlp_in"] if tc is not None else "neurons",
+        site=sites if len(sites) > 1 else "neurons",
         tokenizer=tokenizer,
         batch_size=args.batch_size,
         progress=progress or None,
     )
     first = probe.run(texts[:1])
     widths = [a.n_neurons for a in first] if isinstance(first, list) else [first.n_neurons]
+    width_at = dict(zip(sites, widths, strict=True))
     width = widths[0]
-    if sae is not None and sae.d_in != width:
+    sae_width = width_at[sae_site] if sae_site else width
+    if sae is not None and sae.d_in != sae_width:
+        where = f"values at {sae_site}" if sae_site else "neurons"
         raise ValueError(
-            f"the SAE in {str(args.sae)!r} reads {sae.d_in} neurons but layer {args.layer} has "
-            f"{width}; pass an SAE trained on this model and layer"
+            f"the SAE in {str(args.sae)!r} reads {sae.d_in} {where} but layer {args.layer} "
+            f"has {sae_width}; pass an SAE trained on this model and layer"
         )
     bases: dict[str, Any] = {"neurons": None}
     if sae is not None:
-        bases["SAE latents"] = sae
+        bases["SAE latents"] = UnitBasis.sae(sae)
     if tc is not None:
-        bases["transcoder latents"] = transcoder_basis(tc, probe, widths[1], args)
+        bases["transcoder latents"] = transcoder_basis(tc, probe, width_at["mlp_in"], args)
     if args.rotation:
         bases["rotated neurons"] = UnitBasis.rotation(width, seed=args.seed)
     stats = collect_units(probe, texts, list(bases.values()), top_k=args.top_k, categories=labels)
@@ -112,7 +125,7 @@ def unit_records(
     return (
         named,
         tables,
-        [u if isinstance(u, UnitBasis) else UnitBasis.of(u, width) for u in bases.values()],
+        [UnitBasis.neurons(width) if u is None else u for u in bases.values()],
     )
 
 

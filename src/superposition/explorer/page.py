@@ -348,7 +348,11 @@ def _payload(
     # Neurons: the latents (of the first basis with directions) that use each neuron most.
     if neuron_slot is not None and n_load:
         src = next(
-            (i for i, b in enumerate(bases) if b is not None and b.kind == "sae"),
+            (
+                i
+                for i, b in enumerate(bases)
+                if b is not None and b.kind == "sae" and b.has_directions
+            ),
             next(
                 (
                     i

@@ -100,7 +100,14 @@ class UnitBasis:
     @classmethod
     def sae(cls, sae: SparseAutoencoder) -> UnitBasis:
         """The latents of a trained SAE: unit ``i`` is ``sae.encode(x)[:, i]``, its direction
-        the decoder row ``W_dec[i]``."""
+        the decoder row ``W_dec[i]``.
+
+        An SAE of another site of the block than the neurons (its :attr:`~superposition.
+        SparseAutoencoder.site`, e.g. ``"resid_post"`` for an SAELens ``hook_resid_post``
+        release) reads that site, so a probe must capture it; its decoder rows live in that
+        site's space, not over the neurons, so the basis has no directions
+        (:attr:`has_directions` is ``False``).
+        """
         from superposition.sae.model import SparseAutoencoder
 
         if not isinstance(sae, SparseAutoencoder):
@@ -110,14 +117,16 @@ class UnitBasis:
                 "a Transcoder reads what the MLP reads (mlp_in), not its neurons; use "
                 "UnitBasis.transcoder(tc, neurons_out=W_out) (or UnitBasis.of(tc))"
             )
+        site = None if sae.site in (None, "neurons") else sae.site
         return cls(
             "sae",
             sae.d_in,
             sae.d_sae,
             _latents(sae),
-            lambda: sae.W_dec.detach().float().clone(),
+            (lambda: sae.W_dec.detach().float().clone()) if site is None else None,
             name="SAE latents",
             unit_label="latent",
+            site=site,
         )
 
     @classmethod
@@ -255,8 +264,9 @@ class UnitBasis:
         """
         if self._directions is None:
             raise ValueError(
-                f"this {self.name} basis has no directions over the neurons; build it with "
-                "UnitBasis.transcoder(tc, neurons_out=W_out)"
+                f"this {self.name} basis has no directions over the neurons (an SAE of "
+                f"another site than the neurons has none; a transcoder has them when built "
+                "with UnitBasis.transcoder(tc, neurons_out=W_out))"
             )
         return self._directions()
 

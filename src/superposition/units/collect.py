@@ -215,12 +215,20 @@ def _site_of(units: Units, sites: list[str]) -> str:
     from superposition.sae.model import SparseAutoencoder as SAE
 
     own = units.site if isinstance(units, UnitBasis) else None
-    if isinstance(units, SAE) and units.transcoder:
-        own = "mlp_in"
+    if isinstance(units, SAE):  # a transcoder reads mlp_in; an SAE, the site it was made for
+        own = "mlp_in" if units.transcoder else units.site
+        if own == "neurons" and own not in sites:  # the probe's first site, as before
+            own = None
     if own is None:
         return sites[0]
     if own not in sites:
-        what = "a transcoder" if own == "mlp_in" else "these units"
+        what = (
+            "a transcoder"
+            if own == "mlp_in"
+            else "this SAE"
+            if isinstance(units, SAE)
+            else "these units"
+        )
         raise ValueError(
             f"{what} read the {own!r} site, which the probe does not capture (it reads "
             f"{sites}); build the probe with ActivationProbe(model, layer=L, "
