@@ -38,6 +38,7 @@ from superposition.sae.formats.native import load_native, save_native
 from superposition.sae.kinds import KINDS, Kind, SAEKind, build
 from superposition.sae.kinds.jumprelu import DEFAULT_L0
 from superposition.sae.kinds.relu import DEFAULT_L1
+from superposition.sae.rownorm import RowNorm, normalise_rows, restore_rows
 from superposition.sae.synthetic import SyntheticFeatures
 from superposition.sae.train import fit
 
@@ -93,6 +94,7 @@ class SparseAutoencoder(nn.Module):
     threshold: Tensor
     transcoder: ClassVar[bool] = False  # True for Transcoder: rows hold [x | y]
     skip: bool = False  # a linear path x W_skipᵀ beside the latents (skip transcoders only)
+    row_norm: RowNorm = "none"  # SAELens's per-row normalize_activations (rownorm.py)
 
     def __init__(
         self,
@@ -318,7 +320,7 @@ class SparseAutoencoder(nn.Module):
             >>> SparseAutoencoder(4, 8, k=2, seed=0).pre_activations(torch.zeros(1, 4)).abs().max()
             tensor(0., grad_fn=<MaxBackward1>)
         """
-        x = self._check_input(x)
+        x = normalise_rows(self._check_input(x), self.row_norm)
         return torch.addmm(self.b_enc, x * self.scale - self.b_dec, self.W_enc)
 
     def encode(self, x: Tensor) -> Tensor:
@@ -333,9 +335,10 @@ class SparseAutoencoder(nn.Module):
         """
         return self.rule.encode(self, self.pre_activations(x))
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """Reconstructions ``[batch, d_in]`` (user units) of latents ``z: [batch, d_sae]``,
-        on the SAE's device (``z`` is moved there).
+        on the SAE's device (``z`` is moved there); an SAE with a per-row :attr:`row_norm`
+        needs the inputs ``x`` too, whose normalisation it undoes.
 
         Examples:
             >>> sae = SparseAutoencoder(4, 8, k=2, seed=0)
@@ -346,26 +349,28 @@ class SparseAutoencoder(nn.Module):
             shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(f"z must have shape [batch, d_sae={self.d_sae}], got {shape}")
         z = z.to(self.params.device, self.params.dtype, non_blocking=True)
-        return torch.addmm(self.b_dec, z, self.W_dec) / self.scale
+        out = torch.addmm(self.b_dec, z, self.W_dec) / self.scale
+        if self.row_norm == "none":
+            return out
+        if x is None:
+            raise ValueError(f"an SAE with row_norm={self.row_norm!r} decodes with decode(z, x)")
+        return restore_rows(out, self._check_input(x), self.row_norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Reconstruction ``x̂ = decode(encode(x))``, ``[batch, d_in]``, on the SAE's device."""
-        return self.decode(self.encode(x))
+        """Reconstruction ``x̂ = decode(encode(x), x)``, ``[batch, d_in]``, on the SAE's device."""
+        return self.decode(self.encode(x), x)
 
     def _predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(z, output)`` of checked inputs ``x`` on the SAE's device."""
         z = self.encode(x)
-        return z, self.decode(z)
+        return z, self.decode(z, x)
 
     def fidelity(
         self, model: nn.Module, texts: Any, layer: int | None = None, **kwargs: Any
     ) -> Fidelity:
-        """How much of ``model``'s behaviour survives this SAE spliced into ``layer`` (default:
-        :attr:`layer`, at :attr:`site`).
-
-        Loss recovered against zero- and mean-ablation on ``texts``: see
-        :func:`superposition.sae.fidelity.sae_fidelity`, whose keyword arguments it takes.
-        """
+        """Loss recovered with this SAE spliced into ``layer`` (default :attr:`layer`, at
+        :attr:`site`) against zero- and mean-ablation on ``texts``: see
+        :func:`superposition.sae.fidelity.sae_fidelity`, whose keyword arguments it takes."""
         from superposition.sae.fidelity import sae_fidelity
 
         return sae_fidelity(self, model, texts, layer, **kwargs)
@@ -430,12 +435,9 @@ class SparseAutoencoder(nn.Module):
         its share of the corpus). ``samples`` counts the rows of all ranks. Save the SAE on
         rank 0: every rank ends with the same parameters.
 
-        Training runs on the SAE's device (``SparseAutoencoder(..., device="cuda")`` or
-        ``.to("cuda")``): the batches come from wherever the source keeps them (a CPU
-        tensor, a :class:`~superposition.SyntheticFeatures` drawn on the CPU, an
-        :class:`~superposition.ActivationStore`) and are moved there one at a time. The
-        random stream is drawn on the CPU, so a seed picks the same batches on every
-        device (results then agree up to the device's float round-off).
+        Training runs on the SAE's device; batches move there one at a time from wherever
+        the source keeps them. The random stream is drawn on the CPU, so a seed picks the
+        same batches on every device (results agree up to the device's round-off).
 
         **Checkpoints.** ``checkpoint="run/ckpt"`` writes the whole training state every
         ``checkpoint_every`` steps and at the end; ``resume="run/ckpt"`` continues such a run
@@ -504,8 +506,6 @@ class SparseAutoencoder(nn.Module):
         """
         fit(self, source, **{k: v for k, v in locals().items() if k not in ("self", "source")})
         return self
-
-    # ------------------------------------------------------------------ views
 
     @property
     def plot(self) -> SAEPlots:

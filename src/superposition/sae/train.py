@@ -403,6 +403,12 @@ def fit(
     each argument does): check the arguments and the source before any work, read a
     checkpoint to resume from, set the input scale and ``b_dec`` from the first batch on a
     first fit, then :func:`train` and record the history on ``model``."""
+    if model.row_norm != "none":
+        raise ValueError(
+            f"this SAE normalises each row by its own statistics (SAELens's "
+            f"normalize_activations={model.row_norm!r}), which training here does not do (it "
+            "scales every row by one input_scale); train a new SparseAutoencoder instead"
+        )
     config = FitConfig(
         samples=samples,
         batch_size=batch_size,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from superposition._io import load_saved, save_with_config
+from superposition.sae.rownorm import check_row_norm
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,6 +45,8 @@ def save_native(sae: SparseAutoencoder, path: str | os.PathLike[str]) -> Path:
     }
     if sae.layer is not None:
         meta["reads"] = {"layer": sae.layer, "site": sae.site}
+    if sae.row_norm != "none":
+        meta["row_norm"] = sae.row_norm
     return save_with_config(path, tensors, meta)
 
 
@@ -72,6 +75,7 @@ def load_native(
         for name in model._extra_slots():
             views[name].copy_(tensors[name])
     model.fitted = bool(meta.get("fitted", False))
+    model.row_norm = check_row_norm(meta.get("row_norm", "none"))
     reads = meta.get("reads")
     if isinstance(reads, dict):
         model.layer, model.site = reads.get("layer"), reads.get("site")

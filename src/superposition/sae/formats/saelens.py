@@ -18,14 +18,16 @@ the kind it is at inference: latents above one learned threshold, this library's
   :meth:`~superposition.SparseAutoencoder.from_pretrained`) becomes ``input_scale``, and
   without one, like ``"covariance_whitening"``, acts as SAELens's own ``load_from_disk``
   does: not at all (a warning says so); ``"layer_norm"`` and ``"constant_norm_rescale"``
-  normalise each row by its own statistics, which this library's SAE has no place for: a
-  clear error;
+  normalise each row by its own statistics before encoding and undo it after decoding: the
+  SAE's :attr:`~superposition.SparseAutoencoder.row_norm` (:mod:`superposition.sae.rownorm`;
+  ``decode`` then needs the input, ``decode(z, x)``);
 * ``metadata.hook_name`` (or the older top-level ``hook_name`` / ``hook_point``) such as
   ``blocks.3.hook_mlp_out`` gives :attr:`layer` and :attr:`site`.
 
 Written: ``"topk"`` as ``topk``, ``"relu"`` as ``standard``, ``"jumprelu"`` and
 ``"batchtopk"`` as ``jumprelu`` (SAELens saves its BatchTopK SAEs for inference that way),
-``input_scale`` folded in, ``apply_b_dec_to_input=True``, ``normalize_activations="none"``;
+``input_scale`` folded in, ``apply_b_dec_to_input=True``, ``normalize_activations`` the
+SAE's ``row_norm`` (``"none"`` for every SAE trained here);
 this library's own config rides along in ``metadata.superposition`` so that loading the
 folder back gives the same kind and settings.
 """
@@ -102,12 +104,6 @@ def load_saelens(
             f"{str(cfg_path)!r} has normalize_activations {norm!r}; SAELens writes one of "
             f"{NORMALIZATIONS}"
         )
-    if norm in _PER_ROW:
-        raise ValueError(
-            f"{str(cfg_path)!r} has normalize_activations={norm!r}, which rescales every row "
-            "by its own statistics before encoding and undoes it after decoding; this "
-            "library's SAE applies one fixed input_scale, so it cannot hold this SAE"
-        )
     reshape = cfg.get("reshape_activations", "none")
     if reshape not in (None, "none"):
         raise ValueError(
@@ -169,6 +165,8 @@ def load_saelens(
     )
     if isinstance(ours, dict) and isinstance(ours.get("seed"), int):
         sae.seed = ours["seed"]
+    if norm in _PER_ROW:  # each row by its own statistics, undone after decoding
+        sae.row_norm = norm
     return sae
 
 
@@ -270,7 +268,7 @@ def save_saelens(sae: SparseAutoencoder, folder: Path) -> Path:
         "dtype": dtype_name(sae.params.dtype),
         "device": "cpu",
         "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
+        "normalize_activations": sae.row_norm,
         "reshape_activations": "none",
         "metadata": meta,
     }

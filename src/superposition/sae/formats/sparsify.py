@@ -139,6 +139,11 @@ def save_sparsify(sae: SparseAutoencoder, folder: Path) -> Path:
             f"sparsify holds TopK coders only; this SAE has kind={sae.kind!r} (save it with "
             "format='saelens' instead)"
         )
+    if sae.row_norm != "none":
+        raise ValueError(
+            f"sparsify has no per-row normalisation; this SAE has row_norm={sae.row_norm!r} "
+            "(save it with format='saelens' instead)"
+        )
     return _write(sae, folder)
 
 
