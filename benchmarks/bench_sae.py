@@ -17,7 +17,8 @@ SAE (``d_sae=6144, k=32``, batch 4096), against the probe alone on the same text
 ratio says nothing about our overheads), against the probe and the SAE's training on the
 captured rows run separately (the store's own cost; bar: at most 1.2x), and the peak memory
 of that pipeline over 3,000 paragraphs against 300, each in a fresh process (bar: at most
-1.2x).
+1.2x). The probe reads at most 4,096 token positions per forward pass, as ``sae train``'s
+does.
 
 The suite also runs :mod:`benchmarks.bench_sae_real` (ours, SAELens and sparsify side by side
 on real MiniLM activations) and :mod:`benchmarks.bench_transcoder` (transcoders beside an SAE
@@ -170,9 +171,16 @@ PIPE_DSAE, PIPE_K, PIPE_BATCH = 6144, 32, 4096  # the issue's MiniLM layer-0 SAE
 
 def _pipeline_parts(n_texts: int) -> tuple[Any, Any, Any]:
     from superposition import ActivationProbe, default_corpus, load_model
+    from superposition.cli.sae import PROBE_TOKENS
 
     model, tokenizer = load_model()
-    probe = ActivationProbe(model, 0, tokenizer=tokenizer, batch_size=64, progress=False)
+    # As `sae train` builds it: at most PROBE_TOKENS positions per forward pass. Without the
+    # bound a batch of 64 texts of 512 tokens holds 64 x 12 x 512^2 attention weights (805
+    # MB), which only a corpus with 64 such texts has: 3,000 paragraphs did, 300 did not, and
+    # that, not the stream, was the 1.26x of the memory row below.
+    probe = ActivationProbe(
+        model, 0, tokenizer=tokenizer, batch_size=64, max_tokens=PROBE_TOKENS, progress=False
+    )
     return model, probe, default_corpus("train").head(n_texts)
 
 
