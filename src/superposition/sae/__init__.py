@@ -13,6 +13,7 @@ from superposition.sae.plan import (
     store_epochs,
 )
 from superposition.sae.store import ActivationStore
+from superposition.sae.synthbench import Hierarchy, SynthBench
 from superposition.sae.synthetic import SyntheticFeatures, SyntheticMLP
 from superposition.sae.transcoder import Transcoder
 
@@ -23,9 +24,11 @@ __all__ = [
     "CorpusSplit",
     "FitConfig",
     "FitHistory",
+    "Hierarchy",
     "Kind",
     "SAEMetrics",
     "SparseAutoencoder",
+    "SynthBench",
     "SyntheticFeatures",
     "SyntheticMLP",
     "Transcoder",

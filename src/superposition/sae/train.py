@@ -51,6 +51,7 @@ from superposition.sae.config import (
 )
 from superposition.sae.gradients import Step, batch_stats, gradients
 from superposition.sae.parallel import Ranks
+from superposition.sae.synthbench import SynthBench
 from superposition.sae.synthetic import SyntheticFeatures, SyntheticMLP
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ __all__ = [
 
 _SINGLE_THREAD_BELOW = 1 << 16  # pre-activations per batch (batch x d_sae)
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
-_SYNTHETIC = (SyntheticFeatures, SyntheticMLP)
+_SYNTHETIC = (SyntheticFeatures, SyntheticMLP, SynthBench)
 
 
 class LastStep(NamedTuple):
@@ -376,7 +377,7 @@ def train(
 
 def fit(
     model: SparseAutoencoder,
-    source: Tensor | Iterable[Tensor] | SyntheticFeatures | SyntheticMLP,
+    source: Tensor | Iterable[Tensor] | SyntheticFeatures | SyntheticMLP | SynthBench,
     *,
     samples: int,
     batch_size: int,
@@ -454,11 +455,11 @@ def fit(
             generator.seed()
     stream: Tensor | Iterable[Tensor]
     if isinstance(cast(object, source), (str, bytes)) or not isinstance(
-        source, (Tensor, SyntheticFeatures, Iterable)
+        source, (Tensor, SyntheticFeatures, SynthBench, Iterable)
     ):
         raise TypeError(
             f"source must be a tensor [n, {model.d_in}], an iterable of [batch, {model.d_in}] "
-            f"tensors or a SyntheticFeatures, got {type(source).__name__}"
+            f"tensors, a SyntheticFeatures or a SynthBench, got {type(source).__name__}"
         )
     share = _distributed.resolve(distributed)
     size = 1 if share is None else share[1]
@@ -479,7 +480,7 @@ def fit(
             raise TypeError(
                 f"a {type(model).__name__} trains on a {want}, got a {type(source).__name__}"
             )
-        if isinstance(source, SyntheticFeatures) and source.d != model.d_in:
+        if isinstance(source, (SyntheticFeatures, SynthBench)) and source.d != model.d_in:
             raise ValueError(
                 f"source has d={source.d} but the SAE has d_in={model.d_in}; build the SAE "
                 f"with d_in={source.d}"
