@@ -44,35 +44,11 @@ from torch import Tensor
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 from superposition.sae._hierarchy import Hierarchy, check_fits, expand, levels_of
+from superposition.sae.synthetic import per_feature
 
 __all__ = ["Hierarchy", "SynthBench"]
 
 _Parts = list[tuple[Tensor, Tensor, Tensor]]  # (rows, features, values), rows sorted
-
-
-def _per_feature(
-    value: object, name: str, n: int, low: float, *, low_ok: bool, high: float = math.inf
-) -> Tensor:
-    """A float or ``[n]`` floats in ``[low, high]`` (``low`` only when ``low_ok``), as
-    ``[n]`` float64."""
-    try:
-        t = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"{name} must be a float or a sequence of {n} floats, got {value!r}"
-        ) from err
-    if t.ndim == 0:
-        t = t.expand(n)
-    if t.shape != (n,):
-        raise ValueError(
-            f"{name} must be a float or have one value per feature (shape ({n},)), "
-            f"got shape {tuple(t.shape)}"
-        )
-    above = t >= low if low_ok else t > low
-    if not bool((above & (t <= high) & t.isfinite()).all()):
-        bracket = "[" if low_ok else "("
-        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value!r}")
-    return t.clone()
 
 
 def _number(value: object, name: str, *, positive: bool = False) -> float:
@@ -170,11 +146,9 @@ class SynthBench:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         check_fits(hierarchy, n)
-        base = _per_feature(
-            firing_probability, "firing_probability", n, 0.0, low_ok=False, high=1.0
-        )
-        mean = _per_feature(magnitude_mean, "magnitude_mean", n, 0.0, low_ok=False)
-        std = _per_feature(magnitude_std, "magnitude_std", n, 0.0, low_ok=True)
+        base = per_feature(firing_probability, "firing_probability", n, 0.0, low_ok=False, high=1.0)
+        mean = per_feature(magnitude_mean, "magnitude_mean", n, 0.0, low_ok=False)
+        std = per_feature(magnitude_std, "magnitude_std", n, 0.0, low_ok=True)
         if isinstance(correlation_rank, bool) or not isinstance(correlation_rank, int):
             raise ValueError(f"correlation_rank must be an int >= 0, got {correlation_rank!r}")
         if correlation_rank < 0:

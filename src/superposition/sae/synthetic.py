@@ -25,8 +25,11 @@ from superposition._checks import positive_int as _positive_int
 __all__ = ["SyntheticFeatures", "SyntheticMLP"]
 
 
-def _per_feature(value: object, name: str, n: int, low: float, high: float) -> Tensor:
-    """A float or ``[n]`` sequence/tensor in ``[low, high]`` (``low`` excluded), as ``[n]``."""
+def per_feature(
+    value: object, name: str, n: int, low: float, high: float = math.inf, *, low_ok: bool = False
+) -> Tensor:
+    """A finite float or ``[n]`` sequence/tensor in ``[low, high]`` (``low`` excluded unless
+    ``low_ok``), as ``[n]`` float64; a clear ``ValueError`` otherwise."""
     try:
         t = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -40,9 +43,11 @@ def _per_feature(value: object, name: str, n: int, low: float, high: float) -> T
             f"{name} must be a float or have one value per feature (shape ({n},)), "
             f"got shape {tuple(t.shape)}"
         )
-    if not bool(((t > low) & (t <= high)).all()):
-        raise ValueError(f"{name} must lie in ({low}, {high}], got {value!r}")
-    return t.float().clone()
+    above = t >= low if low_ok else t > low
+    if not bool((above & (t <= high) & t.isfinite()).all()):
+        bracket = "[" if low_ok else "("
+        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value!r}")
+    return t.clone()
 
 
 class SyntheticFeatures:
@@ -90,10 +95,10 @@ class SyntheticFeatures:
         self.batch_size = _positive_int(batch_size, "batch_size")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
-        self.firing_probability = _per_feature(
+        self.firing_probability = per_feature(
             firing_probability, "firing_probability", n_features, 0.0, 1.0
-        )
-        self.magnitude = _per_feature(magnitude, "magnitude", n_features, 0.0, math.inf)
+        ).float()
+        self.magnitude = per_feature(magnitude, "magnitude", n_features, 0.0).float()
         self._chol: Tensor | None = None
         self._rho: float | None = None
         if correlation is not None:
