@@ -35,7 +35,7 @@ at the cost of ``n × n_features`` rates per batch).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal, overload
 
 import torch
@@ -44,7 +44,7 @@ from torch import Tensor
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 from superposition.sae._hierarchy import Hierarchy, check_fits, expand, levels_of
-from superposition.sae.synthetic import per_feature
+from superposition.sae.synthetic import SampleStream, per_feature
 
 __all__ = ["Hierarchy", "SynthBench"]
 
@@ -83,7 +83,7 @@ def _orthogonalize(v: Tensor, steps: int, lr: float) -> Tensor:
     return out
 
 
-class SynthBench:
+class SynthBench(SampleStream):
     """SynthSAEBench's synthetic activations: features with Zipfian rates, a hierarchy,
     correlated firing and varied magnitudes, along near-orthogonal directions plus a bias.
 
@@ -293,10 +293,6 @@ class SynthBench:
             self._directions = _orthogonalize(v, self.orthogonalize_steps, self.orthogonalize_lr)
         return self._directions
 
-    def generator(self) -> torch.Generator:
-        """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
-        return torch.Generator().manual_seed(self._stream_seed)
-
     # ------------------------------------------------------------------ sampling
 
     def _draw(self, n: int, g: torch.Generator | None) -> _Parts:
@@ -425,17 +421,9 @@ class SynthBench:
             return x, _coo([(rows, feats, values)], n, self.n_features)
         return x
 
-    def batches(
-        self, batch_size: int | None = None, generator: torch.Generator | None = None
-    ) -> Iterator[Tensor]:
-        """An endless stream of ``[batch_size, d]`` batches (default: this object's stream)."""
-        size = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
-        g = self.generator() if generator is None else generator
-        while True:
-            yield self.sample(size, g)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return self.batches()
+    def rows(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` training rows: :meth:`sample`."""
+        return self.sample(n, generator)
 
 
 def _points(rate: Tensor, size: Tensor, g: torch.Generator | None) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,7 @@ from torch import Tensor
 from superposition._checks import generator
 from superposition._checks import positive_int as _positive_int
 
-__all__ = ["SyntheticFeatures", "SyntheticMLP"]
+__all__ = ["SampleStream", "SyntheticFeatures", "SyntheticMLP", "per_feature"]
 
 
 def per_feature(
@@ -50,7 +50,36 @@ def per_feature(
     return t.clone()
 
 
-class SyntheticFeatures:
+class SampleStream:
+    """What a synthetic source gives :meth:`~superposition.SparseAutoencoder.fit`: a seeded
+    default stream and endless batches of its training rows (:meth:`rows`)."""
+
+    batch_size: int
+    _stream_seed: int
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
+        return torch.Generator().manual_seed(self._stream_seed)
+
+    def rows(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` training rows."""
+        raise NotImplementedError
+
+    def batches(
+        self, batch_size: int | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[Tensor]:
+        """An endless stream of ``[batch_size, width]`` training rows (default: this object's
+        stream)."""
+        size = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        g = self.generator() if generator is None else generator
+        while True:
+            yield self.rows(size, g)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.batches()
+
+
+class SyntheticFeatures(SampleStream):
     """Sparse features along known unit directions: the ground truth an SAE should recover.
 
     Each sample ``x = Σ_i f_i directions_i``; feature ``i`` fires with probability
@@ -171,10 +200,6 @@ class SyntheticFeatures:
         w = torch.arange(1, n_features + 1, dtype=torch.float64).pow(-float(exponent))
         return (w * (mean * n_features / w.sum())).clamp_max(1.0).float()
 
-    def generator(self) -> torch.Generator:
-        """A fresh generator of this object's default sample stream (seeded from ``seed``)."""
-        return torch.Generator().manual_seed(self._stream_seed)
-
     def features(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Feature activations ``f: [n, n_features]`` (sparse: most entries are 0).
 
@@ -210,17 +235,9 @@ class SyntheticFeatures:
         """
         return _along(self.features(n, generator), self.directions)
 
-    def batches(
-        self, batch_size: int | None = None, generator: torch.Generator | None = None
-    ) -> Iterator[Tensor]:
-        """An endless stream of ``[batch_size, d]`` batches (default: this object's stream)."""
-        size = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
-        g = self.generator() if generator is None else generator
-        while True:
-            yield self.sample(size, g)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return self.batches()
+    def rows(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` training rows: :meth:`sample`."""
+        return self.sample(n, generator)
 
 
 def _along(f: Tensor, directions: Tensor) -> Tensor:
@@ -231,7 +248,7 @@ def _along(f: Tensor, directions: Tensor) -> Tensor:
     return out.index_add_(0, rows, directions[cols] * f[rows, cols][:, None])
 
 
-class SyntheticMLP:
+class SyntheticMLP(SampleStream):
     """A sparse MLP with known latents: the ground truth a transcoder should recover.
 
     The latents ``f`` are the features of a :class:`SyntheticFeatures` (``inputs``), which
@@ -358,16 +375,3 @@ class SyntheticMLP:
     def rows(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` training rows ``[x | y]``, ``[n, d_in + d_out]``."""
         return torch.cat(self.sample(n, generator), 1)
-
-    def batches(
-        self, batch_size: int | None = None, generator: torch.Generator | None = None
-    ) -> Iterator[Tensor]:
-        """An endless stream of ``[batch_size, d_in + d_out]`` rows (default: this object's
-        stream)."""
-        size = self.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
-        g = self.generator() if generator is None else generator
-        while True:
-            yield self.rows(size, g)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return self.batches()
