@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks.common import Row, machine
 
-SUITES = ("toy", "probe", "metrics", "sae", "explorer")
+SUITES = ("toy", "probe", "metrics", "sae", "explorer", "synth")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

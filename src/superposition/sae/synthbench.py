@@ -224,7 +224,12 @@ class SynthBench(SampleStream):
 
     @classmethod
     def synthsaebench_16k(
-        cls, seed: int | None = 42, *, samples_per_factor: int = 64, batch_size: int = 4096
+        cls,
+        seed: int | None = 42,
+        *,
+        samples_per_factor: int = 64,
+        batch_size: int = 4096,
+        orthogonalize_steps: int = 100,
     ) -> SynthBench:
         """SynthSAEBench-16k: 16,384 features in 768 dimensions (SAELens's
         ``docs/synth_sae_bench.md``).
@@ -233,7 +238,8 @@ class SynthBench(SampleStream):
         with exclusive, parent-scaled, compensated children; copula factors of rank 25 and
         scale 0.1; mean magnitudes linear from 5 to 4, their stds folded normal
         ``|N(0.5, 0.5²)|`` (drawn from ``seed + 1``, as SAELens); a bias of norm 0.5;
-        directions orthogonalised by 100 Adam steps at lr 3e-4. Its true L0 is about 34.
+        directions orthogonalised by ``orthogonalize_steps`` (100) Adam steps at lr 3e-4.
+        Its true L0 is about 34.
 
         Examples:
             >>> bench = SynthBench.synthsaebench_16k(seed=0)
@@ -253,7 +259,7 @@ class SynthBench(SampleStream):
             magnitude_mean=torch.linspace(5.0, 4.0, n),
             magnitude_std=std.abs(),
             bias_norm=0.5,
-            orthogonalize_steps=100,
+            orthogonalize_steps=orthogonalize_steps,
             orthogonalize_lr=3e-4,
             seed=seed,
             batch_size=batch_size,
