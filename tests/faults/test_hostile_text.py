@@ -64,9 +64,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert any("truncated" in str(w.message) for w in caught)  # the 5 MB line, with a warning
     folder = tmp_path_factory.mktemp("hostile")
     # The report's units section renders top contexts too (reproduce --model takes any model).
-    from superposition.report.units import _examples_html
+    from superposition.report._units_html import examples_html
 
-    examples = _examples_html(recs[0], score_units(recs[0]), HOSTILE[1])
+    examples = examples_html(recs[0], score_units(recs[0]), HOSTILE[1])
     (folder / "report.html").write_text(f"<!doctype html><title>r</title>{examples}", "utf-8")
     path = folder / "page.html"
     sp.explore(
