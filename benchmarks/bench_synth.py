@@ -15,12 +15,11 @@ Run ``python benchmarks/bench_synth.py`` (``--quick`` for a short smoke run).
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import torch
 
-from benchmarks.common import Row, row
+from benchmarks.common import Row, row, side_by_side
 from superposition.sae import SynthBench
 
 BATCH_OURS, BATCH_SAELENS = 4096, 1024
@@ -28,14 +27,7 @@ BATCH_OURS, BATCH_SAELENS = 4096, 1024
 
 def _rate(sample: Any, batch: int, repeat: int) -> float:
     """Samples/s: the median of ``repeat`` timed batches after one warm-up batch."""
-    sample(batch)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        sample(batch)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return batch / times[len(times) // 2]
+    return batch / side_by_side({"sample": lambda: sample(batch)}, repeat=repeat)["sample"]
 
 
 def _saelens_16k() -> Any:

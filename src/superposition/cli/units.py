@@ -88,7 +88,8 @@ def unit_records(
     model, tokenizer = load_model(args.model)
     # Every basis reads its own site, all from one pass: a transcoder what the MLP reads, an
     # SAE of another site (an SAELens hook_resid_post release) that site.
-    sae_site = None if sae is None or sae.site in (None, "neurons") else str(sae.site)
+    sae_basis = None if sae is None else UnitBasis.sae(sae)
+    sae_site = None if sae_basis is None else sae_basis.site
     sites = ["neurons", *(["mlp_in"] if tc is not None else []), *([sae_site] if sae_site else [])]
     sites = list(dict.fromkeys(sites))
     probe = ActivationProbe(
@@ -111,8 +112,8 @@ def unit_records(
             f"has {sae_width}; pass an SAE trained on this model and layer"
         )
     bases: dict[str, Any] = {"neurons": None}
-    if sae is not None:
-        bases["SAE latents"] = UnitBasis.sae(sae)
+    if sae_basis is not None:
+        bases["SAE latents"] = sae_basis
     if tc is not None:
         bases["transcoder latents"] = transcoder_basis(tc, probe, width_at["mlp_in"], args)
     if args.rotation:

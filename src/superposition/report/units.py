@@ -130,23 +130,7 @@ def train_sae(
     """The section's TopK SAE of ``layer``: ``s.expansion`` latents per neuron, ``s.k`` active,
     trained on ``s.samples`` tokens of the default corpus's train split (its first
     ``s.sae_texts`` paragraphs), read through an :class:`~superposition.ActivationStore`."""
-    from superposition.probe.corpus import default_corpus
-    from superposition.probe.probe import ActivationProbe
-    from superposition.sae.model import SparseAutoencoder
-    from superposition.sae.store import ActivationStore
-
-    probe = ActivationProbe(model, layer=layer, tokenizer=tokenizer, batch_size=64, progress=False)
-    corpus = default_corpus("train")
-    if s.sae_texts is not None:
-        corpus = corpus.head(s.sae_texts)
-    # Epochs enough for the samples asked: a small corpus is read several times.
-    store = ActivationStore(probe, corpus, batch_size=1024, seed=seed, epochs=8)
-    d_in = int(probe.run([next(iter(corpus))]).values.shape[1])
-    sae = SparseAutoencoder(d_in, s.expansion * d_in, k=s.k, seed=seed)
-    # Batches of 1,024: four times the updates of 4,096 for the same tokens, which a short
-    # run needs more than low-noise gradients.
-    sae.fit(store, samples=s.samples, batch_size=1024, progress=progress)
-    return sae
+    return _train(model, tokenizer, layer, s, seed, progress, transcoder=False)
 
 
 def train_transcoder(
@@ -155,25 +139,54 @@ def train_transcoder(
     """The section's skip transcoder of ``layer``'s MLP: as many latents as the SAE
     (``s.expansion`` per neuron), ``s.k`` active, mapping ``mlp_in`` to ``mlp_out``, trained
     as :func:`train_sae` is (same tokens, batches and seed), both sites read in one pass."""
+    return _train(model, tokenizer, layer, s, seed, progress, transcoder=True)
+
+
+def _train(
+    model: Any,
+    tokenizer: Any,
+    layer: int,
+    s: UnitsSetting,
+    seed: int,
+    progress: bool,
+    *,
+    transcoder: bool,
+) -> Any:
     from superposition.probe.corpus import default_corpus
     from superposition.probe.probe import ActivationProbe
+    from superposition.sae.model import SparseAutoencoder
     from superposition.sae.store import ActivationStore
     from superposition.sae.transcoder import Transcoder
 
-    probe = ActivationProbe(
-        model, layer=layer, site=["mlp_in", "mlp_out"], tokenizer=tokenizer, progress=False
-    )
     corpus = default_corpus("train")
     if s.sae_texts is not None:
         corpus = corpus.head(s.sae_texts)
+    sites = ["mlp_in", "mlp_out"] if transcoder else ["neurons"]
+    # One text gives every width: the sites trained on, and the neurons that count latents.
+    first = ActivationProbe(
+        model, layer=layer, site=list(dict.fromkeys(["neurons", *sites])), tokenizer=tokenizer
+    ).run([next(iter(corpus))])
+    width = {a.site: a.n_neurons for a in first}
+    probe = ActivationProbe(
+        model,
+        layer=layer,
+        site=sites if transcoder else "neurons",
+        tokenizer=tokenizer,
+        batch_size=64,
+        progress=False,
+    )
+    # Epochs enough for the samples asked: a small corpus is read several times.
     store = ActivationStore(probe, corpus, batch_size=1024, seed=seed, epochs=8)
-    first = probe.run([next(iter(corpus))])
-    d_in, d_out = (int(a.values.shape[1]) for a in first)
-    neurons = ActivationProbe(model, layer=layer, tokenizer=tokenizer, progress=False)
-    n_neurons = int(neurons.run([next(iter(corpus))]).values.shape[1])
-    tc = Transcoder(d_in, d_out, s.expansion * n_neurons, k=s.k, skip=True, seed=seed)
-    tc.fit(store, samples=s.samples, batch_size=1024, progress=progress)
-    return tc
+    d_sae = s.expansion * width["neurons"]
+    made = (
+        Transcoder(width["mlp_in"], width["mlp_out"], d_sae, k=s.k, skip=True, seed=seed)
+        if transcoder
+        else SparseAutoencoder(width["neurons"], d_sae, k=s.k, seed=seed)
+    )
+    # Batches of 1,024: four times the updates of 4,096 for the same tokens, which a short
+    # run needs more than low-noise gradients.
+    made.fit(store, samples=s.samples, batch_size=1024, progress=progress)
+    return made
 
 
 def score_bases(
@@ -282,7 +295,7 @@ def _run(
         base_probe = ActivationProbe(
             baseline, layer=layer, tokenizer=tokenizer, batch_size=32, progress=False
         )
-        by_name = dict(zip([*NAMES[:3], NAMES[3], *NORM_CONTROLLED], stats, strict=True))
+        by_name = dict(zip([*NAMES[:4], *NORM_CONTROLLED], stats, strict=True))
         by_name[NAMES[4]] = collect_units(base_probe, texts, top_k=s.top_k, categories=labels)
         del baseline
     names = list(NAMES)
@@ -496,31 +509,21 @@ def _fit_metrics(
     """A dictionary's held-out quality on ``texts`` (an SAE's of the neurons, a transcoder's of
     the MLP output) and, with ``loss``, its loss recovered spliced in (several passes of the
     whole model: the section's slowest measurement, so ``--quick`` leaves it out)."""
-    from superposition.probe.probe import ActivationProbe
-    from superposition.sae.corpus_evaluation import evaluate_on_corpus
-    from superposition.sae.evaluate import Quality
+    from superposition.sae.corpus_evaluation import corpus_quality
 
-    out: dict[str, float] = {}
-    if loss:
-        ev = evaluate_on_corpus(d, model, texts, layer, tokenizer=tokenizer)
-        q = ev.quality
-        out["loss_recovered"] = rounded(ev.fidelity.loss_recovered)
-        out["loss_recovered_mean"] = rounded(ev.fidelity.loss_recovered_mean)
-    else:
-        sites = ["mlp_in", "mlp_out"] if d.transcoder else ["neurons"]
-        probe = ActivationProbe(model, layer=layer, site=sites, tokenizer=tokenizer)
-        quality = Quality(d)
-        with probe.capture(texts, distributed=False) as batches:
-            for captured in batches:
-                quality.add(*(captured[site] for site in sites))
-        q = quality.result()
-    return {
+    q = corpus_quality(d, model, texts, layer, tokenizer=tokenizer).result()
+    out = {
         "fvu": rounded(q.fvu),
         "l0": rounded(q.l0),
         "dead_fraction": rounded(q.dead_fraction),
-        **out,
-        "fidelity_texts": len(texts),
     }
+    if loss:
+        f = d.fidelity(model, texts, layer, tokenizer=tokenizer)
+        out |= {
+            "loss_recovered": rounded(f.loss_recovered),
+            "loss_recovered_mean": rounded(f.loss_recovered_mean),
+        }
+    return {**out, "fidelity_texts": len(texts)}
 
 
 def _claim_verdict(cmp: Any, a: str, b: str, a_polysemantic: bool) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from superposition.sae.evaluate import Quality
 from superposition.sae.fidelity import Fidelity
 from superposition.sae.model import SAEMetrics, SparseAutoencoder
 
-__all__ = ["CorpusEvaluation", "evaluate_on_corpus"]
+__all__ = ["CorpusEvaluation", "corpus_quality", "evaluate_on_corpus"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,26 @@ def evaluate_on_corpus(
         ['mean', 'sae', 'zero']
     """
     texts = list(load_corpus(texts))  # read once: a generator cannot be read twice
+    quality = corpus_quality(sae, model, texts, layer, tokenizer=tokenizer, progress=progress)
+    fidelity = sae.fidelity(model, texts, layer, tokenizer=tokenizer)
+    return CorpusEvaluation(
+        n_texts=fidelity.n_texts, n_tokens=quality.n, quality=quality.result(), fidelity=fidelity
+    )
+
+
+def corpus_quality(
+    sae: SparseAutoencoder,
+    model: nn.Module,
+    texts: Iterable[str] | Any,
+    layer: int,
+    *,
+    tokenizer: Any = None,
+    progress: bool = False,
+) -> Quality:
+    """The reconstruction half of :func:`evaluate_on_corpus`: ``sae`` (a transcoder: its
+    prediction of ``mlp_out`` from ``mlp_in``) measured on the layer's activations of
+    ``texts``, read once, batch by batch (``.result()`` gives the :class:`SAEMetrics`, ``.n``
+    the tokens)."""
     sites = ["mlp_in", "mlp_out"] if sae.transcoder else ["neurons"]
     probe = ActivationProbe(model, layer=layer, site=sites, tokenizer=tokenizer, progress=progress)
     # Batch by batch as the model gives them: memory does not grow with the texts.
@@ -110,7 +130,4 @@ def evaluate_on_corpus(
     with probe.capture(texts, distributed=False) as batches:
         for captured in batches:
             quality.add(*(captured[site] for site in sites))
-    fidelity = sae.fidelity(model, texts, layer, tokenizer=tokenizer)
-    return CorpusEvaluation(
-        n_texts=fidelity.n_texts, n_tokens=quality.n, quality=quality.result(), fidelity=fidelity
-    )
+    return quality

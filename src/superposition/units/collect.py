@@ -215,10 +215,8 @@ def _site_of(units: Units, sites: list[str]) -> str:
     from superposition.sae.model import SparseAutoencoder as SAE
 
     own = units.site if isinstance(units, UnitBasis) else None
-    if isinstance(units, SAE):  # a transcoder reads mlp_in; an SAE, the site it was made for
-        own = "mlp_in" if units.transcoder else units.site
-        if own == "neurons" and own not in sites:  # the probe's first site, as before
-            own = None
+    if isinstance(units, SAE):  # a transcoder reads mlp_in; an SAE, as its basis does
+        own = "mlp_in" if units.transcoder else UnitBasis.sae(units).site
     if own is None:
         return sites[0]
     if own not in sites:
