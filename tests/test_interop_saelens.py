@@ -185,8 +185,10 @@ def test_batchtopk_training_folders_load_as_their_inference_sae(
     inference = SAE.load_from_disk(tmp_path / "inference", dtype="float64")
     assert inference.cfg.architecture() == "jumprelu"
     ours = SparseAutoencoder.load(tmp_path / "train")
-    assert ours.kind == "batchtopk"
+    assert ours.kind == label.removesuffix("_batchtopk")  # matryoshka_batchtopk: "matryoshka"
     assert ours.k == 4
+    if "matryoshka_widths" in extra:
+        assert list(ours.rule.matryoshka_widths) == extra["matryoshka_widths"]  # type: ignore[attr-defined]
     _agree(inference, ours, _inputs(g))
 
 
@@ -257,7 +259,13 @@ def test_ours_trained_then_opened_by_saelens(tmp_path: Path) -> None:
 
     truth = SyntheticFeatures(32, 16, firing_probability=0.1, seed=0)
     x = truth.sample(256).double() * 3
-    for kind, opts in [("topk", {"k": 3}), ("batchtopk", {"k": 3}), ("relu", {}), ("jumprelu", {})]:
+    for kind, opts in [
+        ("topk", {"k": 3}),
+        ("batchtopk", {"k": 3}),
+        ("relu", {}),
+        ("jumprelu", {}),
+        ("matryoshka", {"k": 3, "matryoshka_widths": [8]}),
+    ]:
         ours = SparseAutoencoder(16, 32, kind=kind, seed=1, dtype=torch.float64, **opts)  # type: ignore[arg-type]
         ours.fit(x, samples=2048, batch_size=256)
         assert ours.input_scale != 1.0

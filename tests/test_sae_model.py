@@ -21,9 +21,9 @@ def truth() -> SyntheticFeatures:
     return SyntheticFeatures(32, 8, firing_probability=0.1, seed=0)
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk", "jumprelu", "relu"])
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "jumprelu", "relu", "matryoshka"])
 def test_parameters_have_the_documented_shapes_and_unit_decoder_rows(kind: str) -> None:
-    kw = {"k": 3} if "topk" in kind else {}
+    kw = {"k": 3} if "topk" in kind or kind == "matryoshka" else {}
     sae = SparseAutoencoder(8, 32, kind=kind, seed=0, **kw)  # type: ignore[arg-type]
     assert sae.W_enc.shape == (8, 32)
     assert sae.b_enc.shape == (32,)
@@ -128,9 +128,9 @@ def test_evaluate_in_any_batches_gives_the_closed_form(rows: int) -> None:
 # ------------------------------------------------------------------ result 4: persistence
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk", "jumprelu", "relu"])
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "jumprelu", "relu", "matryoshka"])
 def test_save_load_round_trips_exactly(kind: str, tmp_path, truth: SyntheticFeatures) -> None:  # type: ignore[no-untyped-def]
-    kw = {"k": 3} if "topk" in kind else {}
+    kw = {"k": 3} if "topk" in kind or kind == "matryoshka" else {}
     sae = SparseAutoencoder(8, 32, kind=kind, seed=0, **kw)  # type: ignore[arg-type]
     sae.fit(truth, samples=4096, batch_size=512)
     path = sae.save(tmp_path / "sae")
@@ -168,7 +168,7 @@ def test_load_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ({"k": 33}, r"k must be at most d_sae=32 \(the number of latents\), got k=33"),
         ({}, r"kind='topk' needs k, the number of active latents"),
         ({"k": 0}, r"k must be a positive int, got 0"),
-        ({"kind": "relu", "k": 3}, r"k only applies to kind='topk' or 'batchtopk'"),
+        ({"kind": "relu", "k": 3}, r"k only applies to kind='topk' or 'batchtopk' or 'matryoshka'"),
         ({"kind": "gelu"}, r"kind must be one of .*got 'gelu'"),
         ({"kind": "relu", "l1": -1.0}, r"l1 must be a non-negative finite float, got -1.0"),
         ({"k": 2, "l1": 1.0}, r"l1 only applies to kind='relu'"),

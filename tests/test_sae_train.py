@@ -43,7 +43,7 @@ def textbook_latents(
     if model.kind == "topk":
         vals, idx = pre.topk(model.k, dim=1)
         return torch.zeros_like(pre).scatter(1, idx, vals.relu()), None
-    if model.kind == "batchtopk":
+    if model.kind in ("batchtopk", "matryoshka"):
         vals, idx = pre.reshape(-1).topk(model.k * B)
         return torch.zeros_like(pre).reshape(-1).scatter(0, idx, vals.relu()).reshape(B, -1), None
     if model.kind == "relu":
@@ -67,6 +67,11 @@ def textbook_loss(
     z, gate = textbook_latents(model, pre, eps)
     xhat = out(z)
     loss = (xhat - target).square().sum(1).mean()
+    if model.kind == "matryoshka":
+        # Bussmann et al.: every prefix of the dictionary reconstructs the target too.
+        for width in model.rule.matryoshka_widths[:-1]:  # type: ignore[attr-defined]
+            prefix = torch.arange(z.shape[1]) < width
+            loss = loss + (out(z * prefix) - target).square().sum(1).mean()
     if model.kind == "relu":
         loss = loss + model.l1 * (z * model.W_dec.norm(dim=1)).sum(1).mean()
     if gate is not None:
@@ -100,7 +105,9 @@ def autograd_loss(
 
 def trained_like(kind: str, seed: int = 0) -> SparseAutoencoder:
     """A small SAE with non-trivial biases, scale and thresholds (as after some training)."""
-    kw = {"k": 3} if kind in ("topk", "batchtopk") else {}
+    kw: dict[str, object] = {"k": 3} if kind in ("topk", "batchtopk", "matryoshka") else {}
+    if kind == "matryoshka":
+        kw["matryoshka_widths"] = (3, 7, 12)
     sae = SparseAutoencoder(6, 16, kind=kind, seed=seed, **kw)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
@@ -114,7 +121,7 @@ def trained_like(kind: str, seed: int = 0) -> SparseAutoencoder:
     return sae.double()
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk", "relu", "jumprelu"])
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "relu", "jumprelu", "matryoshka"])
 @pytest.mark.parametrize("with_dead", [False, True])
 def test_gradients_match_autograd(kind: str, with_dead: bool) -> None:
     if with_dead and kind == "relu":

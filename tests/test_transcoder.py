@@ -12,7 +12,13 @@ from superposition import SyntheticMLP, Transcoder
 from superposition.sae.train import gradients
 from test_sae_train import textbook_loss
 
-KINDS = [("topk", {"k": 3}), ("batchtopk", {"k": 3}), ("jumprelu", {}), ("relu", {})]
+KINDS: list[tuple[str, dict[str, object]]] = [
+    ("topk", {"k": 3}),
+    ("batchtopk", {"k": 3}),
+    ("jumprelu", {}),
+    ("relu", {}),
+    ("matryoshka", {"k": 3, "matryoshka_widths": [2, 9]}),
+]
 
 
 def autograd_loss(
@@ -28,7 +34,7 @@ def autograd_loss(
     return textbook_loss(tc, yn, xn @ tc.W_enc + tc.b_enc, out, dead, aux_k)
 
 
-def trained_like(kind: str, kw: dict[str, int], skip: bool) -> Transcoder:
+def trained_like(kind: str, kw: dict[str, object], skip: bool) -> Transcoder:
     """A small transcoder with non-trivial biases, scales, skip and thresholds."""
     tc = Transcoder(6, 5, 16, kind=kind, skip=skip, seed=0, **kw)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(100)
@@ -48,7 +54,7 @@ def trained_like(kind: str, kw: dict[str, int], skip: bool) -> Transcoder:
 @pytest.mark.parametrize("skip", [False, True])
 @pytest.mark.parametrize("with_dead", [False, True])
 def test_gradients_match_autograd(
-    kind: str, kw: dict[str, int], skip: bool, with_dead: bool
+    kind: str, kw: dict[str, object], skip: bool, with_dead: bool
 ) -> None:
     if with_dead and kind == "relu":
         pytest.skip("AuxK applies to the TopK kinds and JumpReLU only")

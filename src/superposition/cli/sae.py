@@ -18,6 +18,7 @@ from superposition._checks import positive_int
 from superposition._io import atomic_write
 from superposition.cli._args import FORMAT, Parser, model_arguments, text_column_argument
 from superposition.cli._common import check_out_once, load_sae_folder, make_out
+from superposition.sae.kinds import KINDS
 
 __all__ = ["EXAMPLE", "add_parser", "run", "train", "train_parser"]
 
@@ -95,8 +96,9 @@ def train_parser(sub: Any, *, transcoder: bool = False, epilog: str = EXAMPLE) -
     train.add_argument(
         "--kind",
         default="topk",
-        choices=["topk", "batchtopk", "jumprelu", "relu"],
-        help="architecture (default: %(default)s)",
+        choices=list(KINDS),
+        help="architecture (default: %(default)s; matryoshka uses nested widths growing 4x "
+        "from d_sae/32)",
     )
     train.add_argument(
         "--d-sae", type=int, default=None, help="latents (default: 4 x the MLP's neurons)"

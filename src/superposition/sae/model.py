@@ -1,11 +1,11 @@
-"""SparseAutoencoder: dictionary learning with four kinds of sparsity.
+"""SparseAutoencoder: dictionary learning with five kinds of sparsity.
 
 With pre-activations ``pre = (x - b_dec) W_enc + b_enc``, the latents ``z`` are (each kind is
 one file of :mod:`superposition.sae.kinds`, which holds its rules):
 
 * ``"topk"``: the ``k`` largest of each row, through ReLU; the rest 0 (Gao et al. 2024).
-* ``"batchtopk"``: while training, the ``k·batch`` largest of the whole batch; at inference,
-  ``pre`` where above a threshold learned during training (Bussmann et al. 2024).
+* ``"batchtopk"``: the batch's ``k·batch`` largest (training); above a learned threshold (after).
+* ``"matryoshka"``: BatchTopK's, each of nested prefixes trained to reconstruct (Bussmann 2025).
 * ``"jumprelu"``: ``pre`` where above a learned per-latent threshold ``θ_i``, trained with an
   L0 penalty ``l0`` (Rajamanoharan et al. 2024).
 * ``"relu"``: ``ReLU(pre)``, trained with an L1 penalty ``l1`` scaled by the decoder norms

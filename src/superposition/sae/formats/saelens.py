@@ -1,9 +1,9 @@
 """SAELens folders (``cfg.json`` + ``sae_weights.safetensors``), read and written.
 
 Read: the inference architectures ``standard`` (a ``"relu"`` SAE here), ``topk`` and
-``jumprelu``, and the training folders of ``batchtopk`` and ``matryoshka_batchtopk`` (each
-the kind it is at inference: latents above one learned threshold, this library's
-``"batchtopk"``). SAELens's conventions are honoured:
+``jumprelu``, and the training folders of ``batchtopk`` and ``matryoshka_batchtopk`` (this
+library's ``"batchtopk"`` and ``"matryoshka"``: latents above one learned threshold at
+inference, and the same training loss if fitted further). SAELens's conventions are honoured:
 
 * ``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]`` as stored (decoder rows need not be unit);
 * ``apply_b_dec_to_input=False``: ``b_dec`` is not subtracted before encoding, so ``b_dec
@@ -24,8 +24,9 @@ the kind it is at inference: latents above one learned threshold, this library's
 * ``metadata.hook_name`` (or the older top-level ``hook_name`` / ``hook_point``) such as
   ``blocks.3.hook_mlp_out`` gives :attr:`layer` and :attr:`site`.
 
-Written: ``"topk"`` as ``topk``, ``"relu"`` as ``standard``, ``"jumprelu"`` and
-``"batchtopk"`` as ``jumprelu`` (SAELens saves its BatchTopK SAEs for inference that way),
+Written: ``"topk"`` as ``topk``, ``"relu"`` as ``standard``, ``"jumprelu"``,
+``"batchtopk"`` and ``"matryoshka"`` as ``jumprelu`` (SAELens saves its BatchTopK SAEs for
+inference that way),
 ``input_scale`` folded in, ``apply_b_dec_to_input=True``, ``normalize_activations`` the
 SAE's ``row_norm`` (``"none"`` for every SAE trained here);
 this library's own config rides along in ``metadata.superposition`` so that loading the
@@ -144,10 +145,12 @@ def load_saelens(
     scale = _input_scale(cfg, norm, norm_scaling_factor, cfg_path)
     kind, settings, threshold = _kind(arch, cfg, t, w, cfg_path)
     ours = meta.get("superposition")
-    if isinstance(ours, dict) and ours.get("kind") == "batchtopk" and arch == "jumprelu":
+    batch = isinstance(ours, dict) and ours.get("kind") in ("batchtopk", "matryoshka")
+    if batch and arch == "jumprelu":
+        assert isinstance(ours, dict)
         th = t["threshold"]
         if bool((th == th[0]).all()):  # written from a BatchTopK SAE of this library
-            kind, settings = "batchtopk", {"k": ours.get("k")}
+            kind, settings = str(ours["kind"]), {"k": ours.get("k")}
             threshold = float(th[0])
             w.pop("log_threshold", None)
     if isinstance(ours, dict) and ours.get("kind") == kind:
@@ -221,6 +224,9 @@ def _kind(
     k = config_int(cfg, "k", cfg_path)
     if arch == "topk":
         return "topk", {"k": k}, 0.0
+    if arch == "matryoshka_batchtopk":
+        widths = cfg.get("matryoshka_widths")
+        return "matryoshka", {"k": k, "matryoshka_widths": widths}, float(t["topk_threshold"])
     return "batchtopk", {"k": k}, float(t["topk_threshold"])
 
 
@@ -246,14 +252,20 @@ def _hook(
 def save_saelens(sae: SparseAutoencoder, folder: Path) -> Path:
     """Write ``sae`` as an SAELens inference folder (module docstring)."""
     w = plain_weights(sae)
-    arch = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
+    arch = {
+        "topk": "topk",
+        "relu": "standard",
+        "jumprelu": "jumprelu",
+        "batchtopk": "jumprelu",
+        "matryoshka": "jumprelu",
+    }
     if sae.kind not in arch:
         raise ValueError(f"SAELens has no architecture for kind={sae.kind!r}")
     tensors = dict(w)
     # The pre-activations are the same in both parameterisations, and so are thresholds.
     if sae.kind == "jumprelu":
         tensors["threshold"] = sae.log_threshold.detach().exp().cpu()
-    elif sae.kind == "batchtopk":
+    elif sae.kind in ("batchtopk", "matryoshka"):
         tensors["threshold"] = torch.full_like(w["b_enc"], max(float(sae.threshold), 0.0))
     # SAELens reads a config without sae_lens_version >= 6 as its older layout.
     meta: dict[str, Any] = {"sae_lens_version": SAELENS_LAYOUT, "superposition": sae.config()}

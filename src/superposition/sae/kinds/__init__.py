@@ -8,10 +8,10 @@ here and its name in :data:`REGISTRY` (and in the :data:`Kind` type beside it).
 Examples:
     >>> kind_class("topk").create(d_in=4, d_sae=8, k=2)
     TopK(k=2)
-    >>> kind_class("gelu")
+    >>> kind_class("gelu")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: kind must be one of ('topk', 'batchtopk', 'jumprelu', 'relu'), got 'gelu'
+    ValueError: kind must be one of ('topk', 'batchtopk', ...), got 'gelu'
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ from typing import Any, Literal, cast
 from superposition.sae.kinds.base import SAEKind
 from superposition.sae.kinds.batchtopk import BatchTopK
 from superposition.sae.kinds.jumprelu import JumpReLU
+from superposition.sae.kinds.matryoshka import Matryoshka
 from superposition.sae.kinds.relu import ReLU
 from superposition.sae.kinds.topk import TopK
 
 __all__ = ["KINDS", "REGISTRY", "Kind", "SAEKind", "build", "kind_class"]
 
-Kind = Literal["topk", "batchtopk", "jumprelu", "relu"]
-REGISTRY: dict[str, type[SAEKind]] = {cls.name: cls for cls in (TopK, BatchTopK, JumpReLU, ReLU)}
+Kind = Literal["topk", "batchtopk", "jumprelu", "relu", "matryoshka"]
+REGISTRY: dict[str, type[SAEKind]] = {
+    cls.name: cls for cls in (TopK, BatchTopK, JumpReLU, ReLU, Matryoshka)
+}
 KINDS: tuple[Kind, ...] = cast("tuple[Kind, ...]", tuple(REGISTRY))
 
 
@@ -47,7 +50,7 @@ def build(kind: object, d_in: int, d_sae: int, options: dict[str, Any]) -> SAEKi
         >>> build("relu", 4, 8, {"k": 2})
         Traceback (most recent call last):
         ...
-        ValueError: k only applies to kind='topk' or 'batchtopk', not 'relu'
+        ValueError: k only applies to kind='topk' or 'batchtopk' or 'matryoshka', not 'relu'
     """
     cls = kind_class(kind)
     takes = cls.hyperparameters()
