@@ -10,7 +10,12 @@ One module per family; every public name is re-exported here, so ``sp.metrics.X`
 - :mod:`~superposition.metrics.similarity`: cosine similarity and distance between neurons,
   from activations, a Gram matrix or a co-moment.
 - :mod:`~superposition.metrics.recovery`: learned directions against true ones (MMCS, the
-  Hungarian matching, MCC) and a reconstruction's FVU.
+  Hungarian matching, MCC, each learned direction's best match and their uniqueness) and a
+  reconstruction's FVU.
+- :mod:`~superposition.metrics.detection`: SAE latents as detectors of their matched
+  ground-truth feature (per-latent precision, recall, F1, accuracy; SynthSAEBench).
+- :mod:`~superposition.metrics.feature_absorption`: feature absorption on a known hierarchy
+  (full absorption rate and absorption fraction).
 - :mod:`~superposition.metrics.scores`: per-unit polysemanticity scores from top contexts.
 - :mod:`~superposition.metrics.bootstrap`: a median with its percentile bootstrap interval.
 
@@ -20,6 +25,8 @@ naming the argument, the expected shape and what arrived.
 
 from superposition.metrics._common import check_tensor
 from superposition.metrics.bootstrap import bootstrap_median, resampled_medians
+from superposition.metrics.detection import DetectionScores, detection_counts, detection_scores
+from superposition.metrics.feature_absorption import Absorption, absorption
 from superposition.metrics.geometry import (
     PHASE_NAMES,
     classify_phase,
@@ -44,11 +51,13 @@ from superposition.metrics.moments import (
     statistics_from_moments,
 )
 from superposition.metrics.recovery import (
+    best_matches,
     fraction_of_variance_unexplained,
     match_directions,
     matched_cosines,
     mean_correlation_coefficient,
     mean_max_cosine_similarity,
+    uniqueness,
 )
 from superposition.metrics.scores import category_spread, context_coherence, token_diversity
 from superposition.metrics.similarity import (
@@ -61,12 +70,16 @@ from superposition.metrics.similarity import (
 
 __all__ = [
     "PHASE_NAMES",
+    "Absorption",
+    "DetectionScores",
     "NeuronStatistics",
+    "absorption",
     "accumulate_comoment",
     "activation_frequency",
     "activation_kurtosis",
     "activation_mean",
     "activation_variance",
+    "best_matches",
     "block_moments",
     "bootstrap_median",
     "category_spread",
@@ -79,6 +92,8 @@ __all__ = [
     "cosine_similarity_from_comoment",
     "cosine_similarity_from_gram",
     "data_dimensionality",
+    "detection_counts",
+    "detection_scores",
     "dimensions_per_feature",
     "feature_dimensionality",
     "feature_norms",
@@ -95,4 +110,5 @@ __all__ = [
     "share_below",
     "statistics_from_moments",
     "token_diversity",
+    "uniqueness",
 ]
