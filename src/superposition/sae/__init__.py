@@ -4,6 +4,7 @@ interventions at the sites they are trained on."""
 from superposition.sae.config import FitConfig, FitHistory
 from superposition.sae.corpus_evaluation import CorpusEvaluation, evaluate_on_corpus
 from superposition.sae.edit import edit, edit_neurons
+from superposition.sae.ground_truth import TruthMetrics, evaluate_on_truth
 from superposition.sae.model import KINDS, Kind, SAEMetrics, SparseAutoencoder
 from superposition.sae.plan import (
     CorpusSplit,
@@ -32,10 +33,12 @@ __all__ = [
     "SyntheticFeatures",
     "SyntheticMLP",
     "Transcoder",
+    "TruthMetrics",
     "count_tokens",
     "edit",
     "edit_neurons",
     "evaluate_on_corpus",
+    "evaluate_on_truth",
     "split_corpus",
     "store_buffer_rows",
     "store_epochs",
