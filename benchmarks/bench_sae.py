@@ -63,16 +63,24 @@ def _cycle(pool: list[torch.Tensor], steps: int) -> Iterator[torch.Tensor]:
 
 
 def train_saelens(
-    d_in: int, d_sae: int, k: int, batches: Iterator[torch.Tensor], samples: int, batch_size: int
+    d_in: int,
+    d_sae: int,
+    k: int,
+    batches: Iterator[torch.Tensor],
+    samples: int,
+    batch_size: int,
+    sae: Any = None,
 ) -> tuple[float, Any]:
-    """Train SAELens's TopK SAE under its own ``SAETrainer`` with the settings of
-    ``sae_lens.synthetic.train_toy_sae`` (lr 3e-4 constant, Adam); (seconds, the SAE)."""
+    """Train SAELens's TopK SAE (or the training SAE ``sae`` given, of any class) under its
+    own ``SAETrainer`` with the settings of ``sae_lens.synthetic.train_toy_sae`` (lr 3e-4
+    constant, Adam); (seconds, the SAE)."""
     from sae_lens import LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
 
     torch.manual_seed(0)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device="cpu"))
+    if sae is None:
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, device="cpu"))
     cfg = SAETrainerConfig(
         n_checkpoints=0,
         checkpoint_path=None,

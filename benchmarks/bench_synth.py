@@ -9,6 +9,9 @@ not change what a sample costs). Rows: samples/s of :class:`~superposition.sae.S
 in batches of 4,096 (bar: at least 50,000, issue 25), SAELens's ``SyntheticModel.sample`` in
 batches of 1,024 (it draws a uniform per feature per sample), and the ratio.
 
+The suite also trains SAEs on this data, ours beside SAELens's
+(:mod:`benchmarks.bench_synth_train`).
+
 Run ``python benchmarks/bench_synth.py`` (``--quick`` for a short smoke run).
 """
 
@@ -64,7 +67,7 @@ def _saelens_16k() -> Any:
     return SyntheticModel(cfg)
 
 
-def run(quick: bool = False) -> list[Row]:
+def _sampling(quick: bool) -> list[Row]:
     ours = SynthBench.synthsaebench_16k(seed=0, orthogonalize_steps=0)
     g = torch.Generator().manual_seed(1)
     mine = _rate(lambda n: ours.sample(n, g), BATCH_OURS, 3 if quick else 20)
@@ -88,6 +91,12 @@ def run(quick: bool = False) -> list[Row]:
         row(f"{label}: ours / SAELens", mine / theirs, "x"),
     ]
     return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    from benchmarks import bench_synth_train
+
+    return _sampling(quick) + bench_synth_train.run(quick)
 
 
 if __name__ == "__main__":
