@@ -70,10 +70,11 @@ def train_saelens(
     samples: int,
     batch_size: int,
     sae: Any = None,
+    lr: float = 3e-4,
 ) -> tuple[float, Any]:
     """Train SAELens's TopK SAE (or the training SAE ``sae`` given, of any class) under its
     own ``SAETrainer`` with the settings of ``sae_lens.synthetic.train_toy_sae`` (lr 3e-4
-    constant, Adam); (seconds, the SAE)."""
+    constant, Adam; another constant ``lr`` if given); (seconds, the SAE)."""
     from sae_lens import LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
@@ -88,8 +89,8 @@ def train_saelens(
         total_training_samples=samples,
         device="cpu",
         autocast=False,
-        lr=3e-4,
-        lr_end=3e-4,
+        lr=lr,
+        lr_end=lr,
         lr_scheduler_name="constant",
         lr_warm_up_steps=0,
         adam_beta1=0.9,
