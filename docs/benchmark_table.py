@@ -17,7 +17,7 @@ from typing import Any
 
 NOT_RUN = (
     "The benchmarks have not been run on this checkout, so there is no table yet. Run\n"
-    "`python -m benchmarks.run` (about 15 minutes on 2 CPU cores; `--quick` for a smoke run)\n"
+    "`python -m benchmarks.run` (about 80 minutes on 2 CPU cores; `--quick` for a smoke run)\n"
     "to write `benchmarks/results/latest.json`, then rebuild the docs.\n"
 )
 
