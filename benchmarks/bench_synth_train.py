@@ -134,13 +134,12 @@ def _train_saelens(
 
 def _rows(
     label: str,
-    kind: str,
     ours: TruthMetrics,
     theirs: TruthMetrics,
     tuned: TruthMetrics,
     our_lr: float,
+    published: dict[str, float],
 ) -> list[Row]:
-    published = PUBLISHED.get(kind, {}) if label.startswith("SynthSAEBench-16k") else {}
     rows = []
     for name in SHOWN:
         note = f"; published {published[name]} at 200M" if name in published else ""
@@ -154,8 +153,14 @@ def _rows(
     return rows
 
 
-def compare(bench: SynthBench, setup: Setup, name: str) -> list[Row]:
-    """Train both kinds, ours and SAELens's, on one pool of ``bench``'s batches; the rows."""
+def compare(
+    bench: SynthBench,
+    setup: Setup,
+    name: str,
+    published: dict[str, dict[str, float]] | None = None,
+) -> list[Row]:
+    """Train both kinds, ours and SAELens's, on one pool of ``bench``'s batches; the rows
+    (with ``published[kind][metric]`` in a row's name where given)."""
     g = torch.Generator().manual_seed(1)
     pool = [bench.sample(setup.batch, g) for _ in range(setup.samples // setup.batch)]
     samples = len(pool) * setup.batch
@@ -172,7 +177,14 @@ def compare(bench: SynthBench, setup: Setup, name: str) -> list[Row]:
             evaluate_on_truth(s, bench, setup.eval_samples, seed=2) for s in (ours, theirs, tuned)
         )
         absorption[kind] = m_ours.absorption_rate
-        rows += _rows(label.format(kind=kind), kind, m_ours, m_theirs, m_tuned, our_lr)
+        rows += _rows(
+            label.format(kind=kind),
+            m_ours,
+            m_theirs,
+            m_tuned,
+            our_lr,
+            (published or {}).get(kind, {}),
+        )
         ratio = t_theirs / t_ours
         rows += [
             row(f"{name} {kind}: training samples/s, ours", samples / t_ours, "samples/s"),
@@ -199,7 +211,7 @@ def run(quick: bool = False) -> list[Row]:
         return []
     bench = SynthBench.synthsaebench_16k(seed=0, orthogonalize_steps=5 if quick else 100)
     setup = Setup(samples=8 * 1024, eval_samples=4096) if quick else Setup(samples=SAMPLES)
-    return compare(bench, setup, "SynthSAEBench-16k")
+    return compare(bench, setup, "SynthSAEBench-16k", PUBLISHED)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,9 @@ def evaluate_on_truth(
             absorbed = batch if absorbed is None else absorbed.merge(batch)
     q = quality.result()
     scores = metrics.detection_scores(counts)
+    # SAELens's MCC: the mean over the matched pairs, of which there are min(d_sae, n); ours
+    # averages over its first argument, so the smaller set goes first.
+    fewer, more = (W_dec, true) if sae.d_sae <= true.shape[0] else (true, W_dec)
     return TruthMetrics(
         samples=samples,
         true_l0=active / samples,
@@ -176,10 +179,7 @@ def evaluate_on_truth(
         dead_fraction=q.dead_fraction,
         shrinkage=q.shrinkage,
         explained_variance=1.0 - q.fvu,
-        # SAELens's MCC: the mean over the matched pairs, of which there are min(d_sae, n).
-        mcc=metrics.mean_correlation_coefficient(W_dec, true)
-        if sae.d_sae <= true.shape[0]
-        else metrics.mean_correlation_coefficient(true, W_dec),
+        mcc=metrics.mean_correlation_coefficient(fewer, more),
         uniqueness=metrics.uniqueness(true, W_dec),
         precision=scores.mean_precision,
         recall=scores.mean_recall,

@@ -100,7 +100,7 @@ class BatchTopK(SAEKind):
         step's inference threshold from them."""
         B = pre.shape[0]
         vals, flat = batch_topk(pre, self.k)  # in flat order: compressed rows, columns in order
-        vals = vals.relu()
+        vals = vals.relu_()  # batch_topk's values are a fresh tensor
         cols = flat % step.d_sae
         # Bussmann et al.: the inference threshold is the running average of the smallest
         # activation the batch kept (unchanged when it kept none), found without boolean
