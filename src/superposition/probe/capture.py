@@ -64,6 +64,10 @@ _WHAT: dict[str, str] = {
 }
 
 
+# Where a capture can hand each site's rows as they come (see _Runner.run).
+Sink = Callable[[SitePoint, Tensor], None]
+
+
 class _StopForward(Exception):
     """Raised from a hook once every requested site is captured: the rest is not needed."""
 
@@ -192,14 +196,29 @@ class _Runner:
         if "return_dict" in accepts:
             self.extra["return_dict"] = True
         self.device = model_device(probe.model)
+        self.modules = list(probe.model.modules())
 
-    def run(self, batch: Batch, first: int, share: tuple[int, int]) -> Captured:
+    def run(
+        self,
+        batch: Batch,
+        first: int,
+        share: tuple[int, int],
+        sink: Sink | None = None,
+    ) -> Captured:
+        """One batch through the model. With ``sink``, each site's rows go to ``sink(point,
+        rows)`` from inside its hook, and the :class:`Captured` returned holds no values: a
+        site's rows are then the only copy alive, one site at a time."""
         probe = self.probe
         points: list[SitePoint] = probe.sites
         B, S = batch.inputs["input_ids"].shape
         src = batch.src
         got: dict[tuple[int, Site], Tensor] = {}
+        seen: set[tuple[int, Site]] = set()
         n_points = len(points)
+        rank, size = share
+        row_of = src // S
+        texts = torch.tensor(batch.texts, dtype=torch.int64)[row_of]
+        text_index = (texts + first) * size + rank
 
         def reader(point: SitePoint) -> Callable[[Tensor], None]:
             def read(x: Tensor) -> None:
@@ -211,8 +230,14 @@ class _Runner:
                         f"{B} x {S} tokens ({point.site} of layer {point.layer}); pass module= "
                         f"naming {_WHAT[point.site]}"
                     )
-                got[point.layer, point.site] = flat.index_select(0, src.to(flat.device))
-                if probe._stop_early and len(got) == n_points:
+                rows = flat.index_select(0, src.to(flat.device))
+                _check_finite(point, rows, text_index)
+                if sink is None:
+                    got[point.layer, point.site] = rows
+                else:
+                    sink(point, rows)
+                seen.add((point.layer, point.site))
+                if probe._stop_early and len(seen) == n_points:
                     raise _StopForward
 
             return read
@@ -223,9 +248,12 @@ class _Runner:
             if k in self.accepts or k in ("input_ids", "attention_mask")
         }
         model = probe.model
-        training = {m: m.training for m in model.modules()}
+        # Only modules in training mode are switched (and switched back): an eval model, the
+        # usual case, is not walked module by module on every batch.
+        training = [m for m in self.modules if m.training]
         try:
-            model.eval()
+            if training:
+                model.eval()
             with (
                 hooked(self.forward, [Hook(p, reader(p)) for p in points], count_every_call=True),
                 torch.no_grad(),
@@ -233,29 +261,14 @@ class _Runner:
             ):
                 self.forward(**inputs, **self.extra)
         finally:
-            for m, mode in training.items():
-                m.training = mode
-        if len(got) != n_points:
-            missing = [p.module_name for p in points if (p.layer, p.site) not in got]
+            for m in training:
+                m.training = True
+        if len(seen) != n_points:
+            missing = [p.module_name for p in points if (p.layer, p.site) not in seen]
             raise RuntimeError(
                 f"the forward pass of {type(model).__name__} did not call {missing}; the "
                 "module does not run on this input. Pass module= naming a module that does"
             )
-        rank, size = share
-        row_of = src // S
-        texts = torch.tensor(batch.texts, dtype=torch.int64)[row_of]
-        for p in points:  # NaN statistics later say nothing about where they came from
-            v = got[p.layer, p.site]
-            if not all_finite(v):
-                bad = ((texts + first) * size + rank)[~torch.isfinite(v).all(1).cpu()]
-                bad = torch.unique(bad)
-                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-                which = f"text {int(bad[0])}{more}"
-                raise ValueError(
-                    f"the model gave NaN or inf activations at the {p.site} of layer {p.layer} "
-                    f"({p.module_name}) in {which} of the texts passed; a float16 or bfloat16 "
-                    "model can overflow: run it in float32 (model.float()), or check its weights"
-                )
         ids = batch.inputs["input_ids"].reshape(-1)[src]
         is_pad = (
             batch.inputs["attention_mask"].reshape(-1)[src] == 0
@@ -264,11 +277,24 @@ class _Runner:
         )
         return Captured(
             values=got,
-            text_index=(texts + first) * size + rank,
+            text_index=text_index,
             position=src % S,
             token_ids=ids,
             is_pad=is_pad,
         )
+
+
+def _check_finite(point: SitePoint, rows: Tensor, text_index: Tensor) -> None:
+    """NaN statistics later say nothing about where they came from: fail here, naming texts."""
+    if all_finite(rows):
+        return
+    bad = torch.unique(text_index[~torch.isfinite(rows).all(1).cpu()])
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise ValueError(
+        f"the model gave NaN or inf activations at the {point.site} of layer {point.layer} "
+        f"({point.module_name}) in text {int(bad[0])}{more} of the texts passed; a float16 or "
+        "bfloat16 model can overflow: run it in float32 (model.float()), or check its weights"
+    )
 
 
 class Capture:
@@ -334,12 +360,17 @@ class Capture:
             return self._from_plan(self.planned)
         return self._stream()
 
-    def _from_plan(self, batches: list[Batch]) -> Iterator[Captured]:
+    def _from_plan(
+        self, batches: list[Batch], sink_for: Callable[[Batch], Sink] | None = None
+    ) -> Iterator[Captured]:
+        """The planned batches in turn; with ``sink_for``, each batch's rows go to the sink it
+        returns for that batch (see :meth:`_Runner.run`)."""
         probe = self.probe
         runner = _Runner(probe)
         with _progress(probe.progress, self.n_texts, probe.batch_size) as bar:
             for batch in batches:
-                captured = runner.run(batch, 0, (0, 1))
+                sink = None if sink_for is None else sink_for(batch)
+                captured = runner.run(batch, 0, (0, 1), sink)
                 if bar is not None:
                     bar.advance(len(batch.texts), batch.n_tokens)
                 yield captured

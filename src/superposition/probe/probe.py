@@ -29,8 +29,8 @@ from superposition import distributed as _distributed
 from superposition._checks import optional_positive_int, positive_int
 from superposition.probe.activations import Activations
 from superposition.probe.adapters import model_tokenizer, unwrap
-from superposition.probe.batching import TextBatching, model_name
-from superposition.probe.capture import Capture
+from superposition.probe.batching import Batch, TextBatching, model_name
+from superposition.probe.capture import Capture, Sink
 from superposition.probe.locate import LayerSpec
 from superposition.probe.sites import SitePoint, locate_sites
 from superposition.probe.streaming import StreamingStatistics
@@ -277,17 +277,27 @@ class ActivationProbe(TextBatching, Generic[_R, _S]):
         token_ids = torch.empty(n_rows, dtype=torch.int64)
         is_pad = torch.zeros(n_rows, dtype=torch.bool)
         outs: dict[tuple[int, str], Tensor] = {}
-        for batch, captured in zip(batches, capture, strict=True):
+        dst = torch.empty(0, dtype=torch.int64)
+
+        def sink_for(batch: Batch) -> Sink:
             # The output row of each kept position, in the batch's order: one index_copy_ per
-            # batch and site (one per text made a thread barrier per text).
+            # batch and site (one per text made a thread barrier per text), written from the
+            # site's hook, so no batch holds the rows of every site at once.
+            nonlocal dst
             dst = _destinations(offsets[batch.texts].tolist(), batch.kept_per_row)
-            token_ids[dst] = captured.token_ids
-            is_pad[dst] = captured.is_pad
-            for key, rows in captured.values.items():
+
+            def sink(point: SitePoint, rows: Tensor) -> None:
+                key = point.layer, point.site
                 store = outs.get(key)
                 if store is None:
                     store = outs[key] = torch.empty(n_rows, rows.shape[-1], dtype=torch.float32)
                 store.index_copy_(0, dst, rows.to("cpu", torch.float32))
+
+            return sink
+
+        for captured in capture._from_plan(batches, sink_for):
+            token_ids[dst] = captured.token_ids
+            is_pad[dst] = captured.is_pad
         tokens = self._token_strings(token_ids, is_pad)
         results = [
             Activations(
