@@ -110,6 +110,7 @@ class Step:
         self._fired = torch.zeros(self.d_sae + 1, dtype=torch.bool, device=P.device)
         self.fired_any = self._fired[: self.d_sae]
         self.penalty_scale = 1.0  # ramps the L1 / L0 coefficient up during penalty_warmup
+        self._pre = torch.empty(0, self.d_sae, device=P.device, dtype=P.dtype)
 
     def mark_fired(self, cols: Tensor, active: Tensor) -> None:
         """Mark latents ``cols`` where ``active`` (same shape) as fired this step."""
@@ -135,12 +136,12 @@ class Step:
         if xn.device.type != "cpu":
             return self._gathered_gradients(crow, cols, vals, xn, xc)
         z = _csr(crow, cols, vals, (B, self.d_sae))
-        err = torch.mm(z, self.W_dec).add_(self.b_dec).sub_(xn)
+        err = torch.addmm(xn, z, self.W_dec, beta=-1.0).add_(self.b_dec)
         delta = err * (2.0 / B)
-        self.G_dec.copy_(torch.mm(z.t(), delta))
+        _sparse_t_mm(z, delta, out=self.G_dec)
         dz = torch.sparse.sampled_addmm(z, delta, self.W_dec.T, beta=0.0).values()
         dpre = dz.mul_(vals > 0)
-        self.G_encT.copy_(torch.mm(_csr(crow, cols, dpre, (B, self.d_sae)).t(), xc))
+        _sparse_t_mm(_csr(crow, cols, dpre, (B, self.d_sae)), xc, out=self.G_encT)
         self.G_benc.index_add_(0, cols, dpre)
         return err, delta
 
@@ -194,7 +195,13 @@ class Step:
         else:
             xc, target = xn - self.b_dec, xn
         if self.autocast is None:
-            pre = torch.addmm(self.b_enc, xc, self.encT.T)
+            # Into the same buffer every step: a fresh [batch, d_sae] output is new pages
+            # from the kernel each time (glibc maps anything this large afresh), and
+            # faulting them in cost 50 ms of a 0.9 s step at 4096 x 16384.
+            pre = self._pre
+            if pre.shape != (xc.shape[0], self.d_sae):
+                pre = self._pre = xc.new_empty(xc.shape[0], self.d_sae)
+            torch.addmm(self.b_enc, xc, self.encT.T, out=pre)
         else:
             pre = self.mm_low(xc, self.encT.T, self.b_enc)
         err, delta, n_active = self.rule.gradients(self, target, xc, pre)
@@ -219,6 +226,15 @@ def _csr(crow: Tensor, cols: Tensor, vals: Tensor, size: tuple[int, int]) -> Ten
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(crow, cols, vals, size, check_invariants=False)
+
+
+def _sparse_t_mm(a: Tensor, b: Tensor, *, out: Tensor) -> Tensor:
+    """``out = aᵀ b`` for a sparse CSR ``a``, written over ``out`` (its contents ignored).
+
+    ``addmm`` with ``beta=0`` into ``out`` is 3-4x faster on a CPU than ``out.copy_(aᵀ @ b)``
+    (which zero-fills a fresh result, multiplies, then copies it over): 10-14 ms instead of
+    32-45 ms at a 16,384 x 768 gradient."""
+    return torch.addmm(out, a.t(), b, beta=0.0, out=out)
 
 
 def batch_stats(xn: Tensor, err: Tensor, l0: float) -> tuple[float, float, float]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from superposition.sae.gradients import _csr
+from superposition.sae.gradients import _csr, _sparse_t_mm
 from superposition.sae.kinds.batchtopk import BatchTopK
 from superposition.sae.kinds.topk import check_k
 
@@ -145,10 +145,10 @@ def nested_gradients(
     for g in reversed(range(len(widths))):
         D.add_(errs[g], alpha=2.0 / B)  # D_g = Σ_{l >= g} δ_l
         sel, z = parts[g]
-        step.G_dec.add_(torch.mm(z.t(), D))
+        torch.addmm(step.G_dec, z.t(), D, out=step.G_dec)
         dz = torch.sparse.sampled_addmm(z, D, step.W_dec.T, beta=0.0).values()
         dpre[sel] = dz
     dpre.mul_(vals > 0)
-    step.G_encT.copy_(torch.mm(_csr(crow, cols, dpre, (B, d_sae)).t(), xc))
+    _sparse_t_mm(_csr(crow, cols, dpre, (B, d_sae)), xc, out=step.G_encT)
     step.G_benc.index_add_(0, cols, dpre)
     return errs[-1], D
