@@ -8,6 +8,9 @@ file that size.
 
 Then memory (issue 27): the peak RSS of ``superposition units`` and ``explore`` with their
 defaults (bar: at most 2 GB each), and how it grows when the corpus doubles (bar: 1.2x).
+
+Last, what a newcomer waits for: ``superposition reproduce --quick`` from a fresh process
+(bar: under 60 s on 2 cores) and the full ``reproduce`` (no bar), with their peak RSS.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, cli_peak_gb, row
+from benchmarks.common import Row, cli_peak_gb, cli_run, row
 
 LATENTS = 12_288
 
@@ -184,9 +187,37 @@ def _memory_rows(quick: bool) -> list[Row]:
     return rows
 
 
+REPRODUCE_QUICK_BAR_S = 60.0
+
+
+def _reproduce_rows(quick: bool) -> list[Row]:
+    """Wall time and peak RSS of ``superposition reproduce --quick`` and of the full run, each
+    in a fresh process (a smoke run skips them: they take 1 and 4 minutes)."""
+    if quick:
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for flags in (["--quick"], []):
+            seconds, peak = cli_run(["reproduce", *flags, "--no-progress", "--out", tmp])
+            name = f"superposition reproduce {' '.join(flags)}".strip()
+            quick_run = bool(flags)
+            rows.append(
+                row(
+                    f"{name}: wall time (2 cores, fresh process)",
+                    seconds,
+                    "s",
+                    f"< {REPRODUCE_QUICK_BAR_S:g} s" if quick_run else "",
+                    seconds < REPRODUCE_QUICK_BAR_S or not quick_run,
+                )
+            )
+            rows.append(row(f"{name}: peak RSS", peak, "GB"))
+    return rows
+
+
 def run(quick: bool = False) -> list[Row]:
-    """The page's size and speed in Chromium, then the memory of the commands that build it."""
-    return _page_rows(quick) + _memory_rows(quick)
+    """The page's size and speed in Chromium, the memory of the commands that build it, and
+    the time of ``reproduce``."""
+    return _page_rows(quick) + _memory_rows(quick) + _reproduce_rows(quick)
 
 
 if __name__ == "__main__":

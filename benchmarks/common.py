@@ -95,17 +95,26 @@ _PEAK_CHILD = (
 def cli_peak_gb(argv: list[str]) -> float:
     """Peak RSS (GB: KiB / 1e6, as ``/usr/bin/time`` is read) of ``superposition *argv`` run
     in a fresh process, offline; raises with its output if the command fails."""
+    return cli_run(argv)[1]
+
+
+def cli_run(argv: list[str]) -> tuple[float, float]:
+    """``(wall seconds, peak RSS in GB)`` of ``superposition *argv`` in a fresh process,
+    offline (the seconds include starting Python and importing the library); raises with its
+    output if the command fails."""
     import subprocess
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _PEAK_CHILD, *argv], env=env, capture_output=True, text=True
     )
+    seconds = time.perf_counter() - t0
     peak = [ln.split() for ln in done.stdout.splitlines() if ln.startswith("PEAK")]
     if done.returncode != 0 or not peak or peak[0][1] != "0":
         raise RuntimeError(f"superposition {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
-    return int(peak[0][2]) / 1e6
+    return seconds, int(peak[0][2]) / 1e6
 
 
 def machine() -> dict[str, object]:
