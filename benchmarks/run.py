@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run            # the full run (about 80 minutes on 2 CPU cores)
+    python -m benchmarks.run            # the full run (about 100 minutes on 2 CPU cores)
     python -m benchmarks.run --quick    # a smoke run of every benchmark (about a minute)
     python -m benchmarks.run --only toy probe   # replaces those suites' rows in latest.json
 """

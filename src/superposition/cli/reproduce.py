@@ -20,8 +20,8 @@ EXAMPLE = (
 # reproduce` (MiniLM, layer 0, the small double-descent sweep, the units section) on 2 CPU
 # cores. The full run took 220 s (the units section 155 s of it, its SAE 94 s); --quick took
 # 81 s (the units section 30 s of it, the double-descent sweep 13 s, the figures 13 s).
-QUICK_TIME = "about 1.5 minutes"
-FULL_TIME = "about 3.5 minutes"
+QUICK_TIME = "under a minute"
+FULL_TIME = "about 4.5 minutes"
 
 
 def add_parser(sub: Any) -> None:
