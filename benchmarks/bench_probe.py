@@ -14,6 +14,7 @@ batching them in order pads ~60% extra positions (reported as an info row).
 from __future__ import annotations
 
 import gc
+import math
 import random
 import statistics
 import sys
@@ -197,6 +198,20 @@ def _has_nnsight() -> bool:
     return True
 
 
+def _quartile_rows(
+    median: str, quartiles: str, pairs: tuple[float, float, float], bar: str
+) -> list[Row]:
+    """The median of paired ratios (row ``median``) with its bar (``<= 1.10x`` or none), then
+    its quartiles (rows ``quartiles, q1 of pairs`` and ``q3``)."""
+    q1, mid, q3 = pairs
+    limit = float(bar.removeprefix("<= ").removesuffix("x")) if bar else math.inf
+    return [
+        row(median, mid, "x", bar, mid <= limit),
+        row(f"{quartiles}, q1 of pairs", q1, "x"),
+        row(f"{quartiles}, q3 of pairs", q3, "x"),
+    ]
+
+
 def _compare(
     label: str, model: Any, tokenizer: Any, texts: list[str], repeat: int, layer0_bar: bool = True
 ) -> tuple[list[Row], float]:
@@ -225,40 +240,33 @@ def _compare(
     if "minimum0" in fns:
         # The probe's own cost at layer 0 (tokenizing, batching, copying rows out) is what is
         # left over the work layer 0 cannot skip; both are timed back to back, many times.
-        q1, ratio, q3 = paired_ratios(fns["layer0"], fns["minimum0"], repeat=3 * repeat)
-        rows += [
-            row(
-                f"probe {n}: layer 0 vs the work layer 0 cannot skip (median of pairs)",
-                ratio,
-                "x",
-                "<= 1.10x" if layer0_bar else "",
-                ratio <= 1.10 or not layer0_bar,
-            ),
-            row(f"probe {n}: layer 0 vs the work it cannot skip, q1 of pairs", q1, "x"),
-            row(f"probe {n}: layer 0 vs the work it cannot skip, q3 of pairs", q3, "x"),
-        ]
-        # The ceiling of the row above: any tool that returns the probe's result also
+        bar = "<= 1.10x" if layer0_bar else ""
+        pairs = paired_ratios(fns["layer0"], fns["minimum0"], repeat=3 * repeat)
+        rows += _quartile_rows(
+            f"probe {n}: layer 0 vs the work layer 0 cannot skip (median of pairs)",
+            f"probe {n}: layer 0 vs the work it cannot skip",
+            pairs,
+            bar,
+        )
+        # The ceiling of the rows above: any tool that returns the probe's result also
         # tokenizes and writes every row into a fresh output (page faults), on top of that work.
         _, ceiling, _ = paired_ratios(fns["ceiling0"], fns["minimum0"], repeat=3 * repeat)
-        q1, ratio, q3 = paired_ratios(fns["layer0"], fns["ceiling0"], repeat=3 * repeat)
-        rows += [
+        rows.append(
             row(
                 f"probe {n}: ceiling of the row above: that work + tokenizing + writing the "
                 "rows into a fresh output, vs that work (median of pairs)",
                 ceiling,
                 "x",
-            ),
-            row(
-                f"probe {n}: layer 0 vs that work + tokenizing + writing a fresh output "
-                "(median of pairs)",
-                ratio,
-                "x",
-                "<= 1.10x" if layer0_bar else "",
-                ratio <= 1.10 or not layer0_bar,
-            ),
-            row(f"probe {n}: layer 0 vs that work with its output, q1 of pairs", q1, "x"),
-            row(f"probe {n}: layer 0 vs that work with its output, q3 of pairs", q3, "x"),
-        ]
+            )
+        )
+        pairs = paired_ratios(fns["layer0"], fns["ceiling0"], repeat=3 * repeat)
+        rows += _quartile_rows(
+            f"probe {n}: layer 0 vs that work + tokenizing + writing a fresh output "
+            "(median of pairs)",
+            f"probe {n}: layer 0 vs that work with its output",
+            pairs,
+            bar,
+        )
     rows += [
         row(
             f"probe {n}: all {n_layers} layers vs plain forward",
