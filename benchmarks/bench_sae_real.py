@@ -173,7 +173,7 @@ def _loss_recovered(saes: dict[str, SparseAutoencoder], texts: list[str]) -> dic
     of the output embeddings). An SAE of ``d_in`` 768 replaces the first 768 neurons and the
     ablation zeroes those; the others pass through unchanged."""
     from superposition import load_model
-    from superposition.sae.edit import NeuronEdit, splice
+    from superposition.sae.edit import NeuronEdit, ablate_neurons, splice
     from superposition.sae.fidelity import edit_effects, loss_recovered
 
     model, tokenizer = load_model()
@@ -188,7 +188,7 @@ def _loss_recovered(saes: dict[str, SparseAutoencoder], texts: list[str]) -> dic
         return apply
 
     edits = {name: first(splice(sae)) for name, sae in saes.items()}
-    edits["zero"] = first(torch.zeros_like)
+    edits["zero"] = ablate_neurons(list(range(d)))
     _, clean, effects, _, _ = edit_effects(model, texts, 0, edits, tokenizer=tokenizer)
     zero = effects["zero"].loss
     return {name: loss_recovered(clean, effects[name].loss, zero) for name in saes}
